@@ -1,0 +1,382 @@
+//! The config file's shape (DESIGN.md "Config — the contract"). Extend, never rename.
+
+use super::units::{Duration, Size};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default, rename = "sink")]
+    pub sinks: BTreeMap<String, SinkConfig>,
+    #[serde(default, rename = "filter")]
+    pub filters: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    pub http: Option<toml::Table>,
+    #[serde(default)]
+    pub queue: QueueConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Banner, Received header, Message-ID domain. Default: the system host name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default)]
+    pub local_part_case: LocalPartCase,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: None,
+            data_dir: default_data_dir(),
+            user: None,
+            group: None,
+            log_format: LogFormat::default(),
+            local_part_case: LocalPartCase::default(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./mailchute-data")
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalPartCase {
+    #[default]
+    Sensitive,
+    Insensitive,
+}
+
+/// Retry schedule of the background delivery queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// First retry delay; each later one doubles, capped at `backoff_max`.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial: Duration,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Duration,
+    /// After this long in the queue a message goes to the dead-letter directory.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: Duration,
+    /// Messages delivered concurrently by the background queue.
+    #[serde(default = "default_queue_workers")]
+    pub workers: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            backoff_initial: default_backoff_initial(),
+            backoff_max: default_backoff_max(),
+            max_lifetime: default_max_lifetime(),
+            workers: default_queue_workers(),
+        }
+    }
+}
+
+fn default_backoff_initial() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(5 * 86400)
+}
+fn default_queue_workers() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Smtp,
+    Lmtp,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Sync,
+    #[default]
+    Queued,
+    Proxy,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    #[default]
+    None,
+    Starttls,
+    Implicit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// "host:port" or "unix:/path".
+    pub address: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub require_tls: bool,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub key_passphrase_env: Option<String>,
+    #[serde(default)]
+    pub auth: Vec<String>,
+    #[serde(default)]
+    pub users: Option<PathBuf>,
+    /// CIDRs or single addresses.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    #[serde(default = "default_trusted")]
+    pub trusted: Vec<String>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: Size,
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    #[serde(default)]
+    pub sender_allow: String,
+    #[serde(default)]
+    pub recipient_deny: String,
+    #[serde(default)]
+    pub socket_mode: Option<String>,
+    #[serde(default)]
+    pub socket_owner: Option<String>,
+    #[serde(default)]
+    pub socket_group: Option<String>,
+    /// Explicitly allow a non-loopback listener without auth or allow-list (an open relay).
+    #[serde(default)]
+    pub open: bool,
+    /// Longest accepted message line (bytes, CRLF excluded); 0 = unlimited.
+    #[serde(default = "default_max_line_length")]
+    pub max_line_length: Size,
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: Duration,
+    #[serde(default = "default_data_timeout")]
+    pub data_timeout: Duration,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Protocol errors (5xx for syntax/sequence) before we answer 421 and close.
+    #[serde(default = "default_max_errors")]
+    pub max_errors: usize,
+    /// Send a DSN to the sender when a message dies in the queue. Default: on for TCP
+    /// listeners that are not on loopback (mail from outside), off otherwise.
+    #[serde(default)]
+    pub dsn: Option<bool>,
+}
+
+pub fn default_trusted() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
+}
+fn default_max_message_size() -> Size {
+    Size(50 * 1024 * 1024)
+}
+fn default_max_recipients() -> usize {
+    1000
+}
+fn default_max_line_length() -> Size {
+    Size(1024 * 1024)
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_data_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_connections() -> usize {
+    500
+}
+fn default_max_connections_per_ip() -> usize {
+    50
+}
+fn default_max_errors() -> usize {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matches: Vec<String>,
+    #[serde(default)]
+    pub filters: Vec<String>,
+    #[serde(default)]
+    pub sinks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    Maildir(MaildirConfig),
+    Mh(MhConfig),
+    Mbox(MboxConfig),
+    Smtp(RelayConfig),
+    Lmtp(RelayConfig),
+    Exec(ExecConfig),
+    Discard(DiscardConfig),
+}
+
+/// Line endings a local mailbox file gets. Unix mail tools (mutt, Dovecot, Python's
+/// `mailbox`, Postfix's own local/virtual) expect LF; `crlf` keeps the bytes as sent.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LineEndings {
+    #[default]
+    Lf,
+    Crlf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaildirConfig {
+    /// Maildir root; may hold `{rcpt}`, `{local}`, `{domain}`.
+    pub path: String,
+    /// Subfolder (Maildir++ `.Sub`), e.g. "Archive" or "Lists.rust"; empty = INBOX.
+    #[serde(default)]
+    pub folder: Option<String>,
+    #[serde(default)]
+    pub line_endings: LineEndings,
+    /// Create missing Maildirs (cur/new/tmp) on first delivery.
+    #[serde(default = "yes")]
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MhConfig {
+    /// MH folder; may hold `{rcpt}`, `{local}`, `{domain}`.
+    pub path: String,
+    #[serde(default)]
+    pub line_endings: LineEndings,
+    #[serde(default = "yes")]
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MboxConfig {
+    /// mbox file; may hold `{rcpt}`, `{local}`, `{domain}`.
+    pub path: String,
+    #[serde(default = "yes")]
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    /// Use STARTTLS when the upstream offers it, plain text otherwise.
+    #[default]
+    Opportunistic,
+    /// Refuse to send unless STARTTLS succeeds.
+    Starttls,
+    Implicit,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// "host:port" or "unix:/path".
+    pub address: String,
+    #[serde(default)]
+    pub tls: RelayTls,
+    /// TLS server name to verify; default: the host part of `address`.
+    #[serde(default)]
+    pub tls_name: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate (logged as a warning).
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Name sent in EHLO/LHLO; default: server hostname.
+    #[serde(default)]
+    pub helo: Option<String>,
+    /// Pass the client facts on with XFORWARD when the upstream advertises it.
+    #[serde(default = "yes")]
+    pub xforward: bool,
+    #[serde(default = "default_relay_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_relay_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// argv; elements may hold `{sender}`, `{rcpt}`, `{id}`. An element that is exactly
+    /// `{rcpt}` expands to one argument per recipient; `{rcpt}` inside a longer element
+    /// runs the command once per recipient.
+    pub command: Vec<String>,
+    #[serde(default = "default_exec_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_exec_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardConfig {}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,18 @@
+//! mailchute: a mail gateway in one binary.
+//!
+//! The layers, each readable without the others:
+//! - [`proto`]: sans-I/O protocol code (SMTP/LMTP server state machine, reply parsing).
+//! - [`smtpd`]: the network side of the SMTP/LMTP listeners; only moves bytes.
+//! - [`pipeline`]: routes recipients to sinks and runs one delivery attempt.
+//! - [`spool`]: durability (group commit), the on-disk queue, retries, dead letters, DSNs.
+//! - [`sinks`]: where a message ends (Maildir, MH, mbox, SMTP/LMTP relay, exec, discard).
+//! - [`config`]: the TOML contract, env overrides, validation.
+
+pub mod config;
+pub mod envelope;
+pub mod log;
+pub mod pipeline;
+pub mod proto;
+pub mod sinks;
+pub mod smtpd;
+pub mod spool;

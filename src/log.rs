@@ -1,0 +1,1 @@
+//! Logging setup and the one-line-per-transaction record.

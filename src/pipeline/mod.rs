@@ -1,0 +1,1 @@
+//! Routing recipients to sinks and running one delivery attempt.

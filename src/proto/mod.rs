@@ -1,0 +1,1 @@
+//! Sans-I/O protocol code: bytes in, replies and events out.

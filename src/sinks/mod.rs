@@ -1,0 +1,151 @@
+//! Sinks: where a message ends. A sink only knows "deliver this one message to these
+//! recipients" and decides itself whether a failure is temporary or permanent.
+
+use crate::config::SinkConfig;
+use crate::envelope::Envelope;
+use crate::spool::commit::Committer;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub mod discard;
+pub mod exec;
+pub mod maildir;
+pub mod mbox;
+pub mod mh;
+pub mod relay;
+pub mod template;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One delivery attempt of one message to one sink for a set of recipients.
+pub struct Delivery<'a> {
+    /// Unique per (message, recipient set): names derived from it make a retry overwrite
+    /// or recognise what an earlier attempt wrote instead of duplicating it.
+    pub id: &'a str,
+    pub envelope: &'a Envelope,
+    /// The recipients this sink delivers for (those whose route lists this sink).
+    pub rcpts: &'a [String],
+    /// The spooled message: our Received header followed by the bytes the client sent,
+    /// dot-unstuffed, line endings exactly as received (normally CRLF).
+    pub message: &'a Path,
+}
+
+/// What a sink achieved for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Human-readable detail for the log: file written, upstream reply, ...
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Severity {
+    /// Retry later: network, timeout, disk full, upstream 4xx, config the operator can fix.
+    Temporary,
+    /// Do not retry: unknown mailbox, policy, content refused, upstream 5xx.
+    Permanent,
+}
+
+/// A failed delivery, with the RFC 3463 enhanced status code that the ingress reports.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {message}")]
+pub struct SinkError {
+    pub severity: Severity,
+    /// Enhanced status code, e.g. "4.3.0" or "5.1.1"; its class agrees with `severity`.
+    pub status: String,
+    pub message: String,
+}
+
+impl SinkError {
+    pub fn temporary(status: &str, message: impl Into<String>) -> Self {
+        SinkError {
+            severity: Severity::Temporary,
+            status: status.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(status: &str, message: impl Into<String>) -> Self {
+        SinkError {
+            severity: Severity::Permanent,
+            status: status.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_temporary(&self) -> bool {
+        self.severity == Severity::Temporary
+    }
+
+    /// Maps a local I/O error: everything is temporary (disk full, permissions the operator
+    /// can fix) except nothing — a local filesystem never says "this mailbox does not exist"
+    /// in a way that will not change, so we never bounce on it.
+    pub fn from_io(context: impl std::fmt::Display, err: &std::io::Error) -> Self {
+        let status = match err.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => "4.3.1",
+            _ => "4.3.0",
+        };
+        SinkError::temporary(status, format!("{context}: {err}"))
+    }
+}
+
+/// One result per recipient of the delivery, in the order of `Delivery::rcpts`.
+pub type RcptResults = Vec<Result<Delivered, SinkError>>;
+
+/// The same result for every recipient.
+pub fn same_for_all(n: usize, result: Result<Delivered, SinkError>) -> RcptResults {
+    vec![result; n]
+}
+
+pub trait Sink: Send + Sync {
+    /// Delivers the message; returns one result per recipient. Must not return before what
+    /// it reports as delivered is durable (fsynced, or acknowledged by the remote).
+    fn deliver<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, RcptResults>;
+
+    /// Checks that the sink can work at all (directory writable, upstream reachable).
+    fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>>;
+}
+
+/// What every sink may need from the process around it.
+#[derive(Clone)]
+pub struct SinkContext {
+    /// Our host name (Maildir unique names, HELO of relays, Received lines).
+    pub hostname: String,
+    /// Group commit: makes writes durable with shared sync rounds.
+    pub committer: Arc<Committer>,
+    /// Directory relative paths are resolved against (the config file's directory).
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("sink {name}: {message}")]
+pub struct BuildError {
+    pub name: String,
+    pub message: String,
+}
+
+/// Builds the sink a `[sink.NAME]` table describes.
+pub fn build(
+    name: &str,
+    config: &SinkConfig,
+    ctx: &SinkContext,
+) -> Result<Arc<dyn Sink>, BuildError> {
+    let err = |message: String| BuildError {
+        name: name.to_string(),
+        message,
+    };
+    Ok(match config {
+        SinkConfig::Maildir(c) => Arc::new(maildir::MaildirSink::new(c, ctx).map_err(err)?),
+        SinkConfig::Mh(c) => Arc::new(mh::MhSink::new(c, ctx).map_err(err)?),
+        SinkConfig::Mbox(c) => Arc::new(mbox::MboxSink::new(c, ctx).map_err(err)?),
+        SinkConfig::Smtp(c) => {
+            Arc::new(relay::RelaySink::new(c, relay::Dialect::Smtp, ctx).map_err(err)?)
+        }
+        SinkConfig::Lmtp(c) => {
+            Arc::new(relay::RelaySink::new(c, relay::Dialect::Lmtp, ctx).map_err(err)?)
+        }
+        SinkConfig::Exec(c) => Arc::new(exec::ExecSink::new(c, ctx).map_err(err)?),
+        SinkConfig::Discard(_) => Arc::new(discard::DiscardSink),
+    })
+}

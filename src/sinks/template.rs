@@ -1,0 +1,1 @@
+//! Path templates: `{rcpt}`, `{local}`, `{domain}`.

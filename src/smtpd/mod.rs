@@ -1,0 +1,1 @@
+//! SMTP/LMTP listeners: sockets, TLS, PROXY headers; the protocol lives in `proto`.

@@ -1,0 +1,3 @@
+//! Durability and the on-disk queue.
+
+pub mod commit;
