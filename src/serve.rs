@@ -1,0 +1,156 @@
+//! `mailchute serve`: start everything, run until SIGTERM, reload on SIGHUP.
+
+use crate::config::{self, Config, Loaded, Source};
+use crate::pipeline::Pipeline;
+use crate::sinks::SinkContext;
+use crate::smtpd::settings::{ListenerSettings, listener_name};
+use crate::smtpd::{Server, State, listener};
+use crate::spool::commit::Committer;
+use crate::spool::queue::{Deliverer, Queue};
+use crate::spool::store::Spool;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ServeError(pub String);
+
+fn fail(e: impl std::fmt::Display) -> ServeError {
+    ServeError(e.to_string())
+}
+
+/// How long shutdown waits for sessions in DATA and deliveries under way.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
+    let config = &loaded.config;
+    if config.listeners.is_empty() {
+        return Err(ServeError(format!("nothing to listen on: {} has no [[listener]]", source_name(&loaded))));
+    }
+    let hostname = hostname_of(config);
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|e| fail(format!("creating data_dir {}: {e}", data_dir.display())))?;
+    let pid_file = PidFile::create(&data_dir)?;
+
+    let committer = Arc::new(Committer::new());
+    let spool = Arc::new(Spool::open(&data_dir, committer.clone()).map_err(fail)?);
+    let recovered = spool.recover().map_err(fail)?;
+    if !recovered.is_empty() {
+        tracing::info!(messages = recovered.len(), "spool recovered: resuming delivery");
+    }
+    let ctx = SinkContext { hostname: hostname.clone(), committer: committer.clone(), base_dir: loaded.base_dir.clone() };
+    let pipeline = Arc::new(Pipeline::build(config, &ctx).map_err(fail)?);
+    let listeners = listener_settings(config)?;
+
+    let mut bound = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let name = listener_name(l, i);
+        bound.push((name.clone(), listener::bind(l, &name).map_err(fail)?));
+        tracing::info!(listener = %name, address = %l.address, protocol = ?l.protocol, mode = ?l.mode, "listening");
+    }
+    match &config.server.user {
+        Some(user) => crate::privileges::drop_to(user, config.server.group.as_deref()).map_err(|e| fail(format!("dropping privileges: {e}")))?,
+        None if crate::privileges::is_root() => {
+            tracing::warn!("running as root: set [server] user to drop privileges after binding")
+        }
+        None => {}
+    }
+
+    let queue = Queue::start(spool.clone(), pipeline.clone() as Arc<dyn Deliverer>, config.queue.clone(), hostname.clone(), recovered);
+    let server = Server::new(State { hostname, pipeline, listeners }, spool, queue.clone());
+    for (name, b) in bound {
+        tokio::spawn(listener::serve(server.clone(), name, b));
+    }
+    tracing::info!(pid = std::process::id(), config = %source_name(&loaded), "mailchute started");
+
+    let mut term = signal(SignalKind::terminate()).map_err(fail)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(fail)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(fail)?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&loaded, &server, &queue, &committer),
+        }
+    }
+    tracing::info!("shutting down: no new connections; finishing sessions and deliveries under way");
+    server.shutdown(SHUTDOWN_GRACE).await;
+    queue.shutdown().await;
+    drop(pid_file);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: &Arc<Committer>) {
+    let Source::File(path) = &loaded.source else {
+        tracing::info!("SIGHUP: running on the embedded default; nothing to reload");
+        return;
+    };
+    let result = (|| -> Result<(), ServeError> {
+        let new = config::load_file(path).map_err(fail)?;
+        let old_addrs: Vec<&str> = loaded.config.listeners.iter().map(|l| l.address.as_str()).collect();
+        let new_addrs: Vec<&str> = new.config.listeners.iter().map(|l| l.address.as_str()).collect();
+        if old_addrs != new_addrs {
+            return Err(ServeError("listener addresses changed: that needs a restart".into()));
+        }
+        let hostname = hostname_of(&new.config);
+        let ctx = SinkContext { hostname: hostname.clone(), committer: committer.clone(), base_dir: new.base_dir.clone() };
+        let pipeline = Arc::new(Pipeline::build(&new.config, &ctx).map_err(fail)?);
+        let listeners = listener_settings(&new.config)?;
+        queue.reload(pipeline.clone() as Arc<dyn Deliverer>, new.config.queue.clone());
+        server.replace_state(State { hostname, pipeline, listeners });
+        Ok(())
+    })();
+    match result {
+        Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+        Err(e) => tracing::error!(config = %path.display(), error = %e, "reload refused; the running configuration stays"),
+    }
+}
+
+fn listener_settings(config: &Config) -> Result<HashMap<String, Arc<ListenerSettings>>, ServeError> {
+    let mut map = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let s = ListenerSettings::build(l, i).map_err(fail)?;
+        map.insert(s.name.clone(), Arc::new(s));
+    }
+    Ok(map)
+}
+
+pub fn hostname_of(config: &Config) -> String {
+    config.server.hostname.clone().unwrap_or_else(config::system_hostname)
+}
+
+fn source_name(loaded: &Loaded) -> String {
+    match &loaded.source {
+        Source::File(p) => p.display().to_string(),
+        Source::Embedded => "the embedded default configuration".into(),
+    }
+}
+
+/// `{data_dir}/mailchute.pid`, removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(data_dir: &Path) -> Result<PidFile, ServeError> {
+        let path = data_dir.join("mailchute.pid");
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(pid) = text.trim().parse::<i32>()
+            && pid != std::process::id() as i32
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            && unsafe { libc::kill(pid, 0) } == 0
+        {
+            return Err(ServeError(format!("mailchute is already running with pid {pid} on this data_dir ({})", path.display())));
+        }
+        std::fs::write(&path, format!("{}\n", std::process::id())).map_err(|e| fail(format!("writing {}: {e}", path.display())))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,305 @@
+//! One client connection: moves bytes between the socket and the protocol state machine,
+//! and acts on its events (policy checks, spooling, delivery, STARTTLS).
+
+use super::intake::{Answer, Intake};
+use super::received;
+use super::settings::ListenerSettings;
+use super::{Server, State};
+use crate::config::Protocol;
+use crate::envelope::{ClientInfo, Envelope, new_id, now_unix};
+use crate::proto::{Event, Reply, Session, SessionConfig};
+use crate::spool::store::Incoming;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type BoxIo = Box<dyn Io>;
+
+/// Who is on the other end, as far as the listener could tell before the session.
+pub struct Peer {
+    /// Effective client address ("ip:port"): the socket's, or the PROXY header's.
+    pub addr: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub proxied_by: Option<String>,
+    /// Unix-socket peer uid.
+    pub uid: Option<u32>,
+    /// May send XFORWARD.
+    pub trusted: bool,
+}
+
+pub struct Conn {
+    io: BoxIo,
+    session: Session,
+    settings: Arc<ListenerSettings>,
+    state: Arc<State>,
+    server: Arc<Server>,
+    peer: Peer,
+    tls: Option<String>,
+    /// The message being received, if DATA/BDAT is under way.
+    incoming: Option<Incoming>,
+    /// First write error while receiving (disk full): the message is answered 451 at its end.
+    incoming_error: Option<String>,
+    started: Option<Instant>,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Conn {
+    pub fn new(io: BoxIo, peer: Peer, tls: Option<String>, settings: Arc<ListenerSettings>, state: Arc<State>, server: Arc<Server>) -> Conn {
+        let session = Session::new(session_config(&settings, &state.hostname, peer.trusted, tls.is_some()));
+        Conn { io, session, settings, state, server, peer, tls, incoming: None, incoming_error: None, started: None }
+    }
+
+    /// Runs the session to its end. Errors are the client's connection going away; they
+    /// are logged at debug level only.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.drive(&mut shutdown).await {
+            tracing::debug!(client = ?self.peer.addr, error = %e, "connection ended");
+        }
+        if let Some(inc) = self.incoming.take() {
+            inc.discard();
+        }
+    }
+
+    async fn drive(&mut self, shutdown: &mut watch::Receiver<bool>) -> std::io::Result<()> {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            match self.session.next_event() {
+                Event::NeedInput => {
+                    self.flush().await?;
+                    let in_data = self.incoming.is_some();
+                    // Mid-DATA we finish the message (bounded by the data timeout) so the
+                    // client gets a real answer; otherwise we say goodbye right away.
+                    if *shutdown.borrow() && !in_data {
+                        self.session.shutdown();
+                        continue;
+                    }
+                    let timeout = if in_data { self.settings.data_timeout } else { self.settings.command_timeout };
+                    tokio::select! {
+                        r = tokio::time::timeout(timeout, self.io.read(&mut buf)) => match r {
+                            Ok(Ok(0)) => return Ok(()),
+                            Ok(Ok(n)) => self.session.feed(&buf[..n]),
+                            Ok(Err(e)) => return Err(e),
+                            Err(_) => self.session.timeout(),
+                        },
+                        _ = shutdown.changed(), if !in_data => {}
+                    }
+                }
+                Event::Mail { from, .. } => {
+                    let from = from.to_string();
+                    match self.check_sender(&from) {
+                        Ok(()) => self.session.accept_mail(),
+                        Err(r) => self.session.reject_mail(r),
+                    }
+                }
+                Event::Rcpt { to } => {
+                    let to = to.to_string();
+                    match self.check_rcpt(&to) {
+                        Ok(()) => self.session.accept_rcpt(),
+                        Err(r) => self.session.reject_rcpt(r),
+                    }
+                }
+                Event::DataStart => match self.start_message() {
+                    Ok(()) => self.session.accept_data(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot create spool file");
+                        self.session.reject_data(Reply::new(451, "4.3.0", "Temporary local problem: cannot spool the message"));
+                    }
+                },
+                Event::Data(bytes) => {
+                    if let Some(inc) = self.incoming.as_mut()
+                        && self.incoming_error.is_none()
+                        && let Err(e) = inc.write(bytes)
+                    {
+                        self.incoming_error = Some(format!("writing {}: {e}", inc.path().display()));
+                    }
+                }
+                Event::DataAborted => {
+                    if let Some(inc) = self.incoming.take() {
+                        inc.discard();
+                    }
+                    self.incoming_error = None;
+                }
+                Event::DataEnd => {
+                    let replies = self.end_message().await;
+                    self.session.finish_message(replies);
+                }
+                Event::StartTls => {
+                    self.flush().await?;
+                    self.start_tls().await?;
+                }
+                Event::Close => {
+                    self.flush().await?;
+                    let _ = self.io.shutdown().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.session.has_output() {
+            let out = self.session.take_output();
+            self.io.write_all(&out).await?;
+            self.io.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn check_sender(&self, from: &str) -> Result<(), Reply> {
+        if let Some(re) = &self.settings.sender_allow
+            && !re.is_match(from)
+        {
+            return Err(Reply::new(550, "5.7.1", format!("<{from}>: Sender address not allowed")));
+        }
+        Ok(())
+    }
+
+    fn check_rcpt(&self, to: &str) -> Result<(), Reply> {
+        if let Some(re) = &self.settings.recipient_deny
+            && re.is_match(to)
+        {
+            return Err(Reply::new(550, "5.7.1", format!("<{to}>: Recipient address rejected by policy")));
+        }
+        if self.state.pipeline.route_of(to).is_none() {
+            return Err(Reply::new(550, "5.1.1", format!("<{to}>: Recipient address rejected: no route for this address")));
+        }
+        Ok(())
+    }
+
+    fn client_info(&self) -> ClientInfo {
+        let lmtp = self.settings.protocol == Protocol::Lmtp;
+        let base = match (lmtp, self.session.esmtp()) {
+            (true, _) => "LMTP",
+            (false, true) => "ESMTP",
+            (false, false) => "SMTP",
+        };
+        let protocol = if self.tls.is_some() && (lmtp || self.session.esmtp()) { format!("{base}S") } else { base.to_string() };
+        ClientInfo {
+            addr: self.peer.addr.clone(),
+            proxied_by: self.peer.proxied_by.clone(),
+            uid: self.peer.uid,
+            helo: self.session.helo().map(str::to_string),
+            protocol,
+            tls: self.tls.clone(),
+            auth_user: None,
+            xforward: self.session.xforward().clone(),
+        }
+    }
+
+    fn start_message(&mut self) -> Result<(), String> {
+        let id = new_id();
+        let mut inc = self.server.spool.incoming(&id).map_err(|e| e.to_string())?;
+        let header = received::header(&self.client_info(), &self.state.hostname, &id, self.session.rcpts(), &received::now_rfc2822());
+        inc.write(header.as_bytes()).map_err(|e| format!("writing {}: {e}", inc.path().display()))?;
+        self.incoming = Some(inc);
+        self.incoming_error = None;
+        self.started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn end_message(&mut self) -> Vec<Reply> {
+        let rcpts = self.session.rcpts().to_vec();
+        let n_answers = if self.settings.protocol == Protocol::Lmtp { rcpts.len() } else { 1 };
+        let Some(inc) = self.incoming.take() else {
+            return vec![Reply::new(451, "4.3.0", "Temporary local problem: no spool file"); n_answers];
+        };
+        let id = inc.id().to_string();
+        let client = self.client_info();
+        let started = self.started.take().unwrap_or_else(Instant::now);
+        let mut envelope = Envelope {
+            id: id.clone(),
+            mail_from: self.session.mail_from().unwrap_or("").to_string(),
+            rcpts,
+            client,
+            listener: self.settings.name.clone(),
+            received_at: now_unix(),
+            body: self.session.body(),
+            smtputf8: self.session.smtputf8(),
+            size: inc.size(),
+        };
+        let completion = match (self.incoming_error.take(), inc.finish()) {
+            (None, Ok(msg)) => {
+                envelope.size = msg.size;
+                let intake = Intake {
+                    pipeline: &self.state.pipeline,
+                    spool: &self.server.spool,
+                    queue: &self.server.queue,
+                    mode: self.settings.mode,
+                    lmtp: self.settings.protocol == Protocol::Lmtp,
+                    dsn: self.settings.dsn,
+                };
+                intake.complete(envelope.clone(), msg).await
+            }
+            (Some(e), result) => {
+                if let Ok(msg) = result {
+                    msg.discard();
+                }
+                failed_completion(e, n_answers)
+            }
+            (None, Err(e)) => failed_completion(format!("finishing spool file: {e}"), n_answers),
+        };
+        let reply_text = completion.answers.first().map(|a| format!("{} {} {}", a.code, a.status, a.text)).unwrap_or_default();
+        crate::log::Transaction {
+            id: &id,
+            listener: &self.settings.name,
+            client_ip: envelope.client.addr.as_deref(),
+            helo: envelope.client.helo.as_deref(),
+            tls: envelope.client.tls.as_deref(),
+            from: &envelope.mail_from,
+            rcpts: &envelope.rcpts,
+            size: envelope.size,
+            routes: completion.routes.clone(),
+            outcome: completion.outcome.clone(),
+            reply: reply_text,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: completion.error.clone(),
+        }
+        .log();
+        completion.answers.into_iter().map(|a| Reply::new(a.code, &a.status, a.text)).collect()
+    }
+
+    async fn start_tls(&mut self) -> std::io::Result<()> {
+        let Some(acceptor) = self.settings.acceptor.clone() else {
+            return Err(std::io::Error::other("STARTTLS without a TLS acceptor"));
+        };
+        // Swap the plain stream out; on failure the connection is gone anyway.
+        let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::duplex(1).0));
+        let tls = tokio::time::timeout(self.settings.command_timeout, acceptor.accept(plain))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        self.tls = Some(super::tls::describe(tls.get_ref().1));
+        self.io = Box::new(tls);
+        self.session.tls_started();
+        Ok(())
+    }
+}
+
+fn failed_completion(error: String, n: usize) -> super::intake::Completion {
+    tracing::error!(error = %error, "message not accepted: spool write failed");
+    super::intake::Completion {
+        answers: vec![Answer { code: 451, status: "4.3.0".into(), text: "Temporary local problem: cannot write the message to the spool".into() }; n],
+        routes: String::new(),
+        outcome: String::new(),
+        error: Some(error),
+    }
+}
+
+fn session_config(s: &ListenerSettings, hostname: &str, trusted: bool, tls_active: bool) -> SessionConfig {
+    SessionConfig {
+        protocol: s.protocol,
+        hostname: hostname.to_string(),
+        max_message_size: s.max_message_size,
+        max_recipients: s.max_recipients,
+        max_line_length: s.max_line_length,
+        max_errors: s.max_errors,
+        starttls: s.acceptor.is_some() && s.tls == crate::config::TlsMode::Starttls && !tls_active,
+        tls_active,
+        require_tls: s.require_tls,
+        xforward_allowed: trusted,
+    }
+}
