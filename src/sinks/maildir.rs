@@ -138,8 +138,8 @@ fn make_maildir(dir: &Path, create: bool, is_folder: bool) -> Result<(), SinkErr
 fn find_existing(dir: &Path, base: &str) -> Result<Option<PathBuf>, SinkError> {
     for sub in ["new", "cur"] {
         let d = dir.join(sub);
-        let entries =
-            fs::read_dir(&d).map_err(|e| SinkError::from_io(format!("read {}", d.display()), &e))?;
+        let entries = fs::read_dir(&d)
+            .map_err(|e| SinkError::from_io(format!("read {}", d.display()), &e))?;
         for entry in entries {
             let entry =
                 entry.map_err(|e| SinkError::from_io(format!("read {}", d.display()), &e))?;
@@ -224,7 +224,8 @@ impl MaildirSink {
         let mut written: Vec<(PathBuf, PathBuf, Vec<usize>)> = Vec::new();
         for (root, members) in std::mem::take(&mut groups.groups) {
             let dir = self.target(&root);
-            let (is_folder, create, endings) = (self.folder.is_some(), self.create, self.line_endings);
+            let (is_folder, create, endings) =
+                (self.folder.is_some(), self.create, self.line_endings);
             let (b, msg) = (base.clone(), d.message.to_path_buf());
             let what = format!("deliver to {}", dir.display());
             let r = local::blocking(&what, move || {
@@ -268,7 +269,10 @@ impl MaildirSink {
                 .map(|(tmp, new)| {
                     fs::rename(&tmp, &new).map_err(|e| {
                         let _ = fs::remove_file(&tmp);
-                        SinkError::from_io(format!("rename {} to {}", tmp.display(), new.display()), &e)
+                        SinkError::from_io(
+                            format!("rename {} to {}", tmp.display(), new.display()),
+                            &e,
+                        )
                     })
                 })
                 .collect::<Vec<_>>())
@@ -380,7 +384,10 @@ mod tests {
         let name = new[0].file_name().unwrap().to_str().unwrap().to_string();
         assert_eq!(name, format!("ID1.mx.example.org,S={}", stored.len()));
         assert!(files(&dir.path().join("Maildir/alice/tmp")).is_empty());
-        let py = python(READ_BACK, &[dir.path().join("Maildir/alice").to_str().unwrap()]);
+        let py = python(
+            READ_BACK,
+            &[dir.path().join("Maildir/alice").to_str().unwrap()],
+        );
         assert_eq!(py, stored, "python's mailbox reads the same bytes");
         (dir, stored)
     }
@@ -390,7 +397,9 @@ mod tests {
         let (_d, stored) = deliver_sample(LineEndings::Lf).await;
         assert_eq!(stored, crlf_to_lf(&sample_message()));
         assert!(stored.windows(6).any(|w| w == b"lone\rc"));
-        assert!(stored.starts_with(b"Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\nSubject"));
+        assert!(
+            stored.starts_with(b"Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\nSubject")
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -155,7 +155,8 @@ fn append(
 ) -> Result<u64, SinkError> {
     let (mut file, created) = open_mbox(path, create)?;
     local::lock_exclusive(&file, path, lock_wait)?;
-    let io_err = |what: &str, e: &io::Error| SinkError::from_io(format!("{what} {}", path.display()), e);
+    let io_err =
+        |what: &str, e: &io::Error| SinkError::from_io(format!("{what} {}", path.display()), e);
     let len = file.metadata().map_err(|e| io_err("stat", &e))?.len();
     let result = separator_needed(&file, len)
         .and_then(|sep| write_message(&mut file, from, message, sep))
@@ -301,8 +302,15 @@ mod tests {
         assert!(q1.windows(15).any(|w| w == b"\n>>>From twice\n"));
         let first_line_end = stored.iter().position(|&b| b == b'\n').unwrap();
         let first = std::str::from_utf8(&stored[..first_line_end]).unwrap();
-        assert!(first.starts_with("From sender_name@example.org "), "{first}");
-        assert_eq!(first.len(), "From sender_name@example.org ".len() + 24, "{first}");
+        assert!(
+            first.starts_with("From sender_name@example.org "),
+            "{first}"
+        );
+        assert_eq!(
+            first.len(),
+            "From sender_name@example.org ".len() + 24,
+            "{first}"
+        );
         let rest = &stored[first_line_end + 1..];
         assert!(rest.starts_with(&q1));
         let rest = &rest[q1.len()..];
@@ -314,7 +322,10 @@ mod tests {
 
         let p = path.to_str().unwrap();
         assert_eq!(python(READ_BACK, &[p, "0", "2"]), q1);
-        assert_eq!(python(READ_BACK, &[p, "1", "2"]), b"From: x\n\n>From here\nend\n");
+        assert_eq!(
+            python(READ_BACK, &[p, "1", "2"]),
+            b"From: x\n\n>From here\nend\n"
+        );
     }
 
     fn fs_write(p: &Path, b: &[u8]) {
@@ -349,11 +360,19 @@ mod tests {
         assert!(sink.deliver(&d).await[0].is_ok());
         let stored = std::fs::read(&mbox).unwrap();
         let tail = &stored[b"From x Thu Jan  1 00:00:00 1970\nold\n\n".len()..];
-        assert!(tail.starts_with(b"From MAILER-DAEMON "), "{:?}", String::from_utf8_lossy(&stored));
+        assert!(
+            tail.starts_with(b"From MAILER-DAEMON "),
+            "{:?}",
+            String::from_utf8_lossy(&stored)
+        );
         assert!(tail.ends_with(b"\nSubject: s\n\nhi\n\n"));
 
         // Someone else holds the lock: bounded wait, then a temporary error, file intact.
-        let holder = OpenOptions::new().read(true).write(true).open(&mbox).unwrap();
+        let holder = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&mbox)
+            .unwrap();
         local::lock_exclusive(&holder, &mbox, Duration::from_secs(1)).unwrap();
         sink.lock_wait = Duration::from_millis(300);
         let r = sink.deliver(&d).await;
@@ -370,7 +389,12 @@ mod tests {
             &ctx,
         )
         .unwrap();
-        assert!(missing.deliver(&d).await[0].as_ref().unwrap_err().is_temporary());
+        assert!(
+            missing.deliver(&d).await[0]
+                .as_ref()
+                .unwrap_err()
+                .is_temporary()
+        );
         assert!(missing.healthcheck().await.is_err());
     }
 

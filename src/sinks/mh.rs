@@ -146,7 +146,10 @@ fn lock_sequences(folder: &Path, wait: Duration) -> Result<(File, PathBuf), Sink
         if Instant::now() >= deadline {
             return Err(SinkError::temporary(
                 "4.2.0",
-                format!("{} keeps being replaced; gave up locking it", path.display()),
+                format!(
+                    "{} keeps being replaced; gave up locking it",
+                    path.display()
+                ),
             ));
         }
     }
@@ -273,7 +276,12 @@ fn number_message(
     let _ = fs::remove_file(tmp);
     let seq_problem = update_sequences(&mut seq_file, &seq_path, n)
         .err()
-        .map(|e| format!("message stored, but updating {} failed: {e}", seq_path.display()));
+        .map(|e| {
+            format!(
+                "message stored, but updating {} failed: {e}",
+                seq_path.display()
+            )
+        });
     Ok((target, seq_problem))
     // The lock goes with `seq_file`.
 }
@@ -373,11 +381,7 @@ mod tests {
         // An existing folder: message 7, a non-message file, and other sequences.
         std::fs::write(folder.join("7"), b"old\n").unwrap();
         std::fs::write(folder.join("notes"), b"x").unwrap();
-        std::fs::write(
-            folder.join(".mh_sequences"),
-            b"flagged: 2 7\nunseen: 3-5\n",
-        )
-        .unwrap();
+        std::fs::write(folder.join(".mh_sequences"), b"flagged: 2 7\nunseen: 3-5\n").unwrap();
         let env = envelope("a@b", &["dave@example.org"]);
         let rcpts = env.rcpts.clone();
         for (i, endings) in [LineEndings::Lf, LineEndings::Crlf].into_iter().enumerate() {

@@ -123,7 +123,10 @@ impl PathTemplate {
             return Err("path is empty".into());
         }
         if raw.contains('\0') {
-            return Err(format!("path \"{}\" contains a NUL byte", raw.escape_debug()));
+            return Err(format!(
+                "path \"{}\" contains a NUL byte",
+                raw.escape_debug()
+            ));
         }
         Ok(PathTemplate {
             template: Template::parse(raw, PATH_VARS)?,
@@ -266,7 +269,11 @@ mod tests {
         let t = Template::parse("--to={rcpt}", &["rcpt", "id"]).unwrap();
         assert!(t.uses("rcpt"));
         assert!(!t.is_exactly("rcpt"));
-        assert!(Template::parse("{rcpt}", &["rcpt"]).unwrap().is_exactly("rcpt"));
+        assert!(
+            Template::parse("{rcpt}", &["rcpt"])
+                .unwrap()
+                .is_exactly("rcpt")
+        );
         let s: Result<String, ()> = t.expand(|_| Ok("x@y".into()));
         assert_eq!(s.unwrap(), "--to=x@y");
     }
