@@ -325,7 +325,7 @@ pub fn lock_exclusive(file: &File, path: &Path, wait: Duration) -> Result<(), Si
     }
 }
 
-/// Whether the calling process may write (and search) `dir`.
+/// Whether the calling process has `mode` access (`libc::W_OK`, ...) to `path`.
 pub fn access_ok(path: &Path, mode: libc::c_int) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {

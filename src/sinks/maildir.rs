@@ -135,6 +135,8 @@ fn make_maildir(dir: &Path, create: bool, is_folder: bool) -> Result<(), SinkErr
 
 /// Looks in new/ and cur/ for a file an earlier attempt of this delivery wrote: its name is
 /// `base` followed by nothing, `,S=...` or `:2,FLAGS` (a reader moved it to cur/).
+/// This reads both directories on every delivery: cheap for a usual Maildir, O(messages)
+/// for one with a huge cur/. The flags in cur/ names make a plain `stat` impossible.
 fn find_existing(dir: &Path, base: &str) -> Result<Option<PathBuf>, SinkError> {
     for sub in ["new", "cur"] {
         let d = dir.join(sub);

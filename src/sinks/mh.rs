@@ -18,7 +18,7 @@
 //! MH has no place to record which delivery a message came from, so a retry of a delivery
 //! whose success reply was lost stores a second copy.
 
-use super::local::{self, Converter};
+use super::local;
 use super::template::PathTemplate;
 use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
 use crate::config::{LineEndings, MhConfig};
@@ -93,32 +93,14 @@ fn write_tmp(
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io_err("create", &tmp, &e))?;
-        copy(&mut src, &mut dst, endings).map_err(|e| io_err("write", &tmp, &e))
+        local::copy_converted(&mut src, &mut dst, endings)
+            .map(|_| ())
+            .map_err(|e| io_err("write", &tmp, &e))
     };
     write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })?;
     Ok(tmp)
-}
-
-fn copy(src: &mut impl Read, dst: &mut impl Write, endings: LineEndings) -> io::Result<()> {
-    let mut conv = Converter::new(endings);
-    let mut buf = vec![0u8; local::CHUNK];
-    let mut out = Vec::with_capacity(local::CHUNK);
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        out.clear();
-        conv.push(&buf[..n], &mut out);
-        dst.write_all(&out)?;
-    }
-    out.clear();
-    conv.finish(&mut out);
-    dst.write_all(&out)
 }
 
 /// Opens and locks `.mh_sequences`, making sure the locked file is the one at the path.
