@@ -367,6 +367,10 @@ pub struct ExecConfig {
     pub command: Vec<String>,
     #[serde(default = "default_exec_timeout")]
     pub timeout: Duration,
+    /// Line endings of the message on the command's stdin: `lf` (default, as Postfix's
+    /// `pipe` gives it) or `crlf` (the bytes as received).
+    #[serde(default)]
+    pub line_endings: LineEndings,
 }
 
 fn default_exec_timeout() -> Duration {

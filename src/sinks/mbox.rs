@@ -1,26 +1,415 @@
-//! Placeholder until the mbox sink lands.
+//! `mbox`: appends to an mbox file in the mboxrd format.
+//!
+//! Each message is written as a `From SENDER DATE` line, the message with LF line endings
+//! and every line matching `^>*From ` given one more `>` (mboxrd, reversible), and a blank
+//! line. The file is locked with an fcntl write lock (see [`local::lock_exclusive`]; no
+//! dot-lock file), waited for at most 30 s before the delivery is deferred. The data is
+//! fsynced before success is reported; if anything fails half-way, the file is truncated
+//! back to its length before the append so no partial message stays behind.
+//!
+//! mbox cannot recognise a message it already holds: a retry after a failure that came
+//! after the fsync (only the reply was lost) appends a second copy.
 
-use super::{BoxFuture, Delivery, RcptResults, Sink, SinkContext, SinkError};
+use super::local::{self, CrlfToLf, MboxQuoter};
+use super::template::PathTemplate;
+use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
 use crate::config::MboxConfig;
+use crate::spool::commit::fsync_dir;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-pub struct MboxSink;
+pub struct MboxSink {
+    path: PathTemplate,
+    create: bool,
+    /// How long to wait for another program's lock on the mbox.
+    lock_wait: Duration,
+}
 
 impl MboxSink {
-    pub fn new(_c: &MboxConfig, _ctx: &SinkContext) -> Result<Self, String> {
-        Err("the mbox sink is not built yet".into())
+    pub fn new(c: &MboxConfig, ctx: &SinkContext) -> Result<Self, String> {
+        Ok(MboxSink {
+            path: PathTemplate::new(&c.path, &ctx.base_dir)?,
+            create: c.create,
+            lock_wait: local::LOCK_WAIT,
+        })
+    }
+}
+
+/// The envelope sender as it may appear in a `From ` line: no spaces (a reader splits the
+/// line on them), `MAILER-DAEMON` for the null sender.
+fn from_line_sender(mail_from: &str) -> String {
+    if mail_from.is_empty() {
+        return "MAILER-DAEMON".into();
+    }
+    mail_from
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// `From sender Www Mmm dd hh:mm:ss yyyy\n` (asctime, local time, as mail(1) writes it).
+fn from_line(mail_from: &str) -> String {
+    let now = jiff::Zoned::now();
+    format!(
+        "From {} {}\n",
+        from_line_sender(mail_from),
+        now.strftime("%a %b %e %H:%M:%S %Y")
+    )
+}
+
+/// Opens the mbox for appending, creating it (and its directory) when allowed. Returns the
+/// file and whether it was created (its directory entry then needs an fsync).
+fn open_mbox(path: &Path, create: bool) -> Result<(File, bool), SinkError> {
+    let mut opts = OpenOptions::new();
+    opts.read(true).append(true).mode(0o600);
+    match opts.open(path) {
+        Ok(f) => return Ok((f, false)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(SinkError::temporary(
+                "4.2.0",
+                format!("mbox {} does not exist and create = false", path.display()),
+            ));
+        }
+        Err(e) => return Err(SinkError::from_io(format!("open {}", path.display()), &e)),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| SinkError::from_io(format!("create {}", dir.display()), &e))?;
+    }
+    let f = opts
+        .create(true)
+        .open(path)
+        .map_err(|e| SinkError::from_io(format!("create {}", path.display()), &e))?;
+    Ok((f, true))
+}
+
+/// What must precede a new message so the previous one ends with a blank line.
+fn separator_needed(file: &File, len: u64) -> io::Result<&'static [u8]> {
+    if len == 0 {
+        return Ok(b"");
+    }
+    let mut tail = [0u8; 2];
+    let n = len.min(2) as usize;
+    file.read_exact_at(&mut tail[..n], len - n as u64)?;
+    Ok(match &tail[..n] {
+        [b'\n', b'\n'] => b"",
+        [.., b'\n'] => b"\n",
+        _ => b"\n\n",
+    })
+}
+
+fn write_message(file: &mut File, from: &str, message: &Path, sep: &[u8]) -> io::Result<u64> {
+    let mut src = File::open(message)?;
+    let mut crlf = CrlfToLf::default();
+    let mut quote = MboxQuoter::default();
+    let mut buf = vec![0u8; local::CHUNK];
+    let (mut lf, mut out) = (Vec::with_capacity(local::CHUNK), Vec::new());
+    out.extend_from_slice(sep);
+    out.extend_from_slice(from.as_bytes());
+    file.write_all(&out)?;
+    let mut written = out.len() as u64;
+    out.clear();
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        lf.clear();
+        crlf.push(&buf[..n], &mut lf);
+        quote.push(&lf, &mut out);
+        file.write_all(&out)?;
+        written += out.len() as u64;
+        out.clear();
+    }
+    lf.clear();
+    crlf.finish(&mut lf);
+    quote.push(&lf, &mut out);
+    quote.finish(&mut out);
+    out.extend_from_slice(quote.terminator());
+    file.write_all(&out)?;
+    written += out.len() as u64;
+    Ok(written)
+}
+
+fn append(
+    path: &Path,
+    create: bool,
+    lock_wait: Duration,
+    from: &str,
+    message: &Path,
+) -> Result<u64, SinkError> {
+    let (mut file, created) = open_mbox(path, create)?;
+    local::lock_exclusive(&file, path, lock_wait)?;
+    let io_err =
+        |what: &str, e: &io::Error| SinkError::from_io(format!("{what} {}", path.display()), e);
+    let len = file.metadata().map_err(|e| io_err("stat", &e))?.len();
+    let result = separator_needed(&file, len)
+        .and_then(|sep| write_message(&mut file, from, message, sep))
+        .and_then(|n| file.sync_data().map(|()| n));
+    match result {
+        Ok(n) => {
+            if created && let Some(dir) = path.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                fsync_dir(dir).map_err(|e| io_err("fsync the directory of", &e))?;
+            }
+            Ok(n)
+        }
+        Err(e) => {
+            // Still holding the lock: nobody appended after us, so cutting back to `len`
+            // removes exactly our partial message.
+            let undo = file.set_len(len).and_then(|()| file.sync_data());
+            let mut err = io_err("append to", &e);
+            if let Err(u) = undo {
+                err.message
+                    .push_str(&format!("; truncating back to {len} bytes failed too: {u}"));
+            }
+            Err(err)
+        }
+    }
+    // The lock goes with `file`.
+}
+
+impl MboxSink {
+    async fn deliver_all(&self, d: &Delivery<'_>) -> RcptResults {
+        let mut groups = local::group_by_path(&self.path, d.rcpts);
+        let from = from_line(&d.envelope.mail_from);
+        for (path, members) in std::mem::take(&mut groups.groups) {
+            let (create, wait, from) = (self.create, self.lock_wait, from.clone());
+            let (p, msg): (PathBuf, PathBuf) = (path.clone(), d.message.to_path_buf());
+            let what = format!("append to {}", path.display());
+            let r = local::blocking(&what, move || append(&p, create, wait, &from, &msg))
+                .await
+                .map(|n| Delivered {
+                    detail: format!("appended {n} bytes to {}", path.display()),
+                });
+            groups.set(&members, &r);
+        }
+        groups.finish()
     }
 }
 
 impl Sink for MboxSink {
     fn deliver<'a>(&'a self, d: &'a Delivery<'a>) -> BoxFuture<'a, RcptResults> {
+        Box::pin(self.deliver_all(d))
+    }
+
+    fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            super::same_for_all(
-                d.rcpts.len(),
-                Err(SinkError::temporary("4.3.0", "not built")),
-            )
+            let (file, dir) = match self.path.fixed() {
+                Some(f) => {
+                    let dir = f.parent().map(Path::to_path_buf).unwrap_or_default();
+                    (Some(f), dir)
+                }
+                None => (None, self.path.static_parent()),
+            };
+            let create = self.create;
+            local::blocking("mbox health check", move || match file {
+                Some(f) if f.exists() => {
+                    if local::access_ok(&f, libc::W_OK | libc::R_OK) {
+                        Ok(())
+                    } else {
+                        Err(SinkError::temporary(
+                            "4.3.0",
+                            format!("mbox {} is not readable and writable", f.display()),
+                        ))
+                    }
+                }
+                Some(f) if !create => Err(SinkError::temporary(
+                    "4.3.0",
+                    format!("mbox {} does not exist (create = false)", f.display()),
+                )),
+                _ => local::check_dir_writable(&dir, true),
+            })
+            .await
         })
     }
-    fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async { Ok(()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::local::test_support::*;
+    use super::*;
+
+    const READ_BACK: &str = "import mailbox, sys\n\
+        mb = mailbox.mbox(sys.argv[1], factory=None, create=False)\n\
+        keys = sorted(mb.keys())\n\
+        assert len(keys) == int(sys.argv[3]), keys\n\
+        sys.stdout.buffer.write(mb.get_bytes(keys[int(sys.argv[2])]))\n";
+
+    fn quote_ref(lf: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in lf.split_inclusive(|&b| b == b'\n') {
+            let gts = line.iter().take_while(|&&b| b == b'>').count();
+            if line[gts..].starts_with(b"From ") {
+                out.push(b'>');
+            }
+            out.extend_from_slice(line);
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn appends_two_quoted_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m1, m2) = (dir.path().join("m1"), dir.path().join("m2"));
+        fs_write(&m1, &sample_message());
+        // No final line ending, and a `From ` as the very first line.
+        fs_write(&m2, b"From: x\r\n\r\nFrom here\r\nend");
+        let ctx = ctx(dir.path());
+        let sink = MboxSink::new(
+            &MboxConfig {
+                path: "mail/{local}".into(),
+                create: true,
+            },
+            &ctx,
+        )
+        .unwrap();
+        let env = envelope("sender name@example.org", &["carol@example.org"]);
+        let rcpts = env.rcpts.clone();
+        for (id, m) in [("A", &m1), ("B", &m2)] {
+            let d = Delivery {
+                id,
+                envelope: &env,
+                rcpts: &rcpts,
+                message: m,
+            };
+            let r = sink.deliver(&d).await;
+            assert!(r[0].is_ok(), "{r:?}");
+        }
+        let path = dir.path().join("mail/carol");
+        let stored = std::fs::read(&path).unwrap();
+        let q1 = quote_ref(&crlf_to_lf(&sample_message()));
+        assert!(q1.windows(12).any(|w| w == b"\n>From the s"));
+        assert!(q1.windows(15).any(|w| w == b"\n>>>From twice\n"));
+        let first_line_end = stored.iter().position(|&b| b == b'\n').unwrap();
+        let first = std::str::from_utf8(&stored[..first_line_end]).unwrap();
+        assert!(
+            first.starts_with("From sender_name@example.org "),
+            "{first}"
+        );
+        assert_eq!(
+            first.len(),
+            "From sender_name@example.org ".len() + 24,
+            "{first}"
+        );
+        let rest = &stored[first_line_end + 1..];
+        assert!(rest.starts_with(&q1));
+        let rest = &rest[q1.len()..];
+        assert_eq!(rest[0], b'\n', "blank line after the first message");
+        let rest = &rest[1..];
+        assert!(rest.starts_with(b"From sender_name@example.org "));
+        let second = &rest[rest.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        assert_eq!(second, b"From: x\n\n>From here\nend\n\n");
+
+        let p = path.to_str().unwrap();
+        assert_eq!(python(READ_BACK, &[p, "0", "2"]), q1);
+        assert_eq!(
+            python(READ_BACK, &[p, "1", "2"]),
+            b"From: x\n\n>From here\nend\n"
+        );
+    }
+
+    fn fs_write(p: &Path, b: &[u8]) {
+        std::fs::write(p, b).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn repairs_separator_and_times_out_on_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = dir.path().join("m");
+        fs_write(&msg, b"Subject: s\r\n\r\nhi\r\n");
+        let mbox = dir.path().join("box");
+        fs_write(&mbox, b"From x Thu Jan  1 00:00:00 1970\nold");
+        let ctx = ctx(dir.path());
+        let mut sink = MboxSink::new(
+            &MboxConfig {
+                path: "box".into(),
+                create: false,
+            },
+            &ctx,
+        )
+        .unwrap();
+        assert!(sink.healthcheck().await.is_ok());
+        let env = envelope("", &["x@y"]);
+        let rcpts = env.rcpts.clone();
+        let d = Delivery {
+            id: "A",
+            envelope: &env,
+            rcpts: &rcpts,
+            message: &msg,
+        };
+        assert!(sink.deliver(&d).await[0].is_ok());
+        let stored = std::fs::read(&mbox).unwrap();
+        let tail = &stored[b"From x Thu Jan  1 00:00:00 1970\nold\n\n".len()..];
+        assert!(
+            tail.starts_with(b"From MAILER-DAEMON "),
+            "{:?}",
+            String::from_utf8_lossy(&stored)
+        );
+        assert!(tail.ends_with(b"\nSubject: s\n\nhi\n\n"));
+
+        // Someone else holds the lock: bounded wait, then a temporary error, file intact.
+        let holder = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&mbox)
+            .unwrap();
+        local::lock_exclusive(&holder, &mbox, Duration::from_secs(1)).unwrap();
+        sink.lock_wait = Duration::from_millis(300);
+        let r = sink.deliver(&d).await;
+        let e = r[0].as_ref().unwrap_err();
+        assert!(e.is_temporary() && e.message.contains("locked"), "{e:?}");
+        assert_eq!(std::fs::read(&mbox).unwrap(), stored);
+        drop(holder);
+
+        let missing = MboxSink::new(
+            &MboxConfig {
+                path: "nope".into(),
+                create: false,
+            },
+            &ctx,
+        )
+        .unwrap();
+        assert!(
+            missing.deliver(&d).await[0]
+                .as_ref()
+                .unwrap_err()
+                .is_temporary()
+        );
+        assert!(missing.healthcheck().await.is_err());
+    }
+
+    #[test]
+    fn failed_write_is_truncated_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("box");
+        fs_write(&mbox, b"From x Thu Jan  1 00:00:00 1970\nold\n\n");
+        // The message cannot be read (a directory): the From line is already written
+        // when reading fails, and must be cut away again.
+        let r = append(&mbox, false, Duration::from_secs(1), "From x\n", dir.path());
+        assert!(r.is_err());
+        assert_eq!(
+            std::fs::read(&mbox).unwrap(),
+            b"From x Thu Jan  1 00:00:00 1970\nold\n\n"
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 pub mod discard;
 pub mod exec;
+mod local;
 pub mod maildir;
 pub mod mbox;
 pub mod mh;
