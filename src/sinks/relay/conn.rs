@@ -23,7 +23,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// `host` has no brackets, also for IPv6.
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     Unix(PathBuf),
 }
 
@@ -40,9 +43,7 @@ impl Target {
             return Ok(Target::Unix(path));
         }
         let bad = || {
-            format!(
-                "address \"{address}\": expected host:port, [ipv6]:port or unix:/absolute/path"
-            )
+            format!("address \"{address}\": expected host:port, [ipv6]:port or unix:/absolute/path")
         };
         let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().ok().filter(|&p| p != 0).ok_or_else(bad)?;
@@ -135,7 +136,10 @@ impl Conn {
             // have been injected; RFC 3207 §6 says discard, we give up on the session.
             return Err(SinkError::temporary(
                 "4.7.5",
-                format!("{} sent data after its STARTTLS reply, before TLS", self.peer),
+                format!(
+                    "{} sent data after its STARTTLS reply, before TLS",
+                    self.peer
+                ),
             ));
         }
         let Conn {
@@ -261,7 +265,10 @@ fn connect_error(peer: &str, e: io::Error) -> SinkError {
 }
 
 /// Runs `fut` with a deadline; running out of time is an `io::ErrorKind::TimedOut`.
-pub async fn bounded<T, E>(timeout: Duration, fut: impl Future<Output = Result<T, E>>) -> io::Result<T>
+pub async fn bounded<T, E>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, E>>,
+) -> io::Result<T>
 where
     E: Into<io::Error>,
 {

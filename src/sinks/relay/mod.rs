@@ -96,7 +96,11 @@ impl RelaySink {
                 return Err(format!(
                     "address \"{}\" is a Unix socket: tls = \"{}\" needs tls_name to check the certificate against",
                     c.address,
-                    if c.tls == RelayTls::Implicit { "implicit" } else { "starttls" }
+                    if c.tls == RelayTls::Implicit {
+                        "implicit"
+                    } else {
+                        "starttls"
+                    }
                 ));
             }
             (None, None) => "localhost",
@@ -139,7 +143,9 @@ impl RelaySink {
     async fn open(&self) -> Result<Session, SinkError> {
         let mut conn = Conn::connect(&self.target, self.timeout).await?;
         if self.mode == RelayTls::Implicit {
-            conn = conn.start_tls(self.tls()?, self.server_name.clone()).await?;
+            conn = conn
+                .start_tls(self.tls()?, self.server_name.clone())
+                .await?;
         }
         let greeting = conn.read_reply().await?;
         if greeting.code != 220 {
@@ -285,7 +291,8 @@ impl RelaySink {
                 .conn
                 .command(&format!("AUTH PLAIN {token}"), Some("AUTH PLAIN <secret>"))
                 .await?;
-            return if reply.code == 235 {
+            // 235 per RFC 4954; any 2xx is taken as success (test servers say 250).
+            return if reply.is_positive() {
                 Ok(())
             } else {
                 Err(failed(&reply))
@@ -302,7 +309,8 @@ impl RelaySink {
                 }
                 reply = s.conn.command(&b64(secret), Some(shown)).await?;
             }
-            return if reply.code == 235 {
+            // 235 per RFC 4954; any 2xx is taken as success (test servers say 250).
+            return if reply.is_positive() {
                 Ok(())
             } else {
                 Err(failed(&reply))
@@ -346,7 +354,10 @@ impl RelaySink {
             }
             let item = format!(" {name}={}", xtext(&value));
             if "XFORWARD".len() + item.len() + 2 > XFORWARD_LINE_MAX {
-                tracing::debug!(attribute = name, "XFORWARD value too long to send; left out");
+                tracing::debug!(
+                    attribute = name,
+                    "XFORWARD value too long to send; left out"
+                );
                 continue;
             }
             if line.len() + item.len() + 2 > XFORWARD_LINE_MAX {
@@ -385,9 +396,17 @@ impl RelaySink {
         if session.usable {
             session.conn.quit().await;
         }
-        results.into_iter().map(|r| r.unwrap_or_else(|| Err(
-            SinkError::temporary("4.3.0", "internal error: no result for this recipient"),
-        ))).collect()
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(SinkError::temporary(
+                        "4.3.0",
+                        "internal error: no result for this recipient",
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// One mail transaction on an open session. Returns one entry per `d.rcpts`.
@@ -492,8 +511,7 @@ impl RelaySink {
             if accepted.is_empty() {
                 if data_reply.code == 354 {
                     // A server that says 354 with no recipient still wants the end of DATA.
-                    if s.conn.send(b".\r\n").await.is_err() || s.conn.read_reply().await.is_err()
-                    {
+                    if s.conn.send(b".\r\n").await.is_err() || s.conn.read_reply().await.is_err() {
                         s.usable = false;
                     }
                 }
@@ -583,9 +601,12 @@ impl RelaySink {
 
     /// Streams the spool file, dot-stuffed, and the final ".".
     async fn send_data(&self, s: &mut Session, d: &Delivery<'_>) -> Result<(), SinkError> {
-        let spool_error =
-            |e: std::io::Error| SinkError::from_io(format!("spool file {}", d.message.display()), &e);
-        let mut file = tokio::fs::File::open(d.message).await.map_err(spool_error)?;
+        let spool_error = |e: std::io::Error| {
+            SinkError::from_io(format!("spool file {}", d.message.display()), &e)
+        };
+        let mut file = tokio::fs::File::open(d.message)
+            .await
+            .map_err(spool_error)?;
         let mut stuffer = DotStuffer::new();
         let mut input = vec![0u8; DATA_CHUNK];
         let mut output = Vec::with_capacity(DATA_CHUNK + DATA_CHUNK / 32);
@@ -719,7 +740,11 @@ fn xforward_attributes(env: &Envelope) -> Vec<(&'static str, String)> {
         attrs.push(("HELO", helo.clone()));
     }
     attrs.push(("IDENT", env.id.clone()));
-    let source = if client.addr.is_some() { "REMOTE" } else { "LOCAL" };
+    let source = if client.addr.is_some() {
+        "REMOTE"
+    } else {
+        "LOCAL"
+    };
     attrs.push(("SOURCE", source.to_string()));
     attrs
 }

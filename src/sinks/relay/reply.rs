@@ -16,7 +16,9 @@ pub struct Reply {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
-    #[error("malformed reply line {line:?}: expected 3 digits followed by ' ', '-' or the end of the line")]
+    #[error(
+        "malformed reply line {line:?}: expected 3 digits followed by ' ', '-' or the end of the line"
+    )]
     Syntax { line: String },
     #[error("reply lines disagree on the code: {first} then {other}")]
     MixedCodes { first: u16, other: u16 },
