@@ -61,6 +61,9 @@ pub struct RelaySink {
     timeout: Duration,
 }
 
+/// Per-recipient results while a transaction runs; `None` = not decided yet.
+type Partial = Vec<Option<Result<Delivered, SinkError>>>;
+
 struct Credentials {
     username: String,
     /// Read once at build time: a missing secret is a config error found by `config check`,
@@ -410,12 +413,7 @@ impl RelaySink {
     }
 
     /// One mail transaction on an open session. Returns one entry per `d.rcpts`.
-    async fn transaction(
-        &self,
-        s: &mut Session,
-        d: &Delivery<'_>,
-        size: u64,
-    ) -> Vec<Option<Result<Delivered, SinkError>>> {
+    async fn transaction(&self, s: &mut Session, d: &Delivery<'_>, size: u64) -> Partial {
         let n = d.rcpts.len();
         let env = d.envelope;
         let all = |r: Result<Delivered, SinkError>| vec![Some(r); n];
@@ -471,42 +469,63 @@ impl RelaySink {
         if env.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
-        let rcpt_lines: Vec<String> = d.rcpts.iter().map(|r| format!("RCPT TO:<{r}>")).collect();
-
-        let mut results: Vec<Option<Result<Delivered, SinkError>>> = vec![None; n];
+        let mut results: Partial = vec![None; n];
+        if !address_is_sendable(&env.mail_from) {
+            return all(Err(SinkError::permanent(
+                "5.1.7",
+                format!(
+                    "sender <{}> cannot be sent in a MAIL command",
+                    env.mail_from.escape_debug()
+                ),
+            )));
+        }
+        // (index in d.rcpts, command line) for the recipients we send.
+        let mut rcpt_lines: Vec<(usize, String)> = Vec::with_capacity(n);
+        for (i, rcpt) in d.rcpts.iter().enumerate() {
+            if address_is_sendable(rcpt) {
+                rcpt_lines.push((i, format!("RCPT TO:<{rcpt}>")));
+            } else {
+                results[i] = Some(Err(SinkError::permanent(
+                    "5.1.3",
+                    format!(
+                        "recipient <{}> cannot be sent in a RCPT command",
+                        rcpt.escape_debug()
+                    ),
+                )));
+            }
+        }
+        if rcpt_lines.is_empty() {
+            return results;
+        }
         let mut accepted: Vec<usize> = Vec::new();
-        let io_failed = |s: &mut Session, e: SinkError| {
-            s.usable = false;
-            vec![Some(Err(e)); n]
-        };
 
         let data_reply = if s.caps.has("PIPELINING") {
             let mut batch = String::new();
-            for line in std::iter::once(&mail).chain(&rcpt_lines) {
+            for line in std::iter::once(&mail).chain(rcpt_lines.iter().map(|(_, l)| l)) {
                 batch.push_str(line);
                 batch.push_str("\r\n");
             }
             batch.push_str("DATA\r\n");
             if let Err(e) = s.conn.send(batch.as_bytes()).await {
-                return io_failed(s, e);
+                return lost(s, results, e);
             }
             let mail_reply = match s.conn.read_reply().await {
                 Ok(r) => r,
-                Err(e) => return io_failed(s, e),
+                Err(e) => return lost(s, results, e),
             };
-            for (i, _) in d.rcpts.iter().enumerate() {
+            for &(i, _) in &rcpt_lines {
                 match s.conn.read_reply().await {
                     Ok(r) if mail_reply.is_positive() && r.is_positive() => accepted.push(i),
                     Ok(r) if mail_reply.is_positive() => {
                         results[i] = Some(Err(self.reply_error(&r, "RCPT")))
                     }
                     Ok(_) => results[i] = Some(Err(self.reply_error(&mail_reply, "MAIL"))),
-                    Err(e) => return io_failed(s, e),
+                    Err(e) => return lost(s, results, e),
                 }
             }
             let data_reply = match s.conn.read_reply().await {
                 Ok(r) => r,
-                Err(e) => return io_failed(s, e),
+                Err(e) => return lost(s, results, e),
             };
             if accepted.is_empty() {
                 if data_reply.code == 354 {
@@ -521,14 +540,14 @@ impl RelaySink {
         } else {
             match s.conn.command(&mail, None).await {
                 Ok(r) if r.is_positive() => {}
-                Ok(r) => return all(Err(self.reply_error(&r, "MAIL"))),
-                Err(e) => return io_failed(s, e),
+                Ok(r) => return lost_quietly(results, self.reply_error(&r, "MAIL")),
+                Err(e) => return lost(s, results, e),
             }
-            for (i, line) in rcpt_lines.iter().enumerate() {
+            for (i, line) in &rcpt_lines {
                 match s.conn.command(line, None).await {
-                    Ok(r) if r.is_positive() => accepted.push(i),
-                    Ok(r) => results[i] = Some(Err(self.reply_error(&r, "RCPT"))),
-                    Err(e) => return io_failed(s, e),
+                    Ok(r) if r.is_positive() => accepted.push(*i),
+                    Ok(r) => results[*i] = Some(Err(self.reply_error(&r, "RCPT"))),
+                    Err(e) => return lost(s, results, e),
                 }
             }
             if accepted.is_empty() {
@@ -536,7 +555,7 @@ impl RelaySink {
             }
             match s.conn.command("DATA", None).await {
                 Ok(r) => r,
-                Err(e) => return io_failed(s, e),
+                Err(e) => return lost(s, results, e),
             }
         };
 
@@ -641,6 +660,25 @@ impl RelaySink {
             ),
         }
     }
+}
+
+/// The connection failed before DATA: every recipient without a result gets `e`.
+fn lost(s: &mut Session, results: Partial, e: SinkError) -> Partial {
+    s.usable = false;
+    lost_quietly(results, e)
+}
+
+fn lost_quietly(results: Partial, e: SinkError) -> Partial {
+    results
+        .into_iter()
+        .map(|r| r.or_else(|| Some(Err(e.clone()))))
+        .collect()
+}
+
+/// An address goes on a command line: it must not end the line (which would let it
+/// smuggle a command of its own).
+fn address_is_sendable(addr: &str) -> bool {
+    !addr.contains(['\r', '\n', '\0'])
 }
 
 struct Session {

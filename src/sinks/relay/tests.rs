@@ -1002,3 +1002,37 @@ async fn silent_server_times_out() {
     assert_eq!(err.status, "4.4.2", "{err:?}");
     holder.abort();
 }
+
+#[tokio::test]
+async fn address_with_line_break_is_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = scripted_server(Script {
+        implicit: None,
+        starttls: None,
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec![],
+    })
+    .await;
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"5s\"")),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(
+        &[
+            "x@example.com>\r\nRSET\r\nRCPT TO:<y@example.com",
+            "ok@example.com",
+        ],
+        3,
+    );
+    let results = deliver(&sink, dir.path(), &env, b"x\r\n").await;
+    let err = results[0].as_ref().unwrap_err();
+    assert_eq!(
+        (err.severity.clone(), err.status.as_str()),
+        (Severity::Permanent, "5.1.3")
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    let log = logged(&log);
+    assert!(!log.iter().any(|l| l == "RSET"), "{log:?}");
+}
