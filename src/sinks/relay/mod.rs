@@ -1,0 +1,804 @@
+//! The `smtp` and `lmtp` sinks: hand the message to another server over SMTP or LMTP.
+//!
+//! One connection per delivery: connect (TCP or Unix socket, TLS implicit / STARTTLS /
+//! opportunistic), EHLO/LHLO, AUTH, XFORWARD, MAIL, RCPT per recipient, DATA streamed from
+//! the spool file with dot-stuffing, QUIT. The upstream's own code, enhanced status and text
+//! come back in each recipient's result.
+//!
+//! Duplicates: once the final "." is sent the upstream may have the message even if its
+//! reply never reaches us (connection lost, timeout, our crash). We then report a temporary
+//! failure and the retry sends it again; SMTP has no way to recognise the resend. The window
+//! is the time between the upstream committing the message and its reply arriving here.
+
+mod conn;
+mod encode;
+mod reply;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
+use crate::config::{RelayConfig, RelayTls};
+use crate::envelope::{Body, Envelope};
+use conn::{Conn, Target};
+use encode::{DotStuffer, xtext};
+use reply::{Capabilities, Reply};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+pub use reply::{ReplyError, parse_reply};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Smtp,
+    Lmtp,
+}
+
+/// XFORWARD command lines may not exceed this (Postfix's limit, CRLF included).
+const XFORWARD_LINE_MAX: usize = 512;
+
+/// Bytes read from the spool file per write to the upstream.
+const DATA_CHUNK: usize = 64 * 1024;
+
+pub struct RelaySink {
+    target: Target,
+    dialect: Dialect,
+    mode: RelayTls,
+    /// For `starttls` / `implicit` (and `opportunistic` with a `ca_file`): the checking
+    /// config, or the accept-anything one when `insecure`. `None` when `tls = "none"`.
+    tls_config: Option<Arc<ClientConfig>>,
+    /// Name for SNI and the certificate check.
+    server_name: ServerName<'static>,
+    credentials: Option<Credentials>,
+    /// EHLO/LHLO argument.
+    helo: String,
+    xforward: bool,
+    timeout: Duration,
+}
+
+/// Per-recipient results while a transaction runs; `None` = not decided yet.
+type Partial = Vec<Option<Result<Delivered, SinkError>>>;
+
+struct Credentials {
+    username: String,
+    /// Read once at build time: a missing secret is a config error found by `config check`,
+    /// not a surprise at the first delivery.
+    password: String,
+}
+
+impl RelaySink {
+    pub fn new(c: &RelayConfig, dialect: Dialect, ctx: &SinkContext) -> Result<Self, String> {
+        let target = Target::parse(&c.address)?;
+        if c.timeout.0.is_zero() {
+            return Err("timeout must be more than 0".into());
+        }
+        let tls_config = match c.tls {
+            RelayTls::None => None,
+            _ if c.insecure => {
+                tracing::warn!(
+                    address = %target,
+                    "insecure = true: the upstream's TLS certificate is not checked"
+                );
+                Some(tls::unverified()?)
+            }
+            RelayTls::Opportunistic if c.ca_file.is_none() => Some(tls::unverified()?),
+            _ => {
+                let ca_file = c.ca_file.as_ref().map(|p| ctx.base_dir.join(p));
+                Some(tls::verifying(tls::load_roots(ca_file.as_deref())?)?)
+            }
+        };
+        let name = match (&c.tls_name, target.host()) {
+            (Some(name), _) => name.as_str(),
+            (None, Some(host)) => host,
+            (None, None) if matches!(c.tls, RelayTls::Starttls | RelayTls::Implicit) => {
+                return Err(format!(
+                    "address \"{}\" is a Unix socket: tls = \"{}\" needs tls_name to check the certificate against",
+                    c.address,
+                    if c.tls == RelayTls::Implicit {
+                        "implicit"
+                    } else {
+                        "starttls"
+                    }
+                ));
+            }
+            (None, None) => "localhost",
+        };
+        let server_name = tls::server_name(name)?;
+        let credentials = match &c.username {
+            None => None,
+            Some(username) => Some(Credentials {
+                username: username.clone(),
+                password: read_password(c, ctx)?,
+            }),
+        };
+        let helo = c.helo.clone().unwrap_or_else(|| ctx.hostname.clone());
+        if helo.is_empty() || helo.contains(|ch: char| ch.is_whitespace() || ch.is_control()) {
+            return Err(format!(
+                "helo \"{helo}\": expected a host name without spaces"
+            ));
+        }
+        Ok(RelaySink {
+            target,
+            dialect,
+            mode: c.tls,
+            tls_config,
+            server_name,
+            credentials,
+            helo,
+            xforward: c.xforward,
+            timeout: c.timeout.0,
+        })
+    }
+
+    fn hello_verb(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Smtp => "EHLO",
+            Dialect::Lmtp => "LHLO",
+        }
+    }
+
+    /// Connects and gets the session ready for MAIL: greeting, hello, TLS, AUTH.
+    async fn open(&self) -> Result<Session, SinkError> {
+        let mut conn = Conn::connect(&self.target, self.timeout).await?;
+        if self.mode == RelayTls::Implicit {
+            conn = conn
+                .start_tls(self.tls()?, self.server_name.clone())
+                .await?;
+        }
+        let greeting = conn.read_reply().await?;
+        if greeting.code != 220 {
+            conn.quit().await;
+            return Err(session_error(
+                &greeting,
+                "4.3.2",
+                &format!("upstream {} greeted with", self.target),
+            ));
+        }
+        let mut session = self.hello(conn).await?;
+        let offers_tls = session.caps.has("STARTTLS");
+        let want_tls = match self.mode {
+            RelayTls::Starttls => {
+                if !offers_tls {
+                    session.conn.quit().await;
+                    return Err(SinkError::temporary(
+                        "4.7.0",
+                        format!(
+                            "upstream {} does not offer STARTTLS and tls = \"starttls\" requires it",
+                            self.target
+                        ),
+                    ));
+                }
+                true
+            }
+            RelayTls::Opportunistic => offers_tls,
+            RelayTls::Implicit | RelayTls::None => false,
+        };
+        if want_tls {
+            let reply = session.conn.command("STARTTLS", None).await?;
+            if reply.code == 220 {
+                let conn = session
+                    .conn
+                    .start_tls(self.tls()?, self.server_name.clone())
+                    .await?;
+                // RFC 3207: forget what was learnt in plain text and ask again.
+                session = self.hello(conn).await?;
+            } else if self.mode == RelayTls::Starttls {
+                session.conn.quit().await;
+                return Err(session_error(
+                    &reply,
+                    "4.7.0",
+                    &format!("upstream {} refused STARTTLS:", self.target),
+                ));
+            } else {
+                tracing::info!(
+                    upstream = %self.target,
+                    reply = %reply.one_line(),
+                    "STARTTLS refused; continuing without TLS"
+                );
+            }
+        }
+        if let Some(creds) = &self.credentials {
+            match self.auth(&mut session, creds).await {
+                Ok(()) => {}
+                Err(e) => {
+                    session.conn.quit().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(session)
+    }
+
+    fn tls(&self) -> Result<Arc<ClientConfig>, SinkError> {
+        // `new` builds a config for every mode that can start TLS.
+        self.tls_config.clone().ok_or_else(|| {
+            SinkError::temporary(
+                "4.7.0",
+                format!("internal error: no TLS config for {}", self.target),
+            )
+        })
+    }
+
+    /// EHLO (HELO when EHLO gets a 5xx) or LHLO; reads the capabilities.
+    async fn hello(&self, mut conn: Conn) -> Result<Session, SinkError> {
+        let verb = self.hello_verb();
+        let reply = conn.command(&format!("{verb} {}", self.helo), None).await?;
+        if reply.code == 250 {
+            return Ok(Session {
+                caps: Capabilities::from_ehlo(&reply),
+                conn,
+                usable: true,
+            });
+        }
+        if self.dialect == Dialect::Smtp && reply.class() == 5 {
+            let helo = conn.command(&format!("HELO {}", self.helo), None).await?;
+            if helo.code == 250 {
+                return Ok(Session {
+                    caps: Capabilities::default(),
+                    conn,
+                    usable: true,
+                });
+            }
+            conn.quit().await;
+            return Err(session_error(
+                &helo,
+                "4.5.0",
+                &format!("upstream {} refused EHLO and HELO:", self.target),
+            ));
+        }
+        conn.quit().await;
+        Err(session_error(
+            &reply,
+            "4.5.0",
+            &format!("upstream {} refused {verb}:", self.target),
+        ))
+    }
+
+    async fn auth(&self, s: &mut Session, creds: &Credentials) -> Result<(), SinkError> {
+        use base64::Engine as _;
+        let b64 = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
+        if !s.conn.encrypted && !s.conn.local {
+            return Err(SinkError::temporary(
+                "4.7.0",
+                format!(
+                    "not sending the password for {} to {} over an unencrypted connection \
+                     (use tls = \"starttls\" or \"implicit\", or an upstream on loopback)",
+                    creds.username, self.target
+                ),
+            ));
+        }
+        let failed = |reply: &Reply| {
+            let status = if reply.code == 535 {
+                "4.7.8".to_string()
+            } else {
+                temporary_status(reply, "4.7.0")
+            };
+            SinkError::temporary(
+                &status,
+                format!(
+                    "upstream {} refused AUTH for {}: {}",
+                    self.target,
+                    creds.username,
+                    reply.one_line()
+                ),
+            )
+        };
+        if s.caps.has_param("AUTH", "PLAIN") {
+            let token = b64(format!("\0{}\0{}", creds.username, creds.password).as_bytes());
+            let reply = s
+                .conn
+                .command(&format!("AUTH PLAIN {token}"), Some("AUTH PLAIN <secret>"))
+                .await?;
+            // 235 per RFC 4954; any 2xx is taken as success (test servers say 250).
+            return if reply.is_positive() {
+                Ok(())
+            } else {
+                Err(failed(&reply))
+            };
+        }
+        if s.caps.has_param("AUTH", "LOGIN") {
+            let mut reply = s.conn.command("AUTH LOGIN", None).await?;
+            for (secret, shown) in [
+                (creds.username.as_bytes(), "<username>"),
+                (creds.password.as_bytes(), "<password>"),
+            ] {
+                if reply.code != 334 {
+                    return Err(failed(&reply));
+                }
+                reply = s.conn.command(&b64(secret), Some(shown)).await?;
+            }
+            // 235 per RFC 4954; any 2xx is taken as success (test servers say 250).
+            return if reply.is_positive() {
+                Ok(())
+            } else {
+                Err(failed(&reply))
+            };
+        }
+        let offered = s
+            .caps
+            .params("AUTH")
+            .map(|m| m.join(" "))
+            .unwrap_or_default();
+        Err(SinkError::temporary(
+            "4.7.0",
+            if offered.is_empty() {
+                format!(
+                    "upstream {} does not offer AUTH{}, but username is set",
+                    self.target,
+                    if s.conn.encrypted {
+                        ""
+                    } else {
+                        " (some servers offer it only after STARTTLS)"
+                    }
+                )
+            } else {
+                format!(
+                    "upstream {} offers AUTH {offered}; we speak PLAIN and LOGIN",
+                    self.target
+                )
+            },
+        ))
+    }
+
+    /// The XFORWARD commands to send: only attributes the upstream advertised, values
+    /// xtext-encoded, each line at most 512 bytes.
+    fn xforward_lines(&self, caps: &Capabilities, env: &Envelope) -> Vec<String> {
+        let attrs = xforward_attributes(env);
+        let mut lines = Vec::new();
+        let mut line = String::from("XFORWARD");
+        for (name, value) in attrs {
+            if !caps.has_param("XFORWARD", name) {
+                continue;
+            }
+            let item = format!(" {name}={}", xtext(&value));
+            if "XFORWARD".len() + item.len() + 2 > XFORWARD_LINE_MAX {
+                tracing::debug!(
+                    attribute = name,
+                    "XFORWARD value too long to send; left out"
+                );
+                continue;
+            }
+            if line.len() + item.len() + 2 > XFORWARD_LINE_MAX {
+                lines.push(std::mem::replace(&mut line, String::from("XFORWARD")));
+            }
+            line.push_str(&item);
+        }
+        if line.len() > "XFORWARD".len() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    async fn deliver_inner(&self, d: &Delivery<'_>) -> RcptResults {
+        let n = d.rcpts.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let size = match tokio::fs::metadata(d.message).await {
+            Ok(m) => m.len(),
+            Err(e) => {
+                return super::same_for_all(
+                    n,
+                    Err(SinkError::from_io(
+                        format!("spool file {}", d.message.display()),
+                        &e,
+                    )),
+                );
+            }
+        };
+        let mut session = match self.open().await {
+            Ok(s) => s,
+            Err(e) => return super::same_for_all(n, Err(e)),
+        };
+        let results = self.transaction(&mut session, d, size).await;
+        if session.usable {
+            session.conn.quit().await;
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(SinkError::temporary(
+                        "4.3.0",
+                        "internal error: no result for this recipient",
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// One mail transaction on an open session. Returns one entry per `d.rcpts`.
+    async fn transaction(&self, s: &mut Session, d: &Delivery<'_>, size: u64) -> Partial {
+        let n = d.rcpts.len();
+        let env = d.envelope;
+        let all = |r: Result<Delivered, SinkError>| vec![Some(r); n];
+
+        if env.smtputf8 && !s.caps.has("SMTPUTF8") {
+            return all(Err(SinkError::permanent(
+                "5.6.7",
+                format!(
+                    "the message needs SMTPUTF8 and upstream {} does not offer it",
+                    self.target
+                ),
+            )));
+        }
+        if let Some(limit) = s.caps.size_limit()
+            && size > limit
+        {
+            return all(Err(SinkError::permanent(
+                "5.3.4",
+                format!(
+                    "message of {size} bytes exceeds the {limit} bytes upstream {} accepts",
+                    self.target
+                ),
+            )));
+        }
+        if self.xforward && s.caps.has("XFORWARD") {
+            for line in self.xforward_lines(&s.caps, env) {
+                match s.conn.command(&line, None).await {
+                    Ok(r) if r.code == 250 => {}
+                    Ok(r) => {
+                        return all(Err(session_error(
+                            &r,
+                            "4.5.0",
+                            &format!("upstream {} refused XFORWARD:", self.target),
+                        )));
+                    }
+                    Err(e) => {
+                        s.usable = false;
+                        return all(Err(e));
+                    }
+                }
+            }
+        }
+
+        let mut mail = format!("MAIL FROM:<{}>", env.mail_from);
+        if s.caps.has("SIZE") {
+            mail.push_str(&format!(" SIZE={size}"));
+        }
+        if matches!(env.body, Body::EightBitMime | Body::BinaryMime) && s.caps.has("8BITMIME") {
+            // BINARYMIME needs BDAT, which we do not speak; 8BITMIME is the closest DATA
+            // can carry.
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if env.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        let mut results: Partial = vec![None; n];
+        if !address_is_sendable(&env.mail_from) {
+            return all(Err(SinkError::permanent(
+                "5.1.7",
+                format!(
+                    "sender <{}> cannot be sent in a MAIL command",
+                    env.mail_from.escape_debug()
+                ),
+            )));
+        }
+        // (index in d.rcpts, command line) for the recipients we send.
+        let mut rcpt_lines: Vec<(usize, String)> = Vec::with_capacity(n);
+        for (i, rcpt) in d.rcpts.iter().enumerate() {
+            if address_is_sendable(rcpt) {
+                rcpt_lines.push((i, format!("RCPT TO:<{rcpt}>")));
+            } else {
+                results[i] = Some(Err(SinkError::permanent(
+                    "5.1.3",
+                    format!(
+                        "recipient <{}> cannot be sent in a RCPT command",
+                        rcpt.escape_debug()
+                    ),
+                )));
+            }
+        }
+        if rcpt_lines.is_empty() {
+            return results;
+        }
+        let mut accepted: Vec<usize> = Vec::new();
+
+        let data_reply = if s.caps.has("PIPELINING") {
+            let mut batch = String::new();
+            for line in std::iter::once(&mail).chain(rcpt_lines.iter().map(|(_, l)| l)) {
+                batch.push_str(line);
+                batch.push_str("\r\n");
+            }
+            batch.push_str("DATA\r\n");
+            if let Err(e) = s.conn.send(batch.as_bytes()).await {
+                return lost(s, results, e);
+            }
+            let mail_reply = match s.conn.read_reply().await {
+                Ok(r) => r,
+                Err(e) => return lost(s, results, e),
+            };
+            for &(i, _) in &rcpt_lines {
+                match s.conn.read_reply().await {
+                    Ok(r) if mail_reply.is_positive() && r.is_positive() => accepted.push(i),
+                    Ok(r) if mail_reply.is_positive() => {
+                        results[i] = Some(Err(self.reply_error(&r, "RCPT")))
+                    }
+                    Ok(_) => results[i] = Some(Err(self.reply_error(&mail_reply, "MAIL"))),
+                    Err(e) => return lost(s, results, e),
+                }
+            }
+            let data_reply = match s.conn.read_reply().await {
+                Ok(r) => r,
+                Err(e) => return lost(s, results, e),
+            };
+            if accepted.is_empty() {
+                if data_reply.code == 354 {
+                    // A server that says 354 with no recipient still wants the end of DATA.
+                    if s.conn.send(b".\r\n").await.is_err() || s.conn.read_reply().await.is_err() {
+                        s.usable = false;
+                    }
+                }
+                return results;
+            }
+            data_reply
+        } else {
+            match s.conn.command(&mail, None).await {
+                Ok(r) if r.is_positive() => {}
+                Ok(r) => return lost_quietly(results, self.reply_error(&r, "MAIL")),
+                Err(e) => return lost(s, results, e),
+            }
+            for (i, line) in &rcpt_lines {
+                match s.conn.command(line, None).await {
+                    Ok(r) if r.is_positive() => accepted.push(*i),
+                    Ok(r) => results[*i] = Some(Err(self.reply_error(&r, "RCPT"))),
+                    Err(e) => return lost(s, results, e),
+                }
+            }
+            if accepted.is_empty() {
+                return results;
+            }
+            match s.conn.command("DATA", None).await {
+                Ok(r) => r,
+                Err(e) => return lost(s, results, e),
+            }
+        };
+
+        if data_reply.code != 354 {
+            let e = self.reply_error(&data_reply, "DATA");
+            for &i in &accepted {
+                results[i] = Some(Err(e.clone()));
+            }
+            return results;
+        }
+
+        // From here on the upstream may end up with the message whatever we see: every
+        // failure is temporary (see the module comment about duplicates).
+        if let Err(e) = self.send_data(s, d).await {
+            s.usable = false;
+            for &i in &accepted {
+                results[i] = Some(Err(e.clone()));
+            }
+            return results;
+        }
+        let finals = match self.dialect {
+            Dialect::Smtp => 1,
+            Dialect::Lmtp => accepted.len(),
+        };
+        for k in 0..finals {
+            let outcome = match s.conn.read_reply().await {
+                Ok(r) if r.is_positive() => Ok(Delivered {
+                    detail: format!("upstream {} said: {}", self.target, r.one_line()),
+                }),
+                Ok(r) => Err(self.reply_error(&r, "end of DATA")),
+                Err(e) => {
+                    s.usable = false;
+                    let e = SinkError::temporary(
+                        &e.status,
+                        format!(
+                            "{} (the message was sent; the upstream may have it and a retry may duplicate it)",
+                            e.message
+                        ),
+                    );
+                    tracing::warn!(
+                        upstream = %self.target,
+                        id = d.id,
+                        "no reply after the message was sent; retrying may duplicate it"
+                    );
+                    for &i in &accepted[k..] {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                    return results;
+                }
+            };
+            match self.dialect {
+                Dialect::Smtp => {
+                    for &i in &accepted {
+                        results[i] = Some(outcome.clone());
+                    }
+                }
+                Dialect::Lmtp => results[accepted[k]] = Some(outcome),
+            }
+        }
+        results
+    }
+
+    /// Streams the spool file, dot-stuffed, and the final ".".
+    async fn send_data(&self, s: &mut Session, d: &Delivery<'_>) -> Result<(), SinkError> {
+        let spool_error = |e: std::io::Error| {
+            SinkError::from_io(format!("spool file {}", d.message.display()), &e)
+        };
+        let mut file = tokio::fs::File::open(d.message)
+            .await
+            .map_err(spool_error)?;
+        let mut stuffer = DotStuffer::new();
+        let mut input = vec![0u8; DATA_CHUNK];
+        let mut output = Vec::with_capacity(DATA_CHUNK + DATA_CHUNK / 32);
+        loop {
+            // A spool read error leaves the upstream mid-DATA; dropping the connection
+            // without the final "." makes it discard what it got.
+            let got = file.read(&mut input).await.map_err(spool_error)?;
+            if got == 0 {
+                break;
+            }
+            output.clear();
+            stuffer.encode(&input[..got], &mut output);
+            s.conn.send(&output).await?;
+        }
+        s.conn.send(stuffer.finish()).await
+    }
+
+    /// The result for a negative reply to MAIL, RCPT, DATA or the end of DATA: the class
+    /// decides temporary or permanent, and the upstream's words are kept.
+    fn reply_error(&self, reply: &Reply, stage: &str) -> SinkError {
+        let message = format!("upstream {} said: {}", self.target, reply.one_line());
+        match reply.class() {
+            5 => SinkError::permanent(reply.enhanced().unwrap_or("5.0.0"), message),
+            4 => SinkError::temporary(reply.enhanced().unwrap_or("4.0.0"), message),
+            _ => SinkError::temporary(
+                "4.5.0",
+                format!(
+                    "upstream {} gave an unexpected reply to {stage}: {}",
+                    self.target,
+                    reply.one_line()
+                ),
+            ),
+        }
+    }
+}
+
+/// The connection failed before DATA: every recipient without a result gets `e`.
+fn lost(s: &mut Session, results: Partial, e: SinkError) -> Partial {
+    s.usable = false;
+    lost_quietly(results, e)
+}
+
+fn lost_quietly(results: Partial, e: SinkError) -> Partial {
+    results
+        .into_iter()
+        .map(|r| r.or_else(|| Some(Err(e.clone()))))
+        .collect()
+}
+
+/// An address goes on a command line: it must not end the line (which would let it
+/// smuggle a command of its own).
+fn address_is_sendable(addr: &str) -> bool {
+    !addr.contains(['\r', '\n', '\0'])
+}
+
+struct Session {
+    conn: Conn,
+    caps: Capabilities,
+    /// False once an I/O error or timeout left the connection in an unknown state: no QUIT.
+    usable: bool,
+}
+
+/// A session-level failure (greeting, hello, STARTTLS, AUTH, XFORWARD): always temporary,
+/// since it is about the upstream or our config, never about this message.
+fn session_error(reply: &Reply, fallback: &str, context: &str) -> SinkError {
+    SinkError::temporary(
+        &temporary_status(reply, fallback),
+        format!("{context} {}", reply.one_line()),
+    )
+}
+
+/// The reply's enhanced code with its class made 4, or `fallback`.
+fn temporary_status(reply: &Reply, fallback: &str) -> String {
+    match reply.enhanced() {
+        Some(code) if code.len() > 1 => format!("4{}", &code[1..]),
+        _ => fallback.to_string(),
+    }
+}
+
+fn read_password(c: &RelayConfig, ctx: &SinkContext) -> Result<String, String> {
+    match (&c.password_env, &c.password_file) {
+        (Some(_), Some(_)) => Err("set password_env or password_file, not both".into()),
+        (None, None) => Err("username is set: password_env or password_file is required".into()),
+        (Some(var), None) => match std::env::var(var) {
+            Ok(p) if !p.is_empty() => Ok(p),
+            Ok(_) => Err(format!("password_env {var}: the variable is empty")),
+            Err(std::env::VarError::NotPresent) => {
+                Err(format!("password_env {var}: the variable is not set"))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(format!("password_env {var}: the value is not UTF-8"))
+            }
+        },
+        (None, Some(file)) => {
+            let path = ctx.base_dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("password_file {}: {e}", path.display()))?;
+            let first = text.lines().next().unwrap_or("").trim();
+            if first.is_empty() {
+                return Err(format!(
+                    "password_file {}: the first line is empty",
+                    path.display()
+                ));
+            }
+            Ok(first.to_string())
+        }
+    }
+}
+
+/// What to send with XFORWARD, in Postfix's order: the facts a trusted upstream forwarded
+/// to us, unchanged, or else what we know about our own client.
+fn xforward_attributes(env: &Envelope) -> Vec<(&'static str, String)> {
+    let fwd = &env.client.xforward;
+    if !fwd.is_empty() {
+        return fwd
+            .attributes()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+    }
+    let client = &env.client;
+    let (addr, port) = match client.addr.as_deref() {
+        Some(a) => match a.parse::<SocketAddr>() {
+            Ok(sa) => (Some(sa.ip()), Some(sa.port())),
+            Err(_) => (a.parse::<IpAddr>().ok(), None),
+        },
+        None => (None, None),
+    };
+    let mut attrs = vec![("NAME", "[UNAVAILABLE]".to_string())];
+    if let Some(ip) = addr {
+        let ip = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => format!("IPv6:{v6}"),
+            },
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        attrs.push(("ADDR", ip));
+    }
+    if let Some(port) = port {
+        attrs.push(("PORT", port.to_string()));
+    }
+    let proto = if client.protocol.starts_with("esmtp") || client.protocol.starts_with("lmtp") {
+        "ESMTP"
+    } else {
+        "SMTP"
+    };
+    attrs.push(("PROTO", proto.to_string()));
+    if let Some(helo) = &client.helo {
+        attrs.push(("HELO", helo.clone()));
+    }
+    attrs.push(("IDENT", env.id.clone()));
+    let source = if client.addr.is_some() {
+        "REMOTE"
+    } else {
+        "LOCAL"
+    };
+    attrs.push(("SOURCE", source.to_string()));
+    attrs
+}
+
+impl Sink for RelaySink {
+    fn deliver<'a>(&'a self, d: &'a Delivery<'a>) -> BoxFuture<'a, RcptResults> {
+        Box::pin(self.deliver_inner(d))
+    }
+
+    /// Connect, greeting, EHLO/LHLO, and the TLS and AUTH steps a delivery would take, so
+    /// that certificate and credential problems show up here too; then QUIT.
+    fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            let session = self.open().await?;
+            session.conn.quit().await;
+            Ok(())
+        })
+    }
+}

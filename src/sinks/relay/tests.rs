@@ -1,0 +1,1038 @@
+//! The relay against real servers on 127.0.0.1: Postfix's `smtp-sink` (SMTP and LMTP,
+//! rejections, byte-exact content) and a small scripted server of our own for TLS,
+//! STARTTLS, XFORWARD and broken replies.
+
+use super::*;
+use crate::config::RelayConfig;
+use crate::envelope::{ClientInfo, XForward};
+use crate::sinks::Severity;
+use crate::spool::commit::Committer;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Instant;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn ctx(dir: &Path) -> SinkContext {
+    SinkContext {
+        hostname: "mailchute.test".into(),
+        committer: Arc::new(Committer::new()),
+        base_dir: dir.to_path_buf(),
+    }
+}
+
+fn relay_config(toml_text: &str) -> RelayConfig {
+    toml::from_str(toml_text).unwrap()
+}
+
+fn envelope(rcpts: &[&str], size: u64) -> Envelope {
+    Envelope {
+        id: "0123456789ABCDEF01234567".into(),
+        mail_from: "sender@example.org".into(),
+        rcpts: rcpts.iter().map(|s| s.to_string()).collect(),
+        client: ClientInfo {
+            addr: Some("192.0.2.7:40123".into()),
+            helo: Some("client.example.net".into()),
+            protocol: "esmtp".into(),
+            ..ClientInfo::default()
+        },
+        listener: "test".into(),
+        received_at: 0,
+        body: Body::SevenBit,
+        smtputf8: false,
+        size,
+    }
+}
+
+/// Writes `message` to a spool file and delivers it.
+async fn deliver(
+    sink: &RelaySink,
+    dir: &Path,
+    env: &Envelope,
+    message: &[u8],
+) -> Vec<Result<Delivered, SinkError>> {
+    let path = dir.join("message.eml");
+    std::fs::write(&path, message).unwrap();
+    let delivery = Delivery {
+        id: "test-delivery",
+        envelope: env,
+        rcpts: &env.rcpts,
+        message: &path,
+    };
+    sink.deliver(&delivery).await
+}
+
+/// A running `smtp-sink`, killed on drop (also when a test fails).
+struct SmtpSinkServer {
+    child: Child,
+    dump_dir: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl SmtpSinkServer {
+    /// `listen` is "127.0.0.1:PORT" or "unix:/path"; `extra` are smtp-sink options.
+    fn start(dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        assert!(
+            Path::new(SMTP_SINK).exists(),
+            "{SMTP_SINK} is missing: apt-get install -y postfix"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        // smtp-sink drops to nobody, which must reach the dump directory.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dump_dir = dir.join("dump");
+        std::fs::create_dir(&dump_dir).unwrap();
+        std::fs::set_permissions(&dump_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let stderr_path = dir.join("smtp-sink.stderr");
+        let template = format!("{}/%M.", dump_dir.display());
+        let mut args = vec!["-v", "-u", "nobody", "-d", &template];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[listen, "10"]);
+        let child = Command::new(SMTP_SINK)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let server = SmtpSinkServer {
+            child,
+            dump_dir,
+            stderr_path,
+        };
+        server.wait_ready(listen);
+        server
+    }
+
+    /// Ready when it accepts a connection (the 220 comes from our client in the test).
+    fn wait_ready(&self, listen: &str) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let ok = match listen.strip_prefix("unix:") {
+                Some(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+                None => std::net::TcpStream::connect(listen).is_ok(),
+            };
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "smtp-sink on {listen} did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The dumped messages, waiting until `n` are there.
+    fn dumps(&self, n: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut files: Vec<_> = std::fs::read_dir(&self.dump_dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            if files.len() >= n {
+                files.sort();
+                // Let smtp-sink finish writing the last one.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                return files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+            }
+            assert!(Instant::now() < deadline, "expected {n} dumped messages");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The commands smtp-sink logged with -v.
+    fn commands(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap()
+    }
+}
+
+impl Drop for SmtpSinkServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The message part of an smtp-sink dump: after its three-line Received header, without
+/// the empty line it appends. smtp-sink writes LF line endings.
+fn dumped_message(dump: &[u8]) -> Vec<u8> {
+    let start = dump
+        .windows(b"\nReceived: from ".len())
+        .position(|w| w == b"\nReceived: from ")
+        .unwrap()
+        + 1;
+    let mut pos = start;
+    for _ in 0..3 {
+        pos += dump[pos..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    }
+    dump[pos..].strip_suffix(b"\n").unwrap().to_vec()
+}
+
+fn crlf_to_lf(m: &[u8]) -> Vec<u8> {
+    String::from_utf8(m.to_vec())
+        .unwrap()
+        .replace("\r\n", "\n")
+        .into_bytes()
+}
+
+/// A message with dots at line starts, some of them across the 64 KiB read boundaries.
+fn dotted_message() -> Vec<u8> {
+    let mut m = b"Received: from client.example.net by mailchute.test; Thu, 1 Jan 2026\r\n\
+                  From: <sender@example.org>\r\nSubject: dots\r\n\r\n.leading dot\r\n\
+                  ..two dots\r\n.\r\nmiddle . line\r\n"
+        .to_vec();
+    let mut i = 0;
+    while m.len() < 3 * DATA_CHUNK {
+        let pad = "x".repeat(i % 97);
+        m.extend_from_slice(format!(".{i} {pad}\r\n").as_bytes());
+        i += 1;
+    }
+    m.extend_from_slice(b"last line\r\n");
+    m
+}
+
+fn is_ok(r: &Result<Delivered, SinkError>) -> bool {
+    r.is_ok()
+}
+
+#[tokio::test]
+async fn smtp_delivers_byte_exact_with_pipelining() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = SmtpSinkServer::start(dir.path(), &format!("127.0.0.1:{port}"), &[]);
+    let sink = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntimeout = \"10s\""
+        )),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let message = dotted_message();
+    let env = envelope(&["a@example.com", "b@example.com"], message.len() as u64);
+    let results = deliver(&sink, dir.path(), &env, &message).await;
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(is_ok), "{results:?}");
+    let detail = &results[0].as_ref().unwrap().detail;
+    assert!(detail.contains("250"), "{detail}");
+    let dumps = server.dumps(1);
+    assert_eq!(dumped_message(&dumps[0]), crlf_to_lf(&message));
+    let dump = String::from_utf8_lossy(&dumps[0]);
+    assert!(dump.contains("X-Mail-Args: <sender@example.org>"), "{dump}");
+    assert!(dump.contains("X-Rcpt-Args: <a@example.com>\nX-Rcpt-Args: <b@example.com>\n"));
+    assert!(dump.contains("X-Helo-Args: mailchute.test\n"));
+    // smtp-sink advertises XFORWARD NAME ADDR PROTO HELO: only those go out.
+    let commands = server.commands();
+    assert!(
+        commands.contains(
+            "XFORWARD NAME=[UNAVAILABLE] ADDR=192.0.2.7 PROTO=ESMTP HELO=client.example.net\n"
+        ),
+        "{commands}"
+    );
+    assert!(!commands.contains("PORT="));
+    assert!(sink.healthcheck().await.is_ok());
+}
+
+#[tokio::test]
+async fn lmtp_over_unix_socket_replies_per_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("lmtp.sock");
+    let listen = format!("unix:{}", socket.display());
+    let server = SmtpSinkServer::start(dir.path(), &listen, &["-L"]);
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"{listen}\"\ntimeout = \"10s\"")),
+        Dialect::Lmtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let message = b"Subject: lmtp\r\n\r\nbody\r\n.dot".to_vec();
+    let env = envelope(&["a@example.com", "b@example.com", "c@example.com"], 30);
+    let results = deliver(&sink, dir.path(), &env, &message).await;
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(is_ok), "{results:?}");
+    let dumps = server.dumps(1);
+    let dump = String::from_utf8_lossy(&dumps[0]);
+    assert!(dump.contains("X-Client-Proto: LMTP"), "{dump}");
+    assert!(server.commands().contains("LHLO mailchute.test"));
+    // The message lacked a final CRLF: one was added before the ".".
+    assert_eq!(
+        dumped_message(&dumps[0]),
+        b"Subject: lmtp\n\nbody\n.dot\n".to_vec()
+    );
+}
+
+#[tokio::test]
+async fn rejected_rcpt_is_permanent_with_upstream_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // -f RCPT rejects every RCPT with "500 5.3.0 Error: command failed" (and turns off
+    // PIPELINING: this is the lockstep path).
+    let _server = SmtpSinkServer::start(dir.path(), &format!("127.0.0.1:{port}"), &["-f", "RCPT"]);
+    let sink = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntimeout = \"10s\""
+        )),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["x@example.com"], 10);
+    let results = deliver(&sink, dir.path(), &env, b"Subject: x\r\n\r\nx\r\n").await;
+    let err = results[0].as_ref().unwrap_err();
+    assert_eq!(err.severity, Severity::Permanent);
+    assert_eq!(err.status, "5.3.0");
+    assert_eq!(
+        err.message,
+        format!("upstream 127.0.0.1:{port} said: 500 5.3.0 Error: command failed")
+    );
+}
+
+#[tokio::test]
+async fn soft_rejections_are_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = SmtpSinkServer::start(
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        &[
+            "-r",
+            "RCPT",
+            "-b",
+            "450 4.2.0 <x@example.com>: mailbox busy",
+        ],
+    );
+    let sink = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntimeout = \"10s\""
+        )),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["x@example.com", "y@example.com"], 10);
+    let results = deliver(&sink, dir.path(), &env, b"Subject: x\r\n\r\nx\r\n").await;
+    for r in &results {
+        let err = r.as_ref().unwrap_err();
+        assert_eq!(err.severity, Severity::Temporary);
+        assert_eq!(err.status, "4.2.0");
+        assert!(err.message.contains("mailbox busy"), "{}", err.message);
+    }
+}
+
+#[tokio::test]
+async fn rejected_end_of_data_is_permanent_for_every_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = SmtpSinkServer::start(dir.path(), &format!("127.0.0.1:{port}"), &["-f", "."]);
+    let sink = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntimeout = \"10s\""
+        )),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["x@example.com", "y@example.com"], 10);
+    let results = deliver(&sink, dir.path(), &env, b"Subject: x\r\n\r\nx\r\n").await;
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert_eq!(r.as_ref().unwrap_err().severity, Severity::Permanent);
+    }
+}
+
+#[tokio::test]
+async fn greeting_refusal_and_dropped_connection_are_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server =
+        SmtpSinkServer::start(dir.path(), &format!("127.0.0.1:{port}"), &["-f", "CONNECT"]);
+    let sink = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntimeout = \"10s\""
+        )),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let err = sink.healthcheck().await.unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
+    assert!(err.status.starts_with('4'), "{err:?}");
+    assert!(err.message.contains(&port.to_string()), "{err:?}");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let port2 = free_port();
+    // -q DATA: disconnect without a reply when DATA arrives.
+    let _server2 =
+        SmtpSinkServer::start(dir2.path(), &format!("127.0.0.1:{port2}"), &["-q", "DATA"]);
+    let sink2 = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port2}\"\ntimeout = \"10s\""
+        )),
+        Dialect::Smtp,
+        &ctx(dir2.path()),
+    )
+    .unwrap();
+    let env = envelope(&["x@example.com"], 10);
+    let results = deliver(&sink2, dir2.path(), &env, b"x\r\n").await;
+    let err = results[0].as_ref().unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
+    assert_eq!(err.status, "4.4.2");
+}
+
+#[tokio::test]
+async fn connection_refused_is_temporary_and_names_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"5s\"")),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["x@example.com", "y@example.com"], 3);
+    let results = deliver(&sink, dir.path(), &env, b"x\r\n").await;
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        let err = r.as_ref().unwrap_err();
+        assert_eq!(err.severity, Severity::Temporary);
+        assert_eq!(err.status, "4.4.1");
+        assert!(
+            err.message.contains(&format!("127.0.0.1:{port}")),
+            "{err:?}"
+        );
+    }
+    assert!(sink.healthcheck().await.is_err());
+}
+
+#[tokio::test]
+async fn auth_plain_on_loopback_and_smtputf8_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = SmtpSinkServer::start(dir.path(), &format!("127.0.0.1:{port}"), &[]);
+    std::fs::write(dir.path().join("pw"), "s3cret\nignored\n").unwrap();
+    let sink = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntimeout = \"10s\"\nusername = \"u\"\n\
+             password_file = \"pw\"\nxforward = false"
+        )),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let mut env = envelope(&["x@example.com"], 10);
+    env.body = Body::EightBitMime;
+    let results = deliver(&sink, dir.path(), &env, b"Subject: x\r\n\r\n\xc3\xa9\r\n").await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let commands = server.commands();
+    // base64("\0u\0s3cret")
+    assert!(commands.contains("AUTH PLAIN AHUAczNjcmV0\n"), "{commands}");
+    assert!(!commands.contains("XFORWARD"), "{commands}");
+    assert!(commands.contains("BODY=8BITMIME"), "{commands}");
+
+    // smtp-sink does not offer SMTPUTF8.
+    env.smtputf8 = true;
+    let results = deliver(&sink, dir.path(), &env, b"x\r\n").await;
+    let err = results[0].as_ref().unwrap_err();
+    assert_eq!(
+        (err.severity.clone(), err.status.as_str()),
+        (Severity::Permanent, "5.6.7")
+    );
+}
+
+#[test]
+fn build_time_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ctx(dir.path());
+    let new = |t: &str| RelaySink::new(&relay_config(t), Dialect::Smtp, &c).err();
+    assert!(new("address = \"host\"").unwrap().contains("host:port"));
+    assert!(new("address = \"unix:rel\"").unwrap().contains("absolute"));
+    assert!(
+        new("address = \"127.0.0.1:25\"\nusername = \"u\"")
+            .unwrap()
+            .contains("password_env or password_file")
+    );
+    assert!(
+        new("address = \"127.0.0.1:25\"\nusername = \"u\"\npassword_env = \"MAILCHUTE_TEST_SURELY_UNSET\"")
+            .unwrap()
+            .contains("not set")
+    );
+    assert!(
+        new("address = \"127.0.0.1:25\"\nusername = \"u\"\npassword_file = \"missing\"")
+            .unwrap()
+            .contains("missing")
+    );
+    assert!(
+        new("address = \"127.0.0.1:25\"\ntls = \"starttls\"\nca_file = \"nope.pem\"")
+            .unwrap()
+            .contains("nope.pem")
+    );
+    std::fs::write(dir.path().join("empty.pem"), "not a cert\n").unwrap();
+    assert!(
+        new("address = \"127.0.0.1:25\"\ntls = \"implicit\"\nca_file = \"empty.pem\"")
+            .unwrap()
+            .contains("no PEM certificate")
+    );
+    assert!(
+        new("address = \"unix:/run/x.sock\"\ntls = \"starttls\"")
+            .unwrap()
+            .contains("tls_name")
+    );
+    assert!(new("address = \"127.0.0.1:25\"").is_none());
+    assert!(new("address = \"[::1]:25\"\ntls = \"none\"").is_none());
+    assert!(new("address = \"unix:/run/dovecot/lmtp\"").is_none());
+}
+
+#[test]
+fn xforward_lines_respect_advertised_attributes_and_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RelaySink::new(
+        &relay_config("address = \"127.0.0.1:25\""),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let caps = |s: &str| Capabilities::from_ehlo(&parse_reply(s.as_bytes()).unwrap().unwrap().0);
+    let all = caps("250-x\r\n250 XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE\r\n");
+    let mut env = envelope(&["a@b"], 1);
+    assert_eq!(
+        sink.xforward_lines(&all, &env),
+        vec![
+            "XFORWARD NAME=[UNAVAILABLE] ADDR=192.0.2.7 PORT=40123 PROTO=ESMTP \
+             HELO=client.example.net IDENT=0123456789ABCDEF01234567 SOURCE=REMOTE"
+                .to_string()
+        ]
+    );
+    // IPv6 peers get Postfix's "IPv6:" form; Unix-socket clients are LOCAL.
+    env.client.addr = Some("[2001:db8::1]:25".into());
+    assert!(sink.xforward_lines(&all, &env)[0].contains(" ADDR=IPv6:2001:db8::1 "));
+    env.client.addr = None;
+    let line = &sink.xforward_lines(&all, &env)[0];
+    assert!(
+        line.contains("SOURCE=LOCAL") && !line.contains("ADDR="),
+        "{line}"
+    );
+
+    // Forwarded facts pass on unchanged (xtext-encoded), long values split the line.
+    env.client.xforward = XForward {
+        name: Some("mx.example.net".into()),
+        addr: Some("198.51.100.1".into()),
+        helo: Some(format!("h{}", "e".repeat(470))),
+        ident: Some("ABC+DEF".into()),
+        ..XForward::default()
+    };
+    let lines = sink.xforward_lines(&all, &env);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l.len() + 2 <= XFORWARD_LINE_MAX));
+    assert_eq!(lines[0], "XFORWARD NAME=mx.example.net ADDR=198.51.100.1");
+    assert!(lines[1].ends_with(" IDENT=ABC+2BDEF"), "{lines:?}");
+    let some = caps("250-x\r\n250 XFORWARD ADDR\r\n");
+    assert_eq!(
+        sink.xforward_lines(&some, &env),
+        vec!["XFORWARD ADDR=198.51.100.1".to_string()]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A scripted server for what smtp-sink cannot do: TLS, STARTTLS, odd replies.
+
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A CA and a leaf certificate for localhost / 127.0.0.1, made with the openssl tool.
+fn make_certs(dir: &Path) -> TlsFiles {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command is needed for the TLS tests");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mailchute test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("leaf.pem"),
+        key: dir.join("leaf.key"),
+    }
+}
+
+fn acceptor(files: &TlsFiles) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[derive(Clone)]
+struct Script {
+    implicit: Option<tokio_rustls::TlsAcceptor>,
+    starttls: Option<tokio_rustls::TlsAcceptor>,
+    greeting: &'static str,
+    /// Extensions after the first EHLO line.
+    caps: Vec<&'static str>,
+}
+
+/// Serves one connection per accept until the test ends; records every line received
+/// (DATA content included) in `log`.
+async fn scripted_server(script: Script) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log2 = Arc::clone(&log);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let script = script.clone();
+            let log = Arc::clone(&log2);
+            tokio::spawn(async move {
+                let stream: Box<dyn conn::Io> = match &script.implicit {
+                    Some(acc) => match acc.accept(tcp).await {
+                        Ok(s) => Box::new(s),
+                        Err(e) => {
+                            log.lock().unwrap().push(format!("TLS ERROR {e}"));
+                            return;
+                        }
+                    },
+                    None => Box::new(tcp),
+                };
+                let _ = serve(stream, script, log).await;
+            });
+        }
+    });
+    (port, log)
+}
+
+async fn serve(
+    stream: Box<dyn conn::Io>,
+    script: Script,
+    log: Arc<Mutex<Vec<String>>>,
+) -> std::io::Result<()> {
+    let mut io = BufReader::new(stream);
+    io.get_mut().write_all(script.greeting.as_bytes()).await?;
+    let mut tls_done = script.implicit.is_some();
+    let mut in_data = false;
+    // AUTH LOGIN: lines still to come (username, password).
+    let mut login_pending = 0;
+    loop {
+        let mut line = String::new();
+        if io.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        log.lock().unwrap().push(line.trim_end().to_string());
+        if in_data {
+            if line == ".\r\n" {
+                in_data = false;
+                io.get_mut().write_all(b"250 2.0.0 Ok: queued\r\n").await?;
+            }
+            continue;
+        }
+        if login_pending > 0 {
+            login_pending -= 1;
+            let r: &[u8] = if login_pending == 1 {
+                b"334 UGFzc3dvcmQ6\r\n"
+            } else {
+                b"235 2.7.0 ok\r\n"
+            };
+            io.get_mut().write_all(r).await?;
+            continue;
+        }
+        let verb = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let reply: String = match verb.as_str() {
+            "EHLO" | "LHLO" => {
+                let mut caps = script.caps.clone();
+                if script.starttls.is_some() && !tls_done {
+                    caps.push("STARTTLS");
+                }
+                let mut r = String::from("250-test.server\r\n");
+                for (i, c) in caps.iter().enumerate() {
+                    let sep = if i + 1 == caps.len() { ' ' } else { '-' };
+                    r.push_str(&format!("250{sep}{c}\r\n"));
+                }
+                if caps.is_empty() {
+                    r = "250 test.server\r\n".into();
+                }
+                r
+            }
+            "STARTTLS" => {
+                io.get_mut().write_all(b"220 2.0.0 Ready\r\n").await?;
+                let acc = script.starttls.clone().unwrap();
+                let tls = match acc.accept(io.into_inner()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log.lock().unwrap().push(format!("TLS ERROR {e}"));
+                        return Ok(());
+                    }
+                };
+                io = BufReader::new(Box::new(tls));
+                tls_done = true;
+                log.lock().unwrap().push("TLS UP".into());
+                continue;
+            }
+            "DATA" => {
+                in_data = true;
+                "354 go ahead\r\n".into()
+            }
+            "QUIT" => {
+                io.get_mut().write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            }
+            "AUTH" if line.contains("LOGIN") => {
+                login_pending = 2;
+                "334 VXNlcm5hbWU6\r\n".into()
+            }
+            "AUTH" => "235 2.7.0 ok\r\n".into(),
+            "RCPT" if line.contains("<bad@") => {
+                "550 5.1.1 <bad@example.com>: no such user\r\n".into()
+            }
+            _ => "250 2.0.0 ok\r\n".into(),
+        };
+        io.get_mut().write_all(reply.as_bytes()).await?;
+    }
+}
+
+fn logged(log: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn starttls_verified_with_ca_file_then_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = make_certs(dir.path());
+    let (port, log) = scripted_server(Script {
+        implicit: None,
+        starttls: Some(acceptor(&files)),
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING", "AUTH LOGIN", "XFORWARD ADDR"],
+    })
+    .await;
+    // Any variable that is set will do; the test must not change the environment.
+    let password = std::env::var("HOME").unwrap();
+    let sink = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"localhost:{port}\"\ntls = \"starttls\"\nca_file = \"{}\"\n\
+             username = \"user\"\npassword_env = \"HOME\"\ntimeout = \"10s\"",
+            files.ca.display()
+        )),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["ok@example.com", "bad@example.com"], 10);
+    let results = deliver(&sink, dir.path(), &env, b"Subject: t\r\n\r\n.hi\r\n").await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let err = results[1].as_ref().unwrap_err();
+    assert_eq!(
+        (err.severity.clone(), err.status.as_str()),
+        (Severity::Permanent, "5.1.1")
+    );
+    assert_eq!(
+        err.message,
+        format!("upstream localhost:{port} said: 550 5.1.1 <bad@example.com>: no such user")
+    );
+    let log = logged(&log);
+    let tls_at = log.iter().position(|l| l == "TLS UP").unwrap();
+    let auth_at = log.iter().position(|l| l == "AUTH LOGIN").unwrap();
+    assert!(tls_at < auth_at, "{log:?}");
+    assert_eq!(log[tls_at + 1], "EHLO mailchute.test");
+    assert_eq!(log[auth_at + 1], "dXNlcg==");
+    use base64::Engine as _;
+    assert_eq!(
+        log[auth_at + 2],
+        base64::engine::general_purpose::STANDARD.encode(password)
+    );
+    assert!(
+        log.contains(&"XFORWARD ADDR=192.0.2.7".to_string()),
+        "{log:?}"
+    );
+    assert!(log.contains(&"..hi".to_string()), "{log:?}");
+}
+
+#[tokio::test]
+async fn implicit_tls_checks_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = make_certs(dir.path());
+    let (port, _log) = scripted_server(Script {
+        implicit: Some(acceptor(&files)),
+        starttls: None,
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec![],
+    })
+    .await;
+    let config = |extra: &str| {
+        relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntls = \"implicit\"\nca_file = \"{}\"\n{extra}",
+            files.ca.display()
+        ))
+    };
+    let c = ctx(dir.path());
+    // The certificate is for 127.0.0.1 (an IP SAN) and localhost.
+    let ok = RelaySink::new(&config(""), Dialect::Smtp, &c).unwrap();
+    ok.healthcheck().await.unwrap();
+    let env = envelope(&["a@example.com"], 3);
+    assert!(deliver(&ok, dir.path(), &env, b"x\r\n").await[0].is_ok());
+
+    let wrong =
+        RelaySink::new(&config("tls_name = \"mx.example.org\""), Dialect::Smtp, &c).unwrap();
+    let err = wrong.healthcheck().await.unwrap_err();
+    assert_eq!(err.status, "4.7.5", "{err:?}");
+    assert!(
+        err.message.contains(&format!("127.0.0.1:{port}")),
+        "{err:?}"
+    );
+
+    // The system roots do not know our test CA; insecure accepts it anyway.
+    let system = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntls = \"implicit\""
+        )),
+        Dialect::Smtp,
+        &c,
+    );
+    if let Ok(system) = system {
+        assert_eq!(system.healthcheck().await.unwrap_err().status, "4.7.5");
+    }
+    let insecure = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntls = \"implicit\"\ninsecure = true\ntls_name = \"other\""
+        )),
+        Dialect::Smtp,
+        &c,
+    )
+    .unwrap();
+    insecure.healthcheck().await.unwrap();
+}
+
+#[tokio::test]
+async fn starttls_required_but_missing_and_opportunistic_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = scripted_server(Script {
+        implicit: None,
+        starttls: None,
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING"],
+    })
+    .await;
+    let c = ctx(dir.path());
+    let required = RelaySink::new(
+        &relay_config(&format!(
+            "address = \"127.0.0.1:{port}\"\ntls = \"starttls\"\ninsecure = true"
+        )),
+        Dialect::Smtp,
+        &c,
+    )
+    .unwrap();
+    let env = envelope(&["a@example.com"], 3);
+    let err = deliver(&required, dir.path(), &env, b"x\r\n").await[0]
+        .clone()
+        .unwrap_err();
+    assert_eq!(err.status, "4.7.0");
+    assert!(err.message.contains(&format!("127.0.0.1:{port}")) && err.message.contains("STARTTLS"));
+    assert!(!logged(&log).iter().any(|l| l.starts_with("MAIL")));
+
+    // Opportunistic (the default): plain text when STARTTLS is not offered. Credentials
+    // may go in plain text to loopback only.
+    let opportunistic = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"")),
+        Dialect::Smtp,
+        &c,
+    )
+    .unwrap();
+    assert!(deliver(&opportunistic, dir.path(), &env, b"x\r\n").await[0].is_ok());
+}
+
+#[tokio::test]
+async fn opportunistic_starttls_accepts_self_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = make_certs(dir.path());
+    let (port, log) = scripted_server(Script {
+        implicit: None,
+        starttls: Some(acceptor(&files)),
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec![],
+    })
+    .await;
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"2s\"")),
+        Dialect::Lmtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["a@example.com", "b@example.com"], 3);
+    let results = deliver(&sink, dir.path(), &env, b"x\r\n").await;
+    // Our scripted server answers the end of DATA once, like SMTP: the second LMTP reply
+    // never comes, and that recipient is temporary (the upstream may have it).
+    assert!(results[0].is_ok(), "{results:?}");
+    let err = results[1].as_ref().unwrap_err();
+    assert!(
+        err.is_temporary() && err.message.contains("may duplicate"),
+        "{err:?}"
+    );
+    let log = logged(&log);
+    assert!(log.contains(&"TLS UP".to_string()), "{log:?}");
+    assert!(log.contains(&"LHLO mailchute.test".to_string()));
+}
+
+#[tokio::test]
+async fn malformed_and_refused_greetings() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ctx(dir.path());
+    for (greeting, status) in [
+        ("hello there\r\n", "4.5.0"),
+        ("554 5.7.1 go away\r\n", "4.7.1"),
+        ("421 busy\r\n", "4.3.2"),
+    ] {
+        let (port, _log) = scripted_server(Script {
+            implicit: None,
+            starttls: None,
+            greeting,
+            caps: vec![],
+        })
+        .await;
+        let sink = RelaySink::new(
+            &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"5s\"")),
+            Dialect::Smtp,
+            &c,
+        )
+        .unwrap();
+        let err = sink.healthcheck().await.unwrap_err();
+        assert!(err.is_temporary(), "{greeting:?}: {err:?}");
+        assert_eq!(err.status, status, "{greeting:?}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn silent_server_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let (_s, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    });
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"1s\"")),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = sink.healthcheck().await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(err.status, "4.4.2", "{err:?}");
+    holder.abort();
+}
+
+#[tokio::test]
+async fn address_with_line_break_is_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = scripted_server(Script {
+        implicit: None,
+        starttls: None,
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec![],
+    })
+    .await;
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"5s\"")),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(
+        &[
+            "x@example.com>\r\nRSET\r\nRCPT TO:<y@example.com",
+            "ok@example.com",
+        ],
+        3,
+    );
+    let results = deliver(&sink, dir.path(), &env, b"x\r\n").await;
+    let err = results[0].as_ref().unwrap_err();
+    assert_eq!(
+        (err.severity.clone(), err.status.as_str()),
+        (Severity::Permanent, "5.1.3")
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    let log = logged(&log);
+    assert!(!log.iter().any(|l| l == "RSET"), "{log:?}");
+}
