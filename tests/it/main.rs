@@ -1,2 +1,4 @@
-#[test]
-fn placeholder() {}
+//! The one integration-test binary (one link instead of one per file). Modules by area.
+
+mod harness;
+mod postfix;
