@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared helpers: not every test binary build uses each one
 //! Helpers shared by the integration tests: a running `mailchute serve`, the outside
 //! clients (swaks, Python), readers that are not ours (Python's `mailbox`), a raw SMTP
 //! socket for what no client library sends, and a self-signed certificate.
@@ -107,7 +108,7 @@ impl Mailchute {
 
     /// Starts mailchute in `dir` (which the caller keeps), e.g. to restart on the same spool.
     pub fn start_in(dir: &Path, config: &str) -> Mailchute {
-        let m = Mailchute::spawn_in(dir, config);
+        let mut m = Mailchute::spawn_in(dir, config);
         m.wait_ready(config);
         m
     }
@@ -138,7 +139,7 @@ impl Mailchute {
         }
     }
 
-    fn wait_ready(&self, config: &str) {
+    fn wait_ready(&mut self, config: &str) {
         let deadline = Instant::now() + READY_TIMEOUT;
         let parsed: toml::Table = toml::from_str(config).expect("test config is TOML");
         let listeners = parsed
@@ -152,8 +153,21 @@ impl Mailchute {
                 continue;
             }
             let tls = l.get("tls").and_then(|t| t.as_str()) == Some("implicit");
-            if let Err(e) = wait_for_banner(addr, tls, deadline) {
-                panic!("mailchute not ready: {e}\n--- log ---\n{}", self.log());
+            loop {
+                if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    panic!(
+                        "mailchute exited ({st}) before listening on {addr}\n--- log ---\n{}",
+                        self.log()
+                    );
+                }
+                let step = (Instant::now() + Duration::from_millis(300)).min(deadline);
+                match wait_for_banner(addr, tls, step) {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() >= deadline => {
+                        panic!("mailchute not ready: {e}\n--- log ---\n{}", self.log())
+                    }
+                    Err(_) => {}
+                }
             }
         }
     }
@@ -435,7 +449,9 @@ pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
         .arg("-keyout")
@@ -558,7 +574,10 @@ impl RawSmtp {
                 .reader
                 .read_until(b'\n', &mut line)
                 .expect("read reply");
-            assert!(n > 0, "connection closed while waiting for a reply ({lines:?})");
+            assert!(
+                n > 0,
+                "connection closed while waiting for a reply ({lines:?})"
+            );
             let line = String::from_utf8_lossy(&line).trim_end().to_string();
             assert!(line.len() >= 3, "short reply line {line:?}");
             let code: u16 = line[..3].parse().expect("reply code");
@@ -603,6 +622,17 @@ impl RawSmtp {
         self.expect("DATA", 354);
         self.send(wire);
         self.read_reply()
+    }
+
+    /// QUIT and read until the server closes, whatever it says (for sessions in an unknown state).
+    pub fn finish(mut self) {
+        let _ = self.writer.write_all(b"QUIT\r\n");
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .ok();
+        let mut rest = Vec::new();
+        let _ = self.reader.read_to_end(&mut rest);
     }
 
     /// Reads whatever is left until the server closes (after QUIT).

@@ -2,3 +2,6 @@
 
 mod harness;
 mod postfix;
+mod postfix_interop;
+mod smtp_ingress;
+mod spool;

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared helpers: not every test binary build uses each one
 //! A private Postfix instance (no /etc/postfix, no syslog) as shared/TESTING.md describes:
 //! its own config, queue and data directories in a temp dir, a from-scratch master.cf with
 //! `chroot = n`, `maillog_file` + postlogd, one smtpd on a free port of 127.0.0.1.
@@ -35,7 +36,8 @@ impl PostfixBuilder {
     /// One `transport_maps` entry, e.g. (`test`, `lmtp:inet:127.0.0.1:2424`). The domain is
     /// also put in `relay_domains` so smtpd accepts mail for it.
     pub fn transport(mut self, domain: &str, nexthop: &str) -> Self {
-        self.transports.push((domain.to_string(), nexthop.to_string()));
+        self.transports
+            .push((domain.to_string(), nexthop.to_string()));
         self.relay_domains.push(domain.to_string());
         self
     }
@@ -162,9 +164,8 @@ impl PostfixBuilder {
             .iter()
             .map(|o| format!("  -o {o}\n"))
             .collect();
-        let master_cf = format!(
-            "127.0.0.1:{port} inet n - n - - smtpd\n{smtpd_opts}{MASTER_CF_SERVICES}"
-        );
+        let master_cf =
+            format!("127.0.0.1:{port} inet n - n - - smtpd\n{smtpd_opts}{MASTER_CF_SERVICES}");
         fs::write(etc.join("master.cf"), master_cf).expect("write master.cf");
 
         let pf = Postfix {
@@ -298,7 +299,10 @@ impl Postfix {
                 return;
             }
             if Instant::now() >= deadline {
-                panic!("postfix queue not empty:\n{q}\n--- maillog ---\n{}", self.log());
+                panic!(
+                    "postfix queue not empty:\n{q}\n--- maillog ---\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
