@@ -1,2 +1,7 @@
-#[test]
-fn placeholder() {}
+//! The one integration-test binary (one link instead of one per file). Modules by area.
+
+mod harness;
+mod postfix;
+mod postfix_interop;
+mod smtp_ingress;
+mod spool;

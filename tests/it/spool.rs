@@ -1,0 +1,137 @@
+//! The durable spool of a `queued` listener: 250 means it will be delivered, across a sink
+//! that is down, a kill -9, and a lifetime that runs out (dead-letter directory).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn queued_config(port: u16, sink_port: u16, max_lifetime: &str) -> String {
+    format!(
+        r#"[server]
+hostname = "queue.test"
+data_dir = "./data"
+
+[[listener]]
+name = "mx"
+address = "127.0.0.1:{port}"
+protocol = "smtp"
+mode = "queued"
+
+[queue]
+backoff_initial = "1s"
+backoff_max = "2s"
+max_lifetime = "{max_lifetime}"
+
+[[route]]
+name = "all"
+match = ["*"]
+sinks = ["next"]
+
+[sink.next]
+type = "lmtp"
+address = "127.0.0.1:{sink_port}"
+"#
+    )
+}
+
+/// The second hop: an LMTP listener delivering to `./Maildir`.
+fn lmtp_maildir_config(port: u16) -> String {
+    sync_config(port, "", MAILDIR_SINK).replace("protocol = \"smtp\"\n", "protocol = \"lmtp\"\n")
+}
+
+fn send_one(port: u16, msg: &[u8]) {
+    let mut c = RawSmtp::connect(port);
+    c.ehlo("client.test");
+    let r = c.data_raw("from@client.test", &["rcpt@test"], &dot_stuff(msg));
+    assert_eq!(r.code, 250, "{r:?}");
+    c.quit();
+}
+
+/// Relayed through two mailchutes: one or two `Received:` headers, then exactly `sent`.
+fn assert_relayed(stored: &[u8], sent: &[u8]) {
+    let (_, mut rest) = split_received(stored);
+    if rest.starts_with(b"Received: from ") {
+        rest = split_received(rest).1;
+    }
+    assert_eq!(
+        String::from_utf8_lossy(rest),
+        String::from_utf8_lossy(&crlf_to_lf(sent))
+    );
+}
+
+/// Waits for exactly one delivered message and checks no duplicate follows a few retries later.
+fn assert_delivered_once(maildir: &Path, sent: &[u8], log: impl Fn() -> String) {
+    let n = wait_maildir_count(maildir, 1, Duration::from_secs(30));
+    assert_eq!(n, 1, "not delivered; first mailchute's log:\n{}", log());
+    std::thread::sleep(Duration::from_secs(4));
+    let msgs = read_maildir(maildir);
+    assert_eq!(msgs.len(), 1, "delivered more than once");
+    assert_relayed(&msgs[0], sent);
+}
+
+#[test]
+fn queued_delivers_to_lmtp_sink() {
+    let b_port = free_port();
+    let b = Mailchute::start(&lmtp_maildir_config(b_port));
+    let a_port = free_port();
+    let a = Mailchute::start(&queued_config(a_port, b_port, "5d"));
+    let msg = message("queued", "Through the spool.\r\n");
+    send_one(a_port, &msg);
+    assert_delivered_once(&b.path("Maildir"), &msg, || a.log());
+}
+
+#[test]
+fn queued_waits_for_a_sink_that_starts_late() {
+    let b_port = free_port();
+    let a_port = free_port();
+    let a = Mailchute::start(&queued_config(a_port, b_port, "5d"));
+    let msg = message("late-sink", "The sink was down when this was accepted.\r\n");
+    send_one(a_port, &msg);
+    std::thread::sleep(Duration::from_secs(3));
+    let b = Mailchute::start(&lmtp_maildir_config(b_port));
+    assert_delivered_once(&b.path("Maildir"), &msg, || a.log());
+}
+
+#[test]
+fn lifetime_exceeded_goes_to_dead_letters() {
+    let a_port = free_port();
+    let a = Mailchute::start(&queued_config(a_port, closed_port(), "2s"));
+    let marker = "dead-letter-marker-7f3a";
+    let msg = message("expired", &format!("{marker}\r\n"));
+    send_one(a_port, &msg);
+    let dead = a.path("data/dead");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = files_below(&dead).into_iter().any(|f| {
+            std::fs::read(&f)
+                .map(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                .unwrap_or(false)
+        });
+        if found {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no file under {} holds the message; log:\n{}",
+            dead.display(),
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn kill9_after_250_then_restart_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let b_port = free_port();
+    let a_port = free_port();
+    let config = queued_config(a_port, b_port, "5d");
+    let mut a = Mailchute::start_in(dir.path(), &config);
+    let msg = message("survives-kill", "Acknowledged, then the process died.\r\n");
+    send_one(a_port, &msg);
+    a.kill9();
+    let b = Mailchute::start(&lmtp_maildir_config(b_port));
+    let a2 = Mailchute::start_in(dir.path(), &config);
+    assert_delivered_once(&b.path("Maildir"), &msg, || a2.log());
+}
