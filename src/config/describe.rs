@@ -26,7 +26,11 @@ fn write_description(out: &mut String, loaded: &Loaded) -> std::fmt::Result {
     for o in &loaded.overrides {
         writeln!(out, "override:  {}={}", o.var, o.value)?;
     }
-    writeln!(out, "hostname:  {}", c.server.hostname.as_deref().unwrap_or("(system)"))?;
+    writeln!(
+        out,
+        "hostname:  {}",
+        c.server.hostname.as_deref().unwrap_or("(system)")
+    )?;
     writeln!(out, "data dir:  {}", c.server.data_dir.display())?;
     if let Some(user) = &c.server.user {
         let group = c.server.group.as_deref().unwrap_or("(user's group)");
@@ -41,7 +45,10 @@ fn write_description(out: &mut String, loaded: &Loaded) -> std::fmt::Result {
 
     writeln!(out)?;
     if c.listeners.is_empty() {
-        writeln!(out, "listeners: none (deliver / sendmail only; serve has nothing to listen on)")?;
+        writeln!(
+            out,
+            "listeners: none (deliver / sendmail only; serve has nothing to listen on)"
+        )?;
     } else {
         writeln!(out, "listeners:")?;
     }
@@ -60,7 +67,11 @@ fn write_description(out: &mut String, loaded: &Loaded) -> std::fmt::Result {
     }
     // Stable: regexes keep file order within their rank.
     entries.sort_by_key(|(rank, ..)| *rank);
-    let width = entries.iter().map(|(_, _, m, _)| m.len()).max().unwrap_or(0);
+    let width = entries
+        .iter()
+        .map(|(_, _, m, _)| m.len())
+        .max()
+        .unwrap_or(0);
     for (_, i, m, r) in &entries {
         let name = r.name.clone().unwrap_or_else(|| format!("route[{i}]"));
         writeln!(out, "  {m:<width$}  -> {name} -> {}", r.sinks.join(", "))?;

@@ -23,7 +23,10 @@ where
 {
     let mut found: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.strip_prefix(PREFIX).is_some_and(|rest| rest.contains("__")))
+        .filter(|(k, _)| {
+            k.strip_prefix(PREFIX)
+                .is_some_and(|rest| rest.contains("__"))
+        })
         .collect();
     found.sort();
     found
@@ -179,8 +182,14 @@ mod tests {
             parse_value("[\"10.0.0.0/8\"]"),
             Value::Array(vec![Value::String("10.0.0.0/8".into())])
         );
-        assert_eq!(parse_value("mx.example.org"), Value::String("mx.example.org".into()));
-        assert_eq!(parse_value("127.0.0.1:25"), Value::String("127.0.0.1:25".into()));
+        assert_eq!(
+            parse_value("mx.example.org"),
+            Value::String("mx.example.org".into())
+        );
+        assert_eq!(
+            parse_value("127.0.0.1:25"),
+            Value::String("127.0.0.1:25".into())
+        );
         assert_eq!(parse_value("50M"), Value::String("50M".into()));
         // Not a way to smuggle in a second key.
         assert_eq!(parse_value("1\nx = 2"), Value::String("1\nx = 2".into()));
@@ -189,11 +198,9 @@ mod tests {
     #[test]
     fn dash_and_underscore_are_the_same_in_names() {
         let mut t = table("[sink.s3-archive]\ntype = 's3'\nbucket = 'a'\n");
-        let applied = apply_env_overrides(
-            &mut t,
-            env(&[("MAILCHUTE_SINK__S3_ARCHIVE__BUCKET", "b")]),
-        )
-        .unwrap();
+        let applied =
+            apply_env_overrides(&mut t, env(&[("MAILCHUTE_SINK__S3_ARCHIVE__BUCKET", "b")]))
+                .unwrap();
         assert_eq!(t["sink"]["s3-archive"]["bucket"].as_str(), Some("b"));
         assert_eq!(path_string(&applied[0].path), "sink.s3-archive.bucket");
         assert!(t["sink"].get("s3_archive").is_none());

@@ -82,8 +82,7 @@ pub fn path_string(path: &[Seg]) -> String {
                     out.push('.');
                 }
                 let bare = !k.is_empty()
-                    && k
-                        .chars()
+                    && k.chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
                 if bare {
                     out.push_str(k);
@@ -123,19 +122,34 @@ pub(crate) struct Locator {
 
 impl Locator {
     pub fn error(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
-        let env = self
+        // The value at `path` (or a table holding it) came from the environment.
+        let mut env = self
             .overrides
             .iter()
             .rev()
-            .find(|o| o.path.starts_with(path) || path.starts_with(&o.path))
+            .find(|o| path.starts_with(&o.path))
             .map(|o| o.var.clone());
-        let line = match (&env, &self.text) {
-            (None, Some(text)) => DeTable::parse(text)
+        let mut line = None;
+        if env.is_none()
+            && let Some(text) = &self.text
+        {
+            let found = DeTable::parse(text)
                 .ok()
-                .and_then(|doc| span_of(&doc, path))
-                .map(|s| line_of(text, s.start)),
-            _ => None,
-        };
+                .and_then(|doc| locate(&doc, path))
+                .map(|(span, exact)| (line_of(text, span.start), exact));
+            // Not in the file at all: an override may have created it (a new sink, say).
+            if found.is_none_or(|(_, exact)| !exact) {
+                env = self
+                    .overrides
+                    .iter()
+                    .rev()
+                    .find(|o| o.path.starts_with(path))
+                    .map(|o| o.var.clone());
+            }
+            if env.is_none() {
+                line = found.map(|(l, _)| l);
+            }
+        }
         ConfigError::Invalid(Box::new(Problem {
             origin: self.origin.clone(),
             line,
@@ -149,22 +163,33 @@ impl Locator {
 /// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The span of the key (or array element) at `path`; if the path goes deeper than the
 /// document (a default, or a key that is missing), the span of the deepest part that exists.
 pub fn span_of(doc: &Spanned<DeTable<'_>>, path: &[Seg]) -> Option<Range<usize>> {
+    locate(doc, path).map(|(span, _)| span)
+}
+
+/// [`span_of`], and whether the whole path was found (rather than only a prefix of it).
+fn locate(doc: &Spanned<DeTable<'_>>, path: &[Seg]) -> Option<(Range<usize>, bool)> {
     let mut best: Option<Range<usize>> = None;
     let mut table: Option<&DeTable<'_>> = Some(doc.get_ref());
     let mut value: Option<&Spanned<DeValue<'_>>> = None;
     for seg in path {
         match seg {
             Seg::Key(k) => {
-                let t = table?;
+                let Some(t) = table else {
+                    return best.map(|b| (b, false));
+                };
                 let (kspan, v) = match t.iter().find(|(tk, _)| tk.get_ref().as_ref() == k) {
                     Some((tk, v)) => (tk.span(), v),
-                    None => return best,
+                    None => return best.map(|b| (b, false)),
                 };
                 best = Some(kspan);
                 value = Some(v);
@@ -172,10 +197,10 @@ pub fn span_of(doc: &Spanned<DeTable<'_>>, path: &[Seg]) -> Option<Range<usize>>
             Seg::Index(i) => {
                 let arr = match value.map(|v| v.get_ref()) {
                     Some(DeValue::Array(a)) => a,
-                    _ => return best,
+                    _ => return best.map(|b| (b, false)),
                 };
                 let Some(item) = arr.get(*i) else {
-                    return best;
+                    return best.map(|b| (b, false));
                 };
                 best = Some(item.span());
                 value = Some(item);
@@ -186,7 +211,7 @@ pub fn span_of(doc: &Spanned<DeTable<'_>>, path: &[Seg]) -> Option<Range<usize>>
             _ => None,
         };
     }
-    best
+    best.map(|b| (b, true))
 }
 
 /// The key path of the smallest key or value whose span holds `offset`.
@@ -197,12 +222,7 @@ pub fn path_at(doc: &Spanned<DeTable<'_>>, offset: usize) -> Vec<Seg> {
     best.map(|(_, p)| p).unwrap_or_default()
 }
 
-fn consider(
-    span: Range<usize>,
-    path: &[Seg],
-    offset: usize,
-    best: &mut Option<(usize, Vec<Seg>)>,
-) {
+fn consider(span: Range<usize>, path: &[Seg], offset: usize, best: &mut Option<(usize, Vec<Seg>)>) {
     let hit = span.contains(&offset) || (span.is_empty() && span.start == offset);
     // `<=` so that, for equal spans (an array of tables and its element), the deeper wins.
     if hit && best.as_ref().is_none_or(|(len, _)| span.len() <= *len) {
@@ -270,7 +290,10 @@ mod tests {
         let at = |p: &[Seg]| span_of(&doc, p).map(|s| line_of(text, s.start));
         assert_eq!(at(&[key("a")]), Some(1));
         assert_eq!(at(&[key("listener"), Seg::Index(0)]), Some(2));
-        assert_eq!(at(&[key("listener"), Seg::Index(0), key("address")]), Some(3));
+        assert_eq!(
+            at(&[key("listener"), Seg::Index(0), key("address")]),
+            Some(3)
+        );
         assert_eq!(at(&[key("sink"), key("local"), key("type")]), Some(6));
         // A key that is not written (a default) falls back to its table.
         assert_eq!(at(&[key("sink"), key("local"), key("path")]), Some(5));

@@ -3,8 +3,8 @@
 
 use super::env::{apply_env_overrides, apply_one};
 use super::error::{
-    ConfigError, Locator, Override, Problem, Seg, line_of, operator_words, path_at,
-    path_string, span_of, unknown_field_name,
+    ConfigError, Locator, Override, Problem, Seg, line_of, operator_words, path_at, path_string,
+    span_of, unknown_field_name,
 };
 use super::types::*;
 use super::validate;
@@ -298,6 +298,12 @@ fn locate_file_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigErr
             path.pop();
         }
     }
+    if message.contains("expected a sequence")
+        && let [Seg::Key(k)] = path.as_slice()
+        && (k == "listener" || k == "route")
+    {
+        message.push_str(&format!(" (write [[{k}]]: each {k} is an array entry)"));
+    }
     ConfigError::Invalid(Box::new(Problem {
         origin: origin.to_string(),
         line: span.map(|s| line_of(text, s.start)),
@@ -373,7 +379,10 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     config.server.data_dir = join(base, &config.server.data_dir);
     for l in &mut config.listeners {
         join_unix_address(base, &mut l.address);
-        for p in [&mut l.cert, &mut l.key, &mut l.users].into_iter().flatten() {
+        for p in [&mut l.cert, &mut l.key, &mut l.users]
+            .into_iter()
+            .flatten()
+        {
             *p = join(base, p);
         }
     }

@@ -21,7 +21,9 @@ impl ListenAddr {
     pub fn parse(s: &str) -> Result<ListenAddr, String> {
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
-                return Err(format!("{s:?}: the socket path is empty; {ADDRESS_EXPECTED}"));
+                return Err(format!(
+                    "{s:?}: the socket path is empty; {ADDRESS_EXPECTED}"
+                ));
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }

@@ -68,12 +68,22 @@ mod tests {
     #[test]
     fn forms() {
         assert!(matches!(MatchRule::parse("*"), Ok(MatchRule::Any)));
-        assert!(matches!(MatchRule::parse("a@b.org"), Ok(MatchRule::Exact(_))));
+        assert!(matches!(
+            MatchRule::parse("a@b.org"),
+            Ok(MatchRule::Exact(_))
+        ));
         assert!(matches!(MatchRule::parse("@b.org"), Ok(MatchRule::Domain(d)) if d == "b.org"));
-        assert!(matches!(MatchRule::parse("/^x-.*@/"), Ok(MatchRule::Regex(_))));
+        assert!(matches!(
+            MatchRule::parse("/^x-.*@/"),
+            Ok(MatchRule::Regex(_))
+        ));
         for bad in ["", "b.org", "@", "a@", "/x", "/(/", "a b@c", "@a@b", "//"] {
             assert!(MatchRule::parse(bad).is_err(), "{bad:?} should be refused");
         }
-        assert!(MatchRule::parse("/(/").unwrap_err().contains("invalid regex"));
+        assert!(
+            MatchRule::parse("/(/")
+                .unwrap_err()
+                .contains("invalid regex")
+        );
     }
 }

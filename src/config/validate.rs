@@ -67,7 +67,10 @@ pub(crate) fn precheck(table: &Table, loc: &Locator) -> Result<(), ConfigError> 
             Some(other) => {
                 return Err(loc.error(
                     &type_at,
-                    format!("expected a string (one of {built}), not a {}", other.type_str()),
+                    format!(
+                        "expected a string (one of {built}), not a {}",
+                        other.type_str()
+                    ),
                 ));
             }
         }
@@ -189,8 +192,7 @@ fn check_sink(name: &str, sink: &SinkConfig, loc: &Locator) -> Result<(), Config
 
 /// `host:port` (a name is fine: this is where we connect) or `unix:/path`.
 fn check_remote_address(s: &str) -> Result<(), String> {
-    const EXPECTED: &str =
-        "expected \"host:port\" (e.g. \"127.0.0.1:10026\", \"mail.example.org:25\") or \"unix:/path\"";
+    const EXPECTED: &str = "expected \"host:port\" (e.g. \"127.0.0.1:10026\", \"mail.example.org:25\") or \"unix:/path\"";
     if let Some(path) = s.strip_prefix("unix:") {
         return if path.is_empty() {
             Err(format!("{s:?}: the socket path is empty; {EXPECTED}"))
@@ -223,13 +225,13 @@ fn check_routes(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
     for (i, r) in config.routes.iter().enumerate() {
         let at = |k: &str| [key("route"), Seg::Index(i), key(k)];
         let label = route_label(config, i);
-        if let Some(name) = &r.name {
-            if let Some(first) = names.insert(name, i) {
-                return Err(loc.error(
-                    &at("name"),
-                    format!("route name \"{name}\" is already used by route[{first}]"),
-                ));
-            }
+        if let Some(name) = &r.name
+            && let Some(first) = names.insert(name, i)
+        {
+            return Err(loc.error(
+                &at("name"),
+                format!("route name \"{name}\" is already used by route[{first}]"),
+            ));
         }
         if r.matches.is_empty() {
             return Err(loc.error(
@@ -399,7 +401,10 @@ fn check_listeners(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
             }
             parse_socket_mode(mode).map_err(|m| loc.error(&at("socket_mode"), m))?;
         }
-        for (k, v) in [("socket_owner", &l.socket_owner), ("socket_group", &l.socket_group)] {
+        for (k, v) in [
+            ("socket_owner", &l.socket_owner),
+            ("socket_group", &l.socket_group),
+        ] {
             if v.is_some() && !is_unix {
                 return Err(loc.error(
                     &at(k),
@@ -467,7 +472,10 @@ fn check_tls(l: &ListenerConfig, i: usize, loc: &Locator) -> Result<(), ConfigEr
         let Some(p) = p else {
             return Err(loc.error(
                 &at(k),
-                format!("is missing: tls = \"{}\" needs cert and key (PEM files)", tls_word(l.tls)),
+                format!(
+                    "is missing: tls = \"{}\" needs cert and key (PEM files)",
+                    tls_word(l.tls)
+                ),
             ));
         };
         check_file(p).map_err(|m| loc.error(&at(k), m))?;
@@ -497,7 +505,9 @@ pub fn parse_socket_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(digits, 8)
         .ok()
         .filter(|m| !digits.is_empty() && *m <= 0o777)
-        .ok_or_else(|| format!("{s:?}: expected permission bits in octal, like \"0770\" or \"0660\""))
+        .ok_or_else(|| {
+            format!("{s:?}: expected permission bits in octal, like \"0770\" or \"0660\"")
+        })
 }
 
 #[cfg(test)]
@@ -506,7 +516,12 @@ mod tests {
 
     #[test]
     fn remote_addresses() {
-        for ok in ["127.0.0.1:25", "[::1]:25", "mail.example.org:25", "unix:/run/x"] {
+        for ok in [
+            "127.0.0.1:25",
+            "[::1]:25",
+            "mail.example.org:25",
+            "unix:/run/x",
+        ] {
             assert!(check_remote_address(ok).is_ok(), "{ok}");
         }
         for bad in ["127.0.0.1", "mail:0", ":25", "unix:", "a b:25", "x:y"] {
