@@ -1,7 +1,7 @@
 //! What `mailchute config check` prints: the config as mailchute understood it.
 
 use super::load::{Loaded, Source};
-use super::net::is_loopback_listener;
+use super::net::{dsn_enabled, is_loopback_listener};
 use super::rules::MatchRule;
 use super::types::*;
 use std::fmt::Write as _;
@@ -168,9 +168,7 @@ fn write_listener(out: &mut String, l: &ListenerConfig) -> std::fmt::Result {
             l.socket_group.as_deref().unwrap_or("(run group)")
         )?;
     }
-    let dsn = l
-        .dsn
-        .unwrap_or(!is_loopback_listener(l) && !l.address.starts_with("unix:"));
+    let dsn = dsn_enabled(l);
     writeln!(
         out,
         "    bounce (DSN) when a message dies: {}{}",

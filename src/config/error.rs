@@ -130,13 +130,13 @@ impl Locator {
             .find(|o| path.starts_with(&o.path))
             .map(|o| o.var.clone());
         let mut line = None;
-        if env.is_none()
-            && let Some(text) = &self.text
-        {
-            let found = DeTable::parse(text)
-                .ok()
-                .and_then(|doc| locate(&doc, path))
-                .map(|(span, exact)| (line_of(text, span.start), exact));
+        if env.is_none() {
+            let found = self.text.as_ref().and_then(|text| {
+                DeTable::parse(text)
+                    .ok()
+                    .and_then(|doc| locate(&doc, path))
+                    .map(|(span, exact)| (line_of(text, span.start), exact))
+            });
             // Not in the file at all: an override may have created it (a new sink, say).
             if found.is_none_or(|(_, exact)| !exact) {
                 env = self

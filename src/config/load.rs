@@ -200,7 +200,8 @@ fn build(
     })?;
     let loc = Locator {
         origin,
-        text: Some(text.to_string()),
+        // Lines of the built-in text would mean nothing to an operator.
+        text: (source != Source::Embedded).then(|| text.to_string()),
         overrides,
     };
     validate::precheck(&table, &loc)?;
@@ -254,12 +255,7 @@ fn deserialize_error(
             break;
         }
         if let Err(e) = Config::deserialize(Value::Table(t.clone())) {
-            return problem(
-                None,
-                path_string(&o.path),
-                Some(format!("{}={}", o.var, o.value)),
-                e.message(),
-            );
+            return problem(None, path_string(&o.path), Some(o.var.clone()), e.message());
         }
     }
     problem(None, String::new(), None, err.message())

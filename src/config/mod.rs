@@ -25,7 +25,7 @@ pub use load::{
     DEFAULT_PATH, EMBEDDED_TOML, Loaded, Source, example, load, load_file, load_file_with_env,
     load_with, parse_str, parse_str_with_env, system_hostname,
 };
-pub use net::{IpList, ListenAddr, is_loopback_listener};
+pub use net::{IpList, ListenAddr, dsn_enabled, is_loopback_listener};
 pub use rules::MatchRule;
 pub use types::*;
 pub use units::{Duration, Size};

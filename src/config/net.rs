@@ -100,6 +100,12 @@ pub fn is_loopback_listener(listener: &ListenerConfig) -> bool {
     }
 }
 
+/// Whether a message that dies in the queue is bounced to its sender: `dsn` if set, else
+/// on for mail from outside (a TCP listener not on loopback).
+pub fn dsn_enabled(listener: &ListenerConfig) -> bool {
+    listener.dsn.unwrap_or(!is_loopback_listener(listener))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

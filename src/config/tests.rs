@@ -187,6 +187,19 @@ fn embedded_default() {
     assert_eq!(c.server.data_dir, cwd.join("mailchute-data"));
     assert!(c.server.hostname.as_deref().is_some_and(|h| !h.is_empty()));
     assert!(Config::embedded(&cwd).is_ok());
+    // Overrides apply to the embedded default too, and its errors name them.
+    let env = vec![(
+        "MAILCHUTE_LISTENER__0__ADDRESS".to_string(),
+        "0.0.0.0:2525".to_string(),
+    )];
+    let e = load_with(None, None, missing, true, env)
+        .unwrap_err()
+        .to_string();
+    assert_has(
+        &e,
+        "embedded default: listener[0] (set by MAILCHUTE_LISTENER__0__ADDRESS)",
+    );
+    assert_has(&e, "is not on loopback");
 }
 
 #[test]
@@ -699,7 +712,7 @@ fn env_override_errors_name_the_variable() {
         .to_string();
     assert_has(
         &e,
-        "listener[0].max_message_size (set by MAILCHUTE_LISTENER__0__MAX_MESSAGE_SIZE=5X)",
+        "listener[0].max_message_size (set by MAILCHUTE_LISTENER__0__MAX_MESSAGE_SIZE): \"5X\": expected a size",
     );
     assert_has(&e, "expected a size like");
 
