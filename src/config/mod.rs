@@ -1,7 +1,32 @@
 //! Configuration: the TOML contract, env overrides, validation, the embedded default.
+//!
+//! [`load`] finds the file (`-c`, `$MAILCHUTE_CONFIG`, `/etc/mailchute/mailchute.toml`, or
+//! the embedded default), applies `MAILCHUTE_…__…` env overrides, resolves relative paths
+//! against the file's directory, fills defaults (host name, listener and route names) and
+//! validates. A [`Loaded`] config is therefore always complete and checked.
 
+pub mod describe;
+pub mod env;
+pub mod error;
+pub mod load;
+pub mod net;
+pub mod rules;
 pub mod types;
 pub mod units;
+pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
+pub use describe::describe;
+pub use env::{OverrideError, apply_env_overrides};
+pub use error::{ConfigError, Override, Problem, Seg};
+pub use load::{
+    DEFAULT_PATH, EMBEDDED_TOML, Loaded, Source, example, load, load_file, load_file_with_env,
+    load_with, parse_str, parse_str_with_env, system_hostname,
+};
+pub use net::{IpList, ListenAddr, dsn_enabled, is_loopback_listener};
+pub use rules::MatchRule;
 pub use types::*;
 pub use units::{Duration, Size};
+pub use validate::{SINK_TYPES, validate};

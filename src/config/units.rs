@@ -112,11 +112,11 @@ impl<'de> Deserialize<'de> for Duration {
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        if n != 0 && n % (1 << 30) == 0 {
+        if n != 0 && n.is_multiple_of(1 << 30) {
             write!(f, "{}G", n >> 30)
-        } else if n != 0 && n % (1 << 20) == 0 {
+        } else if n != 0 && n.is_multiple_of(1 << 20) {
             write!(f, "{}M", n >> 20)
-        } else if n != 0 && n % (1 << 10) == 0 {
+        } else if n != 0 && n.is_multiple_of(1 << 10) {
             write!(f, "{}K", n >> 10)
         } else {
             write!(f, "{n}")
@@ -127,11 +127,11 @@ impl fmt::Display for Size {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0.as_secs();
-        if s != 0 && s % 86400 == 0 {
+        if s != 0 && s.is_multiple_of(86400) {
             write!(f, "{}d", s / 86400)
-        } else if s != 0 && s % 3600 == 0 {
+        } else if s != 0 && s.is_multiple_of(3600) {
             write!(f, "{}h", s / 3600)
-        } else if s != 0 && s % 60 == 0 {
+        } else if s != 0 && s.is_multiple_of(60) {
             write!(f, "{}m", s / 60)
         } else {
             write!(f, "{s}s")

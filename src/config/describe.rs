@@ -1,0 +1,206 @@
+//! What `mailchute config check` prints: the config as mailchute understood it.
+
+use super::load::{Loaded, Source};
+use super::net::{dsn_enabled, is_loopback_listener};
+use super::rules::MatchRule;
+use super::types::*;
+use std::fmt::Write as _;
+
+pub fn describe(loaded: &Loaded) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored on purpose.
+    let _ = write_description(&mut out, loaded);
+    out
+}
+
+fn write_description(out: &mut String, loaded: &Loaded) -> std::fmt::Result {
+    let c = &loaded.config;
+    match &loaded.source {
+        Source::File(p) => writeln!(out, "config:    {}", p.display())?,
+        Source::Embedded => writeln!(
+            out,
+            "config:    embedded default (no file; paths relative to {})",
+            loaded.base_dir.display()
+        )?,
+    }
+    for o in &loaded.overrides {
+        writeln!(out, "override:  {}={}", o.var, o.value)?;
+    }
+    writeln!(
+        out,
+        "hostname:  {}",
+        c.server.hostname.as_deref().unwrap_or("(system)")
+    )?;
+    writeln!(out, "data dir:  {}", c.server.data_dir.display())?;
+    if let Some(user) = &c.server.user {
+        let group = c.server.group.as_deref().unwrap_or("(user's group)");
+        writeln!(out, "run as:    {user}:{group}")?;
+    }
+    let q = &c.queue;
+    writeln!(
+        out,
+        "queue:     {} workers, retry after {} doubling up to {}, dead after {}",
+        q.workers, q.backoff_initial, q.backoff_max, q.max_lifetime
+    )?;
+
+    writeln!(out)?;
+    if c.listeners.is_empty() {
+        writeln!(
+            out,
+            "listeners: none (deliver / sendmail only; serve has nothing to listen on)"
+        )?;
+    } else {
+        writeln!(out, "listeners:")?;
+    }
+    for l in &c.listeners {
+        write_listener(out, l)?;
+    }
+
+    writeln!(out)?;
+    writeln!(out, "routes, in the order a recipient is matched:")?;
+    let mut entries: Vec<(u8, usize, &str, &RouteConfig)> = Vec::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        for m in &r.matches {
+            let rank = MatchRule::parse(m).map(|m| m.rank()).unwrap_or(u8::MAX);
+            entries.push((rank, i, m, r));
+        }
+    }
+    // Stable: regexes keep file order within their rank.
+    entries.sort_by_key(|(rank, ..)| *rank);
+    let width = entries
+        .iter()
+        .map(|(_, _, m, _)| m.len())
+        .max()
+        .unwrap_or(0);
+    for (_, i, m, r) in &entries {
+        let name = r.name.clone().unwrap_or_else(|| format!("route[{i}]"));
+        writeln!(out, "  {m:<width$}  -> {name} -> {}", r.sinks.join(", "))?;
+    }
+    if entries.is_empty() {
+        writeln!(out, "  none: every recipient is refused")?;
+    }
+
+    writeln!(out)?;
+    writeln!(out, "sinks:")?;
+    for (name, s) in &c.sinks {
+        writeln!(out, "  {name}: {}", sink_summary(s))?;
+    }
+    if c.sinks.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    Ok(())
+}
+
+fn write_listener(out: &mut String, l: &ListenerConfig) -> std::fmt::Result {
+    let protocol = match l.protocol {
+        Protocol::Smtp => "smtp",
+        Protocol::Lmtp => "lmtp",
+    };
+    let mode = match l.mode {
+        Mode::Sync => "sync",
+        Mode::Queued => "queued",
+        Mode::Proxy => "proxy",
+    };
+    let tls = match l.tls {
+        TlsMode::None => "no tls".to_string(),
+        TlsMode::Starttls if l.require_tls => "starttls (required)".to_string(),
+        TlsMode::Starttls => "starttls".to_string(),
+        TlsMode::Implicit => "implicit tls".to_string(),
+    };
+    writeln!(
+        out,
+        "  {}: {} {protocol}, {mode}, {tls}",
+        l.name.as_deref().unwrap_or(&l.address),
+        l.address
+    )?;
+    if let (Some(cert), Some(key)) = (&l.cert, &l.key) {
+        writeln!(out, "    cert {} key {}", cert.display(), key.display())?;
+    }
+    let limit = |s: super::Size| match s.limit() {
+        Some(_) => s.to_string(),
+        None => "unlimited".to_string(),
+    };
+    writeln!(
+        out,
+        "    limits: message {}, {} recipients, line {}, {} connections ({} per IP), \
+         {} errors; timeouts: command {}, data {}",
+        limit(l.max_message_size),
+        l.max_recipients,
+        limit(l.max_line_length),
+        l.max_connections,
+        l.max_connections_per_ip,
+        l.max_errors,
+        l.command_timeout,
+        l.data_timeout
+    )?;
+    let who = if !l.allow_ips.is_empty() {
+        format!("only {}", l.allow_ips.join(", "))
+    } else if is_loopback_listener(l) {
+        "this host only".to_string()
+    } else if l.open {
+        "anyone (open = true)".to_string()
+    } else {
+        "anyone, for the routed addresses".to_string()
+    };
+    writeln!(out, "    clients: {who}")?;
+    let trusted = if l.trusted.is_empty() {
+        "nobody".to_string()
+    } else {
+        l.trusted.join(", ")
+    };
+    writeln!(
+        out,
+        "    trusted for XFORWARD/PROXY: {trusted}; PROXY protocol {}",
+        if l.proxy_protocol { "required" } else { "off" }
+    )?;
+    if !l.sender_allow.is_empty() {
+        writeln!(out, "    senders allowed: /{}/", l.sender_allow)?;
+    }
+    if !l.recipient_deny.is_empty() {
+        writeln!(out, "    recipients denied: /{}/", l.recipient_deny)?;
+    }
+    if l.address.starts_with("unix:") {
+        writeln!(
+            out,
+            "    socket mode {} owner {} group {}",
+            l.socket_mode.as_deref().unwrap_or("(umask)"),
+            l.socket_owner.as_deref().unwrap_or("(run user)"),
+            l.socket_group.as_deref().unwrap_or("(run group)")
+        )?;
+    }
+    let dsn = dsn_enabled(l);
+    writeln!(
+        out,
+        "    bounce (DSN) when a message dies: {}{}",
+        if dsn { "yes" } else { "no" },
+        if l.dsn.is_none() { " (default)" } else { "" }
+    )
+}
+
+fn sink_summary(s: &SinkConfig) -> String {
+    match s {
+        SinkConfig::Maildir(c) => {
+            let folder = c
+                .folder
+                .as_deref()
+                .map(|f| format!(", folder {f}"))
+                .unwrap_or_default();
+            format!("maildir {}{folder}", c.path)
+        }
+        SinkConfig::Mh(c) => format!("mh {}", c.path),
+        SinkConfig::Mbox(c) => format!("mbox {}", c.path),
+        SinkConfig::Smtp(c) => format!("smtp relay to {}, tls {}", c.address, relay_tls(c.tls)),
+        SinkConfig::Lmtp(c) => format!("lmtp to {}, tls {}", c.address, relay_tls(c.tls)),
+        SinkConfig::Exec(c) => format!("exec {:?}, timeout {}", c.command, c.timeout),
+        SinkConfig::Discard(_) => "discard (accepted and dropped)".to_string(),
+    }
+}
+
+fn relay_tls(t: RelayTls) -> &'static str {
+    match t {
+        RelayTls::Opportunistic => "opportunistic",
+        RelayTls::Starttls => "starttls (required)",
+        RelayTls::Implicit => "implicit",
+        RelayTls::None => "none",
+    }
+}

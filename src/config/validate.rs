@@ -1,0 +1,541 @@
+//! The rules a config must keep beyond its shape. Each error names the key and says what
+//! was expected, or what to do instead.
+
+use super::error::{ConfigError, Locator, Seg, key};
+use super::load::{Loaded, Source};
+use super::net::{IpList, ListenAddr, is_loopback_listener};
+use super::rules::MatchRule;
+use super::types::*;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use toml::{Table, Value};
+
+/// Sink types this build delivers to.
+pub const SINK_TYPES: [&str; 7] = ["maildir", "mh", "mbox", "smtp", "lmtp", "exec", "discard"];
+/// Sink types in the design that this build does not have yet.
+const LATER_SINK_TYPES: [&str; 4] = ["imap", "s3", "mongodb", "ses"];
+
+const NOT_YET: &str = "is not available in this version yet";
+
+/// Checks a config that was built in code (no file text, so errors carry no line).
+pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
+    let loc = Locator {
+        origin: loaded.origin(),
+        text: match &loaded.source {
+            Source::File(p) => std::fs::read_to_string(p).ok(),
+            Source::Embedded => None,
+        },
+        overrides: loaded.overrides.clone(),
+    };
+    check(&loaded.config, &loc)
+}
+
+/// Sink `type`s, checked on the raw table: serde's own message for an unknown tag would list
+/// only the built types and say nothing of the ones that are coming.
+pub(crate) fn precheck(table: &Table, loc: &Locator) -> Result<(), ConfigError> {
+    let Some(sinks) = table.get("sink") else {
+        return Ok(());
+    };
+    let Value::Table(sinks) = sinks else {
+        return Err(loc.error(&[key("sink")], "expected tables like [sink.NAME]"));
+    };
+    let built = SINK_TYPES.join(", ");
+    for (name, sink) in sinks {
+        let at = [key("sink"), key(name)];
+        let Value::Table(fields) = sink else {
+            return Err(loc.error(&at, format!("expected a table [sink.{name}]")));
+        };
+        let type_at = [key("sink"), key(name), key("type")];
+        match fields.get("type") {
+            None => {
+                return Err(loc.error(&at, format!("missing key `type` (one of: {built})")));
+            }
+            Some(Value::String(t)) if SINK_TYPES.contains(&t.as_str()) => {}
+            Some(Value::String(t)) if LATER_SINK_TYPES.contains(&t.as_str()) => {
+                return Err(loc.error(
+                    &type_at,
+                    format!("sink type \"{t}\" {NOT_YET} (this build has: {built})"),
+                ));
+            }
+            Some(Value::String(t)) => {
+                return Err(loc.error(
+                    &type_at,
+                    format!("unknown sink type \"{t}\": expected one of {built}"),
+                ));
+            }
+            Some(other) => {
+                return Err(loc.error(
+                    &type_at,
+                    format!(
+                        "expected a string (one of {built}), not a {}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
+    check_server(&config.server, loc)?;
+    check_queue(&config.queue, loc)?;
+    if config.http.is_some() {
+        return Err(loc.error(&[key("http")], format!("[http] {NOT_YET}")));
+    }
+    if let Some(name) = config.filters.keys().next() {
+        return Err(loc.error(
+            &[key("filter"), key(name)],
+            format!("[filter.{name}]: filters are {}", &NOT_YET[3..]),
+        ));
+    }
+    for (name, sink) in &config.sinks {
+        check_sink(name, sink, loc)?;
+    }
+    check_routes(config, loc)?;
+    check_listeners(config, loc)
+}
+
+fn check_server(s: &ServerConfig, loc: &Locator) -> Result<(), ConfigError> {
+    if let Some(h) = &s.hostname
+        && (h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(loc.error(
+            &[key("server"), key("hostname")],
+            format!("{h:?}: expected a host name like \"mx.example.org\""),
+        ));
+    }
+    if s.data_dir.as_os_str().is_empty() {
+        return Err(loc.error(
+            &[key("server"), key("data_dir")],
+            "is empty: expected a directory like \"/var/lib/mailchute\"",
+        ));
+    }
+    Ok(())
+}
+
+fn check_queue(q: &QueueConfig, loc: &Locator) -> Result<(), ConfigError> {
+    let at = |k: &str| [key("queue"), key(k)];
+    if q.backoff_initial.0.is_zero() {
+        return Err(loc.error(&at("backoff_initial"), "must be more than 0, e.g. \"1m\""));
+    }
+    if q.backoff_max < q.backoff_initial {
+        return Err(loc.error(
+            &at("backoff_max"),
+            format!(
+                "{} is less than backoff_initial ({}): expected at least that",
+                q.backoff_max, q.backoff_initial
+            ),
+        ));
+    }
+    if q.max_lifetime.0.is_zero() {
+        return Err(loc.error(&at("max_lifetime"), "must be more than 0, e.g. \"5d\""));
+    }
+    if q.workers == 0 {
+        return Err(loc.error(&at("workers"), "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn check_sink(name: &str, sink: &SinkConfig, loc: &Locator) -> Result<(), ConfigError> {
+    let at = |k: &str| [key("sink"), key(name), key(k)];
+    match sink {
+        SinkConfig::Maildir(MaildirConfig { path, .. })
+        | SinkConfig::Mh(MhConfig { path, .. })
+        | SinkConfig::Mbox(MboxConfig { path, .. }) => {
+            if path.is_empty() {
+                return Err(loc.error(&at("path"), "is empty: expected a path"));
+            }
+        }
+        SinkConfig::Smtp(c) | SinkConfig::Lmtp(c) => {
+            check_remote_address(&c.address).map_err(|m| loc.error(&at("address"), m))?;
+            if c.password_env.is_some() && c.password_file.is_some() {
+                return Err(loc.error(
+                    &at("password_file"),
+                    "set password_env or password_file, not both",
+                ));
+            }
+            let has_password = c.password_env.is_some() || c.password_file.is_some();
+            if c.username.is_some() && !has_password {
+                return Err(loc.error(
+                    &at("username"),
+                    "needs a password: set password_env or password_file",
+                ));
+            }
+            if c.username.is_none() && has_password {
+                return Err(loc.error(
+                    &[key("sink"), key(name)],
+                    "a password is set but no username",
+                ));
+            }
+            if c.timeout.0.is_zero() {
+                return Err(loc.error(&at("timeout"), "must be more than 0, e.g. \"2m\""));
+            }
+        }
+        SinkConfig::Exec(c) => {
+            if c.command.first().is_none_or(|p| p.is_empty()) {
+                return Err(loc.error(
+                    &at("command"),
+                    "expected the program and its arguments, e.g. \
+                     [\"/usr/bin/procmail\", \"-d\", \"{rcpt}\"]",
+                ));
+            }
+            if c.timeout.0.is_zero() {
+                return Err(loc.error(&at("timeout"), "must be more than 0, e.g. \"60s\""));
+            }
+        }
+        SinkConfig::Discard(_) => {}
+    }
+    Ok(())
+}
+
+/// `host:port` (a name is fine: this is where we connect) or `unix:/path`.
+fn check_remote_address(s: &str) -> Result<(), String> {
+    const EXPECTED: &str = "expected \"host:port\" (e.g. \"127.0.0.1:10026\", \"mail.example.org:25\") or \"unix:/path\"";
+    if let Some(path) = s.strip_prefix("unix:") {
+        return if path.is_empty() {
+            Err(format!("{s:?}: the socket path is empty; {EXPECTED}"))
+        } else {
+            Ok(())
+        };
+    }
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match s.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && !host.contains([':', '[', ']', '/', '@'])
+                && !host.chars().any(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{s:?}: {EXPECTED}")),
+    }
+}
+
+fn check_routes(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
+    let defined: Vec<&str> = config.sinks.keys().map(String::as_str).collect();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    // Non-regex match entries seen so far, so that one that can never win is reported.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let insensitive = config.server.local_part_case == LocalPartCase::Insensitive;
+    for (i, r) in config.routes.iter().enumerate() {
+        let at = |k: &str| [key("route"), Seg::Index(i), key(k)];
+        let label = route_label(config, i);
+        if let Some(name) = &r.name
+            && let Some(first) = names.insert(name, i)
+        {
+            return Err(loc.error(
+                &at("name"),
+                format!("route name \"{name}\" is already used by route[{first}]"),
+            ));
+        }
+        if r.matches.is_empty() {
+            return Err(loc.error(
+                &at("match"),
+                "is empty: expected addresses \"user@example.org\", domains \"@example.org\", \
+                 regexes \"/^bounce-.*@/\" or \"*\"",
+            ));
+        }
+        for (j, entry) in r.matches.iter().enumerate() {
+            let entry_at = [key("route"), Seg::Index(i), key("match"), Seg::Index(j)];
+            let rule = MatchRule::parse(entry).map_err(|m| loc.error(&entry_at, m))?;
+            let norm = match rule {
+                MatchRule::Exact(a) => {
+                    let (local, domain) = a.rsplit_once('@').unwrap_or((&a, ""));
+                    let local = if insensitive {
+                        local.to_lowercase()
+                    } else {
+                        local.to_string()
+                    };
+                    Some(format!("{local}@{}", domain.to_lowercase()))
+                }
+                MatchRule::Domain(d) => Some(format!("@{}", d.to_lowercase())),
+                MatchRule::Any => Some("*".into()),
+                MatchRule::Regex(_) => None,
+            };
+            if let Some(norm) = norm
+                && let Some(first) = seen.insert(norm, i)
+            {
+                return Err(loc.error(
+                    &entry_at,
+                    format!(
+                        "{entry:?} is already matched by {}: this entry could never match",
+                        route_label(config, first)
+                    ),
+                ));
+            }
+        }
+        if !r.filters.is_empty() {
+            return Err(loc.error(&at("filters"), format!("filters are {}", &NOT_YET[3..])));
+        }
+        if r.sinks.is_empty() {
+            return Err(loc.error(
+                &at("sinks"),
+                format!(
+                    "{label} has no sinks: mail it matches would go nowhere (a route without \
+                     sinks is only valid when every listener is a proxy, and proxy listeners \
+                     are not available in this version yet)"
+                ),
+            ));
+        }
+        let mut listed = BTreeSet::new();
+        for (j, sink) in r.sinks.iter().enumerate() {
+            let sink_at = [key("route"), Seg::Index(i), key("sinks"), Seg::Index(j)];
+            if !config.sinks.contains_key(sink) {
+                let known = if defined.is_empty() {
+                    "no [sink.*] tables are defined".to_string()
+                } else {
+                    format!("defined: {}", defined.join(", "))
+                };
+                return Err(loc.error(
+                    &sink_at,
+                    format!("{label}: sink \"{sink}\" is not defined ({known})"),
+                ));
+            }
+            if !listed.insert(sink) {
+                return Err(loc.error(
+                    &sink_at,
+                    format!("{label}: sink \"{sink}\" is listed twice"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn route_label(config: &Config, i: usize) -> String {
+    match config.routes.get(i).and_then(|r| r.name.as_deref()) {
+        Some(name) => format!("route \"{name}\""),
+        None => format!("route[{i}]"),
+    }
+}
+
+/// The route (if any) that takes mail for any recipient: `*`, or a regex that matches an
+/// address nobody configured. The open-relay rule is about those.
+fn catch_all_route(config: &Config) -> Option<(usize, String)> {
+    const PROBE: &str = "nobody-in-particular@unconfigured.example";
+    config.routes.iter().enumerate().find_map(|(i, r)| {
+        r.matches.iter().find_map(|m| match MatchRule::parse(m) {
+            Ok(MatchRule::Any) => Some((i, m.clone())),
+            Ok(MatchRule::Regex(re)) if re.is_match(PROBE) => Some((i, m.clone())),
+            _ => None,
+        })
+    })
+}
+
+fn check_listeners(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut addresses: HashMap<&str, usize> = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let at = |k: &str| [key("listener"), Seg::Index(i), key(k)];
+        let whole = [key("listener"), Seg::Index(i)];
+        if let Some(name) = &l.name {
+            if name.is_empty() {
+                return Err(loc.error(&at("name"), "is empty"));
+            }
+            if let Some(first) = names.insert(name, i) {
+                return Err(loc.error(
+                    &at("name"),
+                    format!("listener name \"{name}\" is already used by listener[{first}]"),
+                ));
+            }
+        }
+        let addr = ListenAddr::parse(&l.address).map_err(|m| loc.error(&at("address"), m))?;
+        if let Some(first) = addresses.insert(&l.address, i) {
+            return Err(loc.error(
+                &at("address"),
+                format!("{:?} is already used by listener[{first}]", l.address),
+            ));
+        }
+        if l.mode == Mode::Proxy {
+            return Err(loc.error(&at("mode"), format!("mode = \"proxy\" {NOT_YET}")));
+        }
+        if l.upstream.is_some() {
+            return Err(loc.error(
+                &at("upstream"),
+                "is only used with mode = \"proxy\" (where to relay); remove it",
+            ));
+        }
+        if !l.auth.is_empty() {
+            return Err(loc.error(&at("auth"), format!("SMTP AUTH {NOT_YET}")));
+        }
+        if l.users.is_some() {
+            return Err(loc.error(&at("users"), format!("SMTP AUTH {NOT_YET}")));
+        }
+        if l.key_passphrase_env.is_some() {
+            return Err(loc.error(
+                &at("key_passphrase_env"),
+                "encrypted keys are not supported yet: give an unencrypted key file \
+                 (readable only by mailchute)",
+            ));
+        }
+        check_tls(l, i, loc)?;
+        for (k, list) in [("allow_ips", &l.allow_ips), ("trusted", &l.trusted)] {
+            IpList::parse(list).map_err(|e| {
+                loc.error(
+                    &[key("listener"), Seg::Index(i), key(k), Seg::Index(e.index)],
+                    e.to_string(),
+                )
+            })?;
+        }
+        for (k, re) in [
+            ("sender_allow", &l.sender_allow),
+            ("recipient_deny", &l.recipient_deny),
+        ] {
+            if !re.is_empty() {
+                regex::Regex::new(re)
+                    .map_err(|e| loc.error(&at(k), format!("invalid regex {re:?}: {e}")))?;
+            }
+        }
+        let is_unix = matches!(addr, ListenAddr::Unix(_));
+        if let Some(mode) = &l.socket_mode {
+            if !is_unix {
+                return Err(loc.error(
+                    &at("socket_mode"),
+                    "is only for unix listeners (address = \"unix:/path\")",
+                ));
+            }
+            parse_socket_mode(mode).map_err(|m| loc.error(&at("socket_mode"), m))?;
+        }
+        for (k, v) in [
+            ("socket_owner", &l.socket_owner),
+            ("socket_group", &l.socket_group),
+        ] {
+            if v.is_some() && !is_unix {
+                return Err(loc.error(
+                    &at(k),
+                    "is only for unix listeners (address = \"unix:/path\")",
+                ));
+            }
+        }
+        if l.max_recipients == 0 {
+            return Err(loc.error(&at("max_recipients"), "must be at least 1"));
+        }
+        for (k, n) in [
+            ("max_connections", l.max_connections),
+            ("max_connections_per_ip", l.max_connections_per_ip),
+            ("max_errors", l.max_errors),
+        ] {
+            if n == 0 {
+                return Err(loc.error(&at(k), "must be at least 1"));
+            }
+        }
+        for (k, d) in [
+            ("command_timeout", l.command_timeout),
+            ("data_timeout", l.data_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(loc.error(&at(k), "must be more than 0, e.g. \"5m\""));
+            }
+        }
+        if !is_loopback_listener(l)
+            && l.auth.is_empty()
+            && l.allow_ips.is_empty()
+            && !l.open
+            && let Some((r, entry)) = catch_all_route(config)
+        {
+            return Err(loc.error(
+                &whole,
+                format!(
+                    "{} is not on loopback, and {} (match {entry:?}) takes mail for any \
+                     recipient, from anyone: that is an open relay. Fix it by one of: \
+                     limiting who may connect (allow_ips = [\"192.0.2.0/24\"]); \
+                     listening on loopback or a unix socket; routing only your own \
+                     addresses and domains instead of {entry:?}; requiring SMTP AUTH (not \
+                     available in this version yet); or, if this is really meant, \
+                     open = true",
+                    l.address,
+                    route_label(config, r)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_tls(l: &ListenerConfig, i: usize, loc: &Locator) -> Result<(), ConfigError> {
+    let at = |k: &str| [key("listener"), Seg::Index(i), key(k)];
+    if l.require_tls && l.tls == TlsMode::None {
+        return Err(loc.error(
+            &at("require_tls"),
+            "needs tls = \"starttls\" or \"implicit\" (with cert and key)",
+        ));
+    }
+    if l.tls == TlsMode::None {
+        return Ok(());
+    }
+    for (k, p) in [("cert", &l.cert), ("key", &l.key)] {
+        let Some(p) = p else {
+            return Err(loc.error(
+                &at(k),
+                format!(
+                    "is missing: tls = \"{}\" needs cert and key (PEM files)",
+                    tls_word(l.tls)
+                ),
+            ));
+        };
+        check_file(p).map_err(|m| loc.error(&at(k), m))?;
+    }
+    Ok(())
+}
+
+fn tls_word(t: TlsMode) -> &'static str {
+    match t {
+        TlsMode::None => "none",
+        TlsMode::Starttls => "starttls",
+        TlsMode::Implicit => "implicit",
+    }
+}
+
+fn check_file(p: &Path) -> Result<(), String> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(format!("{}: not a file", p.display())),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+/// `"0770"`, `"770"` or `"0o770"`: permission bits in octal.
+pub fn parse_socket_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| !digits.is_empty() && *m <= 0o777)
+        .ok_or_else(|| {
+            format!("{s:?}: expected permission bits in octal, like \"0770\" or \"0660\"")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_addresses() {
+        for ok in [
+            "127.0.0.1:25",
+            "[::1]:25",
+            "mail.example.org:25",
+            "unix:/run/x",
+        ] {
+            assert!(check_remote_address(ok).is_ok(), "{ok}");
+        }
+        for bad in ["127.0.0.1", "mail:0", ":25", "unix:", "a b:25", "x:y"] {
+            assert!(check_remote_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn socket_modes() {
+        assert_eq!(parse_socket_mode("0770"), Ok(0o770));
+        assert_eq!(parse_socket_mode("660"), Ok(0o660));
+        assert_eq!(parse_socket_mode("0o600"), Ok(0o600));
+        assert!(parse_socket_mode("0778").is_err());
+        assert!(parse_socket_mode("1777").is_err());
+        assert!(parse_socket_mode("").is_err());
+    }
+}
