@@ -1,0 +1,363 @@
+//! SMTP replies: a code, an optional enhanced status code (RFC 3463 / 2034) and text lines,
+//! rendered as one or more `code[-| ]enhanced text` lines. Also a sans-I/O reply parser for
+//! the client side (relay sinks, proxy mode), which must pass an upstream's reply on.
+
+use std::fmt;
+
+/// An enhanced status code `class.subject.detail` (RFC 3463), e.g. `2.1.0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Enhanced {
+    /// 2 (success), 4 (persistent transient failure) or 5 (permanent failure).
+    pub class: u8,
+    pub subject: u16,
+    pub detail: u16,
+}
+
+impl Enhanced {
+    pub const fn new(class: u8, subject: u16, detail: u16) -> Enhanced {
+        Enhanced {
+            class,
+            subject,
+            detail,
+        }
+    }
+
+    /// Parses `c.s.d` (class 2, 4 or 5; subject and detail of 1-3 digits). `None` otherwise,
+    /// so text that merely starts with a number is not mistaken for a status code.
+    pub fn parse(s: &str) -> Option<Enhanced> {
+        let mut parts = s.split('.');
+        let class = parts.next()?;
+        let subject = parts.next()?;
+        let detail = parts.next()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let num = |p: &str, max_len: usize| -> Option<u16> {
+            if p.is_empty() || p.len() > max_len || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            p.parse().ok()
+        };
+        let class = num(class, 1)? as u8;
+        if !matches!(class, 2 | 4 | 5) {
+            return None;
+        }
+        Some(Enhanced::new(class, num(subject, 3)?, num(detail, 3)?))
+    }
+}
+
+impl fmt::Display for Enhanced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+    }
+}
+
+/// One SMTP reply, possibly multi-line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Three-digit reply code (200..=599 for anything we send).
+    pub code: u16,
+    /// Enhanced status code, repeated on every rendered line. `None` for the greeting, the
+    /// EHLO/LHLO/HELO lines and 3xx intermediate replies.
+    pub enhanced: Option<Enhanced>,
+    /// Text lines; CR, LF and other control characters are replaced when rendering so that
+    /// text taken from elsewhere (an upstream, an exception) cannot inject reply lines.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// A one-line reply with an enhanced code given as `"c.s.d"`; an unparsable enhanced
+    /// code is dropped rather than rendered wrong.
+    pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            enhanced: Enhanced::parse(enhanced),
+            lines: vec![text.into()],
+        }
+    }
+
+    /// A one-line reply without enhanced code (greeting, HELO, 354).
+    pub fn plain(code: u16, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            enhanced: None,
+            lines: vec![text.into()],
+        }
+    }
+
+    /// A multi-line reply.
+    pub fn multiline(code: u16, enhanced: Option<Enhanced>, lines: Vec<String>) -> Reply {
+        Reply {
+            code,
+            enhanced,
+            lines,
+        }
+    }
+
+    /// 2xx.
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 4xx: try again later.
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// 5xx: do not try again.
+    pub fn is_permanent(&self) -> bool {
+        (500..600).contains(&self.code)
+    }
+
+    /// The reply with an enhanced code derived from its class (`2.0.0`, `4.0.0`, `5.0.0`)
+    /// when it has none; 1xx/3xx replies stay without. We advertise ENHANCEDSTATUSCODES,
+    /// so replies handed to the session by the I/O layer must carry one.
+    pub fn with_default_enhanced(mut self) -> Reply {
+        if self.enhanced.is_none() {
+            let class = (self.code / 100) as u8;
+            if matches!(class, 2 | 4 | 5) {
+                self.enhanced = Some(Enhanced::new(class, 0, 0));
+            }
+        }
+        self
+    }
+
+    /// The wire form: every line CRLF-terminated, `-` after the code on all but the last.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.render_into(&mut out);
+        out
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn render_into(&self, out: &mut Vec<u8>) {
+        // A code outside 100..=999 would not be three digits; clamp rather than emit a
+        // malformed line the client cannot parse.
+        let code = if (100..1000).contains(&self.code) {
+            self.code
+        } else {
+            451
+        };
+        let empty = [String::new()];
+        let lines: &[String] = if self.lines.is_empty() {
+            &empty
+        } else {
+            &self.lines
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            let mut s = format!("{code:03}{sep}");
+            if let Some(e) = self.enhanced {
+                s.push_str(&e.to_string());
+                s.push(' ');
+            }
+            s.extend(line.chars().map(|c| if c.is_control() { ' ' } else { c }));
+            let trimmed = s.trim_end();
+            out.extend_from_slice(trimmed.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    /// The reply as one log-friendly line: `250 2.1.0 Ok` (lines joined by a space).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:03}", self.code)?;
+        if let Some(e) = self.enhanced {
+            write!(f, " {e}")?;
+        }
+        for line in &self.lines {
+            write!(f, " {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a server's reply could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyParseError {
+    #[error("reply line does not start with a three-digit code and a space or dash: {0:?}")]
+    BadLine(String),
+    #[error("reply line code {got} differs from the first line's {expected}")]
+    CodeMismatch { expected: u16, got: u16 },
+    #[error("reply longer than {0} lines")]
+    TooManyLines(usize),
+}
+
+/// Sans-I/O parser for a server's replies (client side): feed it lines (without or with
+/// their line end) until it returns a complete [`Reply`].
+#[derive(Debug, Default)]
+pub struct ReplyParser {
+    code: Option<u16>,
+    enhanced: Option<Enhanced>,
+    lines: Vec<String>,
+}
+
+/// A server sending more continuation lines than this is broken or hostile.
+const MAX_REPLY_LINES: usize = 256;
+
+impl ReplyParser {
+    pub fn new() -> ReplyParser {
+        ReplyParser::default()
+    }
+
+    /// Feeds one reply line. `Ok(Some(reply))` when it was the last line of a reply (the
+    /// parser is then ready for the next reply), `Ok(None)` for a continuation line.
+    pub fn push_line(&mut self, line: &[u8]) -> Result<Option<Reply>, ReplyParseError> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = String::from_utf8_lossy(line);
+        let bad = || ReplyParseError::BadLine(text.to_string());
+        if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
+            self.reset();
+            return Err(bad());
+        }
+        let code = u16::from(line[0] - b'0') * 100
+            + u16::from(line[1] - b'0') * 10
+            + u16::from(line[2] - b'0');
+        let last = match line.get(3) {
+            None | Some(b' ') => true,
+            Some(b'-') => false,
+            Some(_) => {
+                self.reset();
+                return Err(bad());
+            }
+        };
+        if let Some(expected) = self.code
+            && expected != code
+        {
+            self.reset();
+            return Err(ReplyParseError::CodeMismatch {
+                expected,
+                got: code,
+            });
+        }
+        let rest = text.get(4..).unwrap_or("");
+        // The enhanced code is taken from the first line; on later lines the same code is
+        // stripped so the text lines are clean.
+        let (enhanced, rest) = match rest.split_once(' ') {
+            Some((first, tail)) => match Enhanced::parse(first) {
+                Some(e) => (Some(e), tail),
+                None => (None, rest),
+            },
+            None => match Enhanced::parse(rest) {
+                Some(e) => (Some(e), ""),
+                None => (None, rest),
+            },
+        };
+        if self.code.is_none() {
+            self.code = Some(code);
+            self.enhanced = enhanced.filter(|e| u16::from(e.class) == code / 100);
+        }
+        if self.lines.len() >= MAX_REPLY_LINES {
+            self.reset();
+            return Err(ReplyParseError::TooManyLines(MAX_REPLY_LINES));
+        }
+        let rest = if self.enhanced.is_some() && enhanced == self.enhanced {
+            rest
+        } else {
+            text.get(4..).unwrap_or("")
+        };
+        self.lines.push(rest.to_string());
+        if !last {
+            return Ok(None);
+        }
+        let reply = Reply {
+            code,
+            enhanced: self.enhanced,
+            lines: std::mem::take(&mut self.lines),
+        };
+        self.reset();
+        Ok(Some(reply))
+    }
+
+    fn reset(&mut self) {
+        self.code = None;
+        self.enhanced = None;
+        self.lines.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_single_and_multi_line() {
+        assert_eq!(Reply::new(250, "2.1.0", "Ok").render(), b"250 2.1.0 Ok\r\n");
+        assert_eq!(Reply::plain(220, "h ESMTP").render(), b"220 h ESMTP\r\n");
+        let r = Reply::multiline(
+            250,
+            None,
+            vec!["h".into(), "PIPELINING".into(), "SIZE".into()],
+        );
+        assert_eq!(r.render(), b"250-h\r\n250-PIPELINING\r\n250 SIZE\r\n");
+        let r = Reply::multiline(550, Enhanced::parse("5.7.1"), vec!["a".into(), "b".into()]);
+        assert_eq!(r.render(), b"550-5.7.1 a\r\n550 5.7.1 b\r\n");
+    }
+
+    #[test]
+    fn render_neutralises_line_breaks() {
+        let r = Reply::new(451, "4.3.0", "bad\r\n250 fake");
+        assert_eq!(r.render(), b"451 4.3.0 bad  250 fake\r\n");
+        assert_eq!(Reply::multiline(250, None, vec![]).render(), b"250\r\n");
+        assert_eq!(Reply::plain(7, "x").render(), b"451 x\r\n");
+    }
+
+    #[test]
+    fn enhanced_parse() {
+        assert_eq!(Enhanced::parse("2.1.0"), Some(Enhanced::new(2, 1, 0)));
+        assert_eq!(Enhanced::parse("5.7.26"), Some(Enhanced::new(5, 7, 26)));
+        assert_eq!(Enhanced::parse("3.0.0"), None);
+        assert_eq!(Enhanced::parse("2.1"), None);
+        assert_eq!(Enhanced::parse("2.1.0.0"), None);
+        assert_eq!(Enhanced::parse("2.x.0"), None);
+        assert_eq!(Enhanced::parse("2.1234.0"), None);
+    }
+
+    #[test]
+    fn default_enhanced() {
+        let r = Reply::plain(451, "try later").with_default_enhanced();
+        assert_eq!(r.render(), b"451 4.0.0 try later\r\n");
+        let r = Reply::plain(354, "go").with_default_enhanced();
+        assert_eq!(r.render(), b"354 go\r\n");
+    }
+
+    #[test]
+    fn parser_multi_line() {
+        let mut p = ReplyParser::new();
+        assert_eq!(p.push_line(b"250-mx.example\r\n"), Ok(None));
+        assert_eq!(p.push_line(b"250-PIPELINING\r\n"), Ok(None));
+        let r = p.push_line(b"250 SIZE 100\r\n").unwrap().unwrap();
+        assert_eq!(r.code, 250);
+        assert_eq!(r.enhanced, None);
+        assert_eq!(r.lines, vec!["mx.example", "PIPELINING", "SIZE 100"]);
+        let r = p.push_line(b"550-5.1.1 no such\n").unwrap();
+        assert!(r.is_none());
+        let r = p.push_line(b"550 5.1.1 user").unwrap().unwrap();
+        assert_eq!(r.enhanced, Some(Enhanced::new(5, 1, 1)));
+        assert_eq!(r.lines, vec!["no such", "user"]);
+        assert_eq!(r.render(), b"550-5.1.1 no such\r\n550 5.1.1 user\r\n");
+        let r = p.push_line(b"354").unwrap().unwrap();
+        assert_eq!(r.code, 354);
+    }
+
+    #[test]
+    fn parser_errors() {
+        let mut p = ReplyParser::new();
+        assert!(p.push_line(b"hello").is_err());
+        assert!(p.push_line(b"25").is_err());
+        assert!(p.push_line(b"250x").is_err());
+        assert_eq!(p.push_line(b"250-a"), Ok(None));
+        assert_eq!(
+            p.push_line(b"251 b"),
+            Err(ReplyParseError::CodeMismatch {
+                expected: 250,
+                got: 251
+            })
+        );
+        // After an error the parser starts over.
+        assert!(p.push_line(b"250 ok").unwrap().is_some());
+        assert!(p.push_line("250 \u{fc}ber".as_bytes()).unwrap().is_some());
+    }
+}
