@@ -37,7 +37,14 @@ pub fn read_headers(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
 }
 
 /// The DSN's envelope: null sender, the original sender as the one recipient.
-pub fn envelope(original: &Envelope, dsn_id: &str, size: u64, now: i64) -> Envelope {
+/// `eight_bit`: the DSN contains non-ASCII bytes (quoted headers, UTF-8 addresses).
+pub fn envelope(
+    original: &Envelope,
+    dsn_id: &str,
+    size: u64,
+    eight_bit: bool,
+    now: i64,
+) -> Envelope {
     Envelope {
         id: dsn_id.to_string(),
         mail_from: String::new(),
@@ -48,11 +55,10 @@ pub fn envelope(original: &Envelope, dsn_id: &str, size: u64, now: i64) -> Envel
         },
         listener: "dsn".to_string(),
         received_at: now,
-        // The quoted headers may carry 8-bit bytes.
-        body: if original.body == Body::SevenBit {
-            Body::SevenBit
-        } else {
+        body: if eight_bit {
             Body::EightBitMime
+        } else {
+            Body::SevenBit
         },
         smtputf8: original.smtputf8,
         size,
@@ -155,6 +161,9 @@ pub fn build(
         "Content-Type: text/rfc822-headers"
     });
     line("Content-Description: Undelivered message headers");
+    if !headers.is_ascii() {
+        line("Content-Transfer-Encoding: 8bit");
+    }
     line("");
     let mut out = m.into_bytes();
     out.extend_from_slice(headers);
@@ -287,6 +296,26 @@ mod tests {
         assert!(text.contains("Subject: hi\r\nFrom: alice@example.org\r\n"));
         assert!(text.ends_with("--=_mailchute-dsn-DSN1--\r\n"));
         assert!(!text.contains("\n\n"), "bare LF line");
+    }
+
+    #[test]
+    fn eight_bit_headers_are_declared_and_the_dsn_has_a_null_sender() {
+        let failures = vec![FailedRcpt {
+            rcpt: "bob@example.net".into(),
+            sink: "s".into(),
+            status: "4.4.7".into(),
+            message: "delivery time expired".into(),
+        }];
+        let headers = "Subject: caf\u{e9}\r\n".as_bytes();
+        let dsn = build("h", &original(), &failures, headers, "D", 0);
+        let text = String::from_utf8(dsn.clone()).unwrap();
+        assert!(text.contains("Content-Transfer-Encoding: 8bit\r\n\r\nSubject: caf\u{e9}\r\n"));
+        assert!(text.contains("Diagnostic-Code: smtp; 451 4.4.7 delivery time expired\r\n"));
+        let env = envelope(&original(), "D", dsn.len() as u64, !dsn.is_ascii(), 5);
+        assert_eq!(env.mail_from, "");
+        assert_eq!(env.rcpts, vec!["alice@example.org".to_string()]);
+        assert_eq!(env.body, Body::EightBitMime);
+        assert_eq!(env.size, dsn.len() as u64);
     }
 
     #[test]

@@ -538,7 +538,13 @@ impl Queue {
         let dsn_id = new_id();
         let now = now_unix();
         let bytes = dsn::build(&self.hostname, original, failures, &headers, &dsn_id, now);
-        let envelope = dsn::envelope(original, &dsn_id, bytes.len() as u64, now);
+        let envelope = dsn::envelope(
+            original,
+            &dsn_id,
+            bytes.len() as u64,
+            !bytes.is_ascii(),
+            now,
+        );
         let deliverer = self.deliverer();
         let units = match deliverer.plan(&envelope) {
             Ok(units) if !units.is_empty() => units,

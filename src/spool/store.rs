@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,6 +111,24 @@ struct DeadLetter<'a> {
     entry: &'a QueueEntry,
 }
 
+/// Run as root (`sudo mailchute queue retry`), a rewritten sidecar would become root's and
+/// unreadable (0600) to a daemon running as its own user: give it the directory's owner.
+fn keep_owner(file: &Path, target: &Path) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let Some(dir) = target.parent() else {
+        return;
+    };
+    if let Ok(meta) = fs::metadata(dir)
+        && meta.uid() != 0
+        && let Err(e) = std::os::unix::fs::chown(file, Some(meta.uid()), Some(meta.gid()))
+    {
+        tracing::warn!(path = %file.display(), error = %e, "could not give the file to the spool owner");
+    }
+}
+
 /// The directories, shared by the daemon's [`Spool`] and the CLI (which has no committer).
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -202,6 +220,7 @@ impl Layout {
                     .map_err(|e| SpoolError::io("fsync", &tmp, e))?;
             }
             drop(file);
+            keep_owner(&tmp, target);
             fs::rename(&tmp, target).map_err(|e| SpoolError::io("rename into place", target, e))
         })();
         if result.is_err() {

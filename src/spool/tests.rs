@@ -459,7 +459,7 @@ async fn cli_list_show_retry_delete() {
     .await;
     let mut b = enqueue(&spool, "", &["dave@example.net"], false).await;
     b.attempts = 3;
-    b.next_attempt = crate::spool::store::now_millis() + 3_600_000;
+    b.next_attempt = crate::spool::store::now_millis() + 1_830_000;
     b.last_error = Some("4.4.1 connection\r\nrefused".into());
     spool.update(&b).await.unwrap();
 
@@ -472,7 +472,7 @@ async fn cli_list_show_retry_delete() {
         "{list}"
     );
     assert!(
-        lines[2].contains("<>") && lines[2].contains(" 3 ") && lines[2].contains("59m"),
+        lines[2].contains("<>") && lines[2].contains(" 3 ") && lines[2].contains("30m"),
         "{list}"
     );
     assert!(lines[2].ends_with("4.4.1 connection refused"), "{list}");
