@@ -1,0 +1,754 @@
+//! The on-disk spool: messages being received, queued messages with their sidecars, the
+//! corrupt and dead-letter directories.
+//!
+//! Layout under `data_dir`:
+//! - `spool/tmp/`: messages being received (`ID.eml`) and sidecars being written. Nothing
+//!   in it was ever acknowledged, so recovery empties it.
+//! - `spool/queue/`: `ID.eml` (the message) and `ID.json` (its [`QueueEntry`]). A message is
+//!   queued when both exist and the sidecar's `size` matches the data file.
+//! - `spool/corrupt/`: what recovery found inconsistent, kept for a human to look at.
+//! - `dead/`: messages that outlived `queue.max_lifetime`; the sidecar carries the reason.
+
+use super::commit::Committer;
+use super::error::SpoolError;
+use crate::envelope::Envelope;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Receiving buffer: large enough that a typical message is written in a few syscalls.
+const INCOMING_BUFFER: usize = 256 * 1024;
+
+/// A queued message's state, stored as `spool/queue/ID.json` beside `ID.eml`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub envelope: Envelope,
+    /// Delivery units still to do.
+    pub pending: Vec<Pending>,
+    /// Permanent failures so far, reported in the DSN once nothing is pending.
+    #[serde(default)]
+    pub failed: Vec<FailedRcpt>,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When to try next, Unix time in **milliseconds** (sub-second backoffs in tests);
+    /// 0 means now. `queue retry` sets it to 0.
+    #[serde(default)]
+    pub next_attempt: i64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Send a DSN to the sender when recipients fail permanently or the message dies.
+    #[serde(default)]
+    pub dsn: bool,
+    /// Size of the data file; recovery rejects an entry whose file differs (torn write).
+    pub size: u64,
+}
+
+impl QueueEntry {
+    /// A fresh entry to be attempted at once; `size` is taken from `envelope.size`, which
+    /// must be the size of the spooled message.
+    pub fn new(envelope: Envelope, pending: Vec<Pending>, dsn: bool) -> Self {
+        let size = envelope.size;
+        QueueEntry {
+            envelope,
+            pending,
+            failed: Vec::new(),
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            dsn,
+            size,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.envelope.id
+    }
+
+    /// Recipients still pending, in unit order.
+    pub fn pending_rcpts(&self) -> impl Iterator<Item = &str> {
+        self.pending
+            .iter()
+            .flat_map(|u| u.rcpts.iter().map(String::as_str))
+    }
+}
+
+/// One delivery unit: the recipients of one route that one sink still has to take.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub route: String,
+    pub sink: String,
+    pub rcpts: Vec<String>,
+    /// The sink's `Delivery::id`: stable across attempts so a retry overwrites or is
+    /// recognised instead of duplicating.
+    pub unit_id: String,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// A recipient that failed permanently.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FailedRcpt {
+    pub rcpt: String,
+    pub sink: String,
+    /// Enhanced status code, e.g. "5.1.1".
+    pub status: String,
+    pub message: String,
+}
+
+/// A dead letter's sidecar: the entry as it was, plus why and when it died.
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    dead_reason: &'a str,
+    /// Unix seconds.
+    died_at: i64,
+    #[serde(flatten)]
+    entry: &'a QueueEntry,
+}
+
+/// Run as root (`sudo mailchute queue retry`), a rewritten sidecar would become root's and
+/// unreadable (0600) to a daemon running as its own user: give it the directory's owner.
+fn keep_owner(file: &Path, target: &Path) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let Some(dir) = target.parent() else {
+        return;
+    };
+    if let Ok(meta) = fs::metadata(dir)
+        && meta.uid() != 0
+        && let Err(e) = std::os::unix::fs::chown(file, Some(meta.uid()), Some(meta.gid()))
+    {
+        tracing::warn!(path = %file.display(), error = %e, "could not give the file to the spool owner");
+    }
+}
+
+/// The directories, shared by the daemon's [`Spool`] and the CLI (which has no committer).
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub tmp: PathBuf,
+    pub queue: PathBuf,
+    pub corrupt: PathBuf,
+    pub dead: PathBuf,
+}
+
+impl Layout {
+    pub fn new(data_dir: &Path) -> Self {
+        let spool = data_dir.join("spool");
+        Layout {
+            tmp: spool.join("tmp"),
+            queue: spool.join("queue"),
+            corrupt: spool.join("corrupt"),
+            dead: data_dir.join("dead"),
+        }
+    }
+
+    pub fn message(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.eml"))
+    }
+
+    pub fn sidecar(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.json"))
+    }
+
+    /// Reads a queued entry; a missing sidecar is [`SpoolError::NotQueued`].
+    pub fn load(&self, id: &str) -> Result<QueueEntry, SpoolError> {
+        check_id(id)?;
+        let path = self.sidecar(id);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| SpoolError::Sidecar { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SpoolError::NotQueued {
+                id: id.to_string(),
+                dir: self.queue.clone(),
+            }),
+            Err(e) => Err(SpoolError::io("read", path, e)),
+        }
+    }
+
+    /// IDs with a sidecar in the queue, sorted (IDs sort by arrival).
+    pub fn sidecar_ids(&self) -> Result<Vec<String>, SpoolError> {
+        let mut ids = Vec::new();
+        for entry in
+            fs::read_dir(&self.queue).map_err(|e| SpoolError::io("list", &self.queue, e))?
+        {
+            let entry = entry.map_err(|e| SpoolError::io("list", &self.queue, e))?;
+            if let Some(id) = file_id(&entry.file_name(), ".json") {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Writes `bytes` to `target` through a temporary file in `tmp/` and a rename, so a
+    /// reader sees the old or the new content, never a part. `fsync` makes it durable on
+    /// its own (the CLI); the daemon leaves that to a committer round.
+    pub fn write_atomically(
+        &self,
+        target: &Path,
+        bytes: &[u8],
+        fsync: bool,
+    ) -> Result<(), SpoolError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = self.tmp.join(format!(
+            "{name}.{}.{}.tmp",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| SpoolError::io("create", &tmp, e))?;
+            file.write_all(bytes)
+                .map_err(|e| SpoolError::io("write", &tmp, e))?;
+            if fsync {
+                file.sync_all()
+                    .map_err(|e| SpoolError::io("fsync", &tmp, e))?;
+            }
+            drop(file);
+            keep_owner(&tmp, target);
+            fs::rename(&tmp, target).map_err(|e| SpoolError::io("rename into place", target, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// The spool of one daemon (or one `deliver`/`sendmail` process).
+pub struct Spool {
+    data_dir: PathBuf,
+    layout: Layout,
+    committer: Arc<Committer>,
+    /// IDs between the first rename and the end of the sync round in `enqueue`: the queue's
+    /// rescan must not pick them up before they are acknowledged (or rolled back).
+    enqueuing: Mutex<HashSet<String>>,
+}
+
+impl Spool {
+    /// Opens (creating, mode 0700) the spool directories under `data_dir`.
+    pub fn open(data_dir: &Path, committer: Arc<Committer>) -> Result<Spool, SpoolError> {
+        let layout = Layout::new(data_dir);
+        for dir in [&layout.tmp, &layout.queue, &layout.corrupt, &layout.dead] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| SpoolError::io("create directory", dir, e))?;
+        }
+        Ok(Spool {
+            data_dir: data_dir.to_path_buf(),
+            layout,
+            committer,
+            enqueuing: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn queue_dir(&self) -> &Path {
+        &self.layout.queue
+    }
+
+    pub fn dead_dir(&self) -> &Path {
+        &self.layout.dead
+    }
+
+    pub fn corrupt_dir(&self) -> &Path {
+        &self.layout.corrupt
+    }
+
+    pub fn committer(&self) -> &Arc<Committer> {
+        &self.committer
+    }
+
+    /// Start-up check, before anything is received or delivered: empties `spool/tmp/`
+    /// (nothing there was acknowledged), moves inconsistent queue entries to
+    /// `spool/corrupt/` with a log line, and returns the valid ones sorted by ID.
+    pub fn recover(&self) -> Result<Vec<QueueEntry>, SpoolError> {
+        let tmp = &self.layout.tmp;
+        let mut cleaned = 0usize;
+        for entry in fs::read_dir(tmp).map_err(|e| SpoolError::io("list", tmp, e))? {
+            let entry = entry.map_err(|e| SpoolError::io("list", tmp, e))?;
+            let path = entry.path();
+            if path.is_dir() {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => cleaned += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SpoolError::io("remove", path, e)),
+            }
+        }
+        if cleaned > 0 {
+            tracing::info!(
+                dir = %tmp.display(),
+                files = cleaned,
+                "removed unacknowledged partial messages"
+            );
+        }
+
+        // id -> (has data file, has sidecar)
+        let queue = &self.layout.queue;
+        let mut found: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+        for entry in fs::read_dir(queue).map_err(|e| SpoolError::io("list", queue, e))? {
+            let entry = entry.map_err(|e| SpoolError::io("list", queue, e))?;
+            let name = entry.file_name();
+            if let Some(id) = file_id(&name, ".eml") {
+                found.entry(id).or_default().0 = true;
+            } else if let Some(id) = file_id(&name, ".json") {
+                found.entry(id).or_default().1 = true;
+            } else {
+                tracing::warn!(path = %entry.path().display(), "unexpected file in the queue directory, left alone");
+            }
+        }
+
+        let mut valid = Vec::new();
+        for (id, (has_data, has_sidecar)) in found {
+            match self.check_entry(&id, has_data, has_sidecar) {
+                Ok(entry) => valid.push(entry),
+                Err(problem) => {
+                    tracing::warn!(id = %id, problem = %problem, dir = %self.layout.corrupt.display(), "corrupt queue entry moved aside");
+                    for path in [self.layout.message(&id), self.layout.sidecar(&id)] {
+                        if path.exists() {
+                            self.move_to_corrupt(&path)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(valid)
+    }
+
+    /// Why a queue entry is not usable, or the entry.
+    fn check_entry(
+        &self,
+        id: &str,
+        has_data: bool,
+        has_sidecar: bool,
+    ) -> Result<QueueEntry, String> {
+        if !has_sidecar {
+            return Err(
+                "data file without sidecar (enqueue interrupted before it was acknowledged)".into(),
+            );
+        }
+        let entry = self.layout.load(id).map_err(|e| e.to_string())?;
+        if entry.envelope.id != id {
+            return Err(format!(
+                "sidecar names message {:?}, expected {id:?}",
+                entry.envelope.id
+            ));
+        }
+        if !has_data {
+            return Err("sidecar without data file".into());
+        }
+        let path = self.layout.message(id);
+        let size = fs::metadata(&path)
+            .map_err(|e| format!("stat {}: {e}", path.display()))?
+            .len();
+        if size != entry.size {
+            return Err(format!(
+                "data file has {size} bytes, sidecar records {} (torn write)",
+                entry.size
+            ));
+        }
+        Ok(entry)
+    }
+
+    fn move_to_corrupt(&self, path: &Path) -> Result<(), SpoolError> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let mut target = self.layout.corrupt.join(&*name);
+        if target.exists() {
+            target = self.layout.corrupt.join(format!("{name}.{}", now_millis()));
+        }
+        fs::rename(path, &target).map_err(|e| SpoolError::io("move to corrupt/", path, e))
+    }
+
+    /// A new message being received, as `spool/tmp/ID.eml`.
+    pub fn incoming(&self, id: &str) -> Result<Incoming, SpoolError> {
+        check_id(id)?;
+        let path = self.layout.tmp.join(format!("{id}.eml"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| SpoolError::io("create", &path, e))?;
+        Ok(Incoming {
+            id: id.to_string(),
+            path,
+            writer: Some(BufWriter::with_capacity(INCOMING_BUFFER, file)),
+            size: 0,
+        })
+    }
+
+    /// Durably queues a finished message: moves it to `queue/ID.eml`, writes the sidecar
+    /// `queue/ID.json`, then waits for one committer round covering both. Only an `Ok`
+    /// may be acknowledged. `entry` must describe `msg` (same ID, `size` = `msg.size`).
+    ///
+    /// On error nothing stays queued (best effort rollback), so a 4xx answer never leaves
+    /// a copy behind that would be delivered as well as the client's resend.
+    pub async fn enqueue(&self, msg: SpooledMessage, entry: &QueueEntry) -> Result<(), SpoolError> {
+        check_id(&msg.id)?;
+        if entry.envelope.id != msg.id {
+            return Err(SpoolError::Invalid(format!(
+                "enqueue: entry is for message {}, the spooled file is {}",
+                entry.envelope.id, msg.id
+            )));
+        }
+        if entry.size != msg.size {
+            return Err(SpoolError::Invalid(format!(
+                "enqueue {}: entry records {} bytes, the spooled file has {}",
+                msg.id, entry.size, msg.size
+            )));
+        }
+        let json = to_json(entry)?;
+        let _guard = EnqueueGuard::new(&self.enqueuing, &msg.id);
+        let layout = self.layout.clone();
+        let id = msg.id.clone();
+        let written = blocking(move || {
+            let data = layout.message(&id);
+            fs::rename(&msg.path, &data)
+                .map_err(|e| SpoolError::io("move into the queue", &msg.path, e))?;
+            if let Err(e) = layout.write_atomically(&layout.sidecar(&id), &json, false) {
+                let _ = fs::remove_file(&data);
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await;
+        written?;
+        if let Err(e) = self.committer.sync(&self.layout.queue).await {
+            let layout = self.layout.clone();
+            let id = msg.id.clone();
+            let _ = blocking(move || {
+                let _ = fs::remove_file(layout.sidecar(&id));
+                let _ = fs::remove_file(layout.message(&id));
+                Ok(())
+            })
+            .await;
+            return Err(SpoolError::io("sync", &self.layout.queue, e));
+        }
+        Ok(())
+    }
+
+    /// Rewrites the sidecar durably. Fails with [`SpoolError::NotQueued`] when the message
+    /// is gone (`queue delete` from another process): the sidecar is not brought back.
+    pub async fn update(&self, entry: &QueueEntry) -> Result<(), SpoolError> {
+        let id = entry.envelope.id.clone();
+        check_id(&id)?;
+        let json = to_json(entry)?;
+        let layout = self.layout.clone();
+        blocking(move || {
+            let data = layout.message(&id);
+            let gone = || SpoolError::NotQueued {
+                id: id.clone(),
+                dir: layout.queue.clone(),
+            };
+            if !data.exists() {
+                return Err(gone());
+            }
+            let sidecar = layout.sidecar(&id);
+            layout.write_atomically(&sidecar, &json, false)?;
+            // A delete that ran between the check and the rename: undo our resurrection.
+            if !data.exists() {
+                let _ = fs::remove_file(&sidecar);
+                return Err(gone());
+            }
+            Ok(())
+        })
+        .await?;
+        self.committer
+            .sync(&self.layout.queue)
+            .await
+            .map_err(|e| SpoolError::io("sync", &self.layout.queue, e))
+    }
+
+    /// Forgets a delivered message. No sync: if the deletion is lost in a crash the
+    /// message is delivered again, which at-least-once allows. The data file goes first,
+    /// so a crash in between leaves a sidecar that recovery sets aside, not a redelivery.
+    pub async fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        check_id(id)?;
+        let layout = self.layout.clone();
+        let id = id.to_string();
+        blocking(move || {
+            for path in [layout.message(&id), layout.sidecar(&id)] {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(SpoolError::io("remove", path, e)),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves the message to `dead/` with the reason in its sidecar, durably.
+    pub async fn dead_letter(&self, entry: &QueueEntry, reason: &str) -> Result<(), SpoolError> {
+        let id = entry.envelope.id.clone();
+        check_id(&id)?;
+        let json = serde_json::to_vec_pretty(&DeadLetter {
+            dead_reason: reason,
+            died_at: crate::envelope::now_unix(),
+            entry,
+        })
+        .map_err(|e| SpoolError::Invalid(format!("serialising dead letter {id}: {e}")))?;
+        let layout = self.layout.clone();
+        blocking(move || {
+            let dead_sidecar = layout.dead.join(format!("{id}.json"));
+            layout.write_atomically(&dead_sidecar, &json, false)?;
+            let data = layout.message(&id);
+            let dead_data = layout.dead.join(format!("{id}.eml"));
+            if let Err(e) = fs::rename(&data, &dead_data) {
+                let _ = fs::remove_file(&dead_sidecar);
+                return Err(if e.kind() == io::ErrorKind::NotFound {
+                    SpoolError::NotQueued {
+                        id: id.clone(),
+                        dir: layout.queue.clone(),
+                    }
+                } else {
+                    SpoolError::io("move to dead/", data, e)
+                });
+            }
+            let sidecar = layout.sidecar(&id);
+            match fs::remove_file(&sidecar) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(SpoolError::io("remove", sidecar, e)),
+            }
+        })
+        .await?;
+        self.committer
+            .sync(&self.layout.dead)
+            .await
+            .map_err(|e| SpoolError::io("sync", &self.layout.dead, e))
+    }
+
+    /// The queued message's data file, `spool/queue/ID.eml`.
+    pub fn message_path(&self, id: &str) -> PathBuf {
+        self.layout.message(id)
+    }
+
+    /// The queued message's sidecar, `spool/queue/ID.json`.
+    pub fn sidecar_path(&self, id: &str) -> PathBuf {
+        self.layout.sidecar(id)
+    }
+
+    pub fn load(&self, id: &str) -> Result<QueueEntry, SpoolError> {
+        self.layout.load(id)
+    }
+
+    /// Every readable queue entry, sorted by ID. Entries that vanish while listing are
+    /// skipped; unreadable ones are logged and skipped (recovery sets them aside).
+    pub fn list(&self) -> Result<Vec<QueueEntry>, SpoolError> {
+        let mut entries = Vec::new();
+        for id in self.layout.sidecar_ids()? {
+            match self.layout.load(&id) {
+                Ok(entry) => entries.push(entry),
+                Err(e) if e.is_not_queued() => {}
+                Err(e) => tracing::warn!(id = %id, error = %e, "unreadable queue entry skipped"),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// True while `enqueue` of this ID has not finished.
+    pub(crate) fn is_enqueuing(&self, id: &str) -> bool {
+        self.enqueuing
+            .lock()
+            .map(|set| set.contains(id))
+            .unwrap_or(false)
+    }
+}
+
+/// A message being received: bytes go to the page cache through a large buffer. There is
+/// no fsync here: durability comes from the committer round in [`Spool::enqueue`], or from
+/// the sinks in sync mode. Dropped without [`finish`](Self::finish) or
+/// [`discard`](Self::discard), the file is deleted.
+pub struct Incoming {
+    id: String,
+    path: PathBuf,
+    /// `None` once finished or discarded.
+    writer: Option<BufWriter<File>>,
+    size: u64,
+}
+
+impl Incoming {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("spool file already closed"))?;
+        writer.write_all(data)?;
+        self.size += data.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes and closes the file, which stays in `spool/tmp/` until enqueued or discarded.
+    pub fn finish(mut self) -> io::Result<SpooledMessage> {
+        let Some(writer) = self.writer.take() else {
+            return Err(io::Error::other("spool file already closed"));
+        };
+        let path = std::mem::take(&mut self.path);
+        match writer.into_inner() {
+            Ok(file) => drop(file),
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(io::Error::new(
+                    e.error().kind(),
+                    format!("write {}: {}", path.display(), e.error()),
+                ));
+            }
+        }
+        Ok(SpooledMessage {
+            id: std::mem::take(&mut self.id),
+            path,
+            size: self.size,
+        })
+    }
+
+    /// Deletes the partial message.
+    pub fn discard(mut self) {
+        self.delete();
+    }
+
+    fn delete(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            // Unflushed bytes are thrown away with the file; drop the buffer unwritten.
+            let (file, _) = writer.into_parts();
+            drop(file);
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// A completely received message in `spool/tmp/`. Hand it to [`Spool::enqueue`], or
+/// [`discard`](Self::discard) it; dropped, the file stays until the next recovery.
+#[derive(Debug)]
+pub struct SpooledMessage {
+    pub id: String,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+impl SpooledMessage {
+    /// Deletes the file (sync mode: delivered everywhere, or rejected everywhere).
+    pub fn discard(self) {
+        if let Err(e) = fs::remove_file(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not delete spooled message");
+        }
+    }
+}
+
+/// Removes the ID from the in-progress set however `enqueue` ends.
+struct EnqueueGuard<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> EnqueueGuard<'a> {
+    fn new(set: &'a Mutex<HashSet<String>>, id: &str) -> Self {
+        if let Ok(mut s) = set.lock() {
+            s.insert(id.to_string());
+        }
+        EnqueueGuard {
+            set,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for EnqueueGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.id);
+        }
+    }
+}
+
+/// IDs become file names: only a safe alphabet, so `queue show ../../etc` cannot escape.
+pub(crate) fn check_id(id: &str) -> Result<(), SpoolError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpoolError::InvalidId { id: id.to_string() })
+    }
+}
+
+/// `ID` from `ID.ext` when ID is valid.
+pub(crate) fn file_id(name: &std::ffi::OsStr, ext: &str) -> Option<String> {
+    let name = name.to_str()?;
+    let id = name.strip_suffix(ext)?;
+    check_id(id).ok().map(|()| id.to_string())
+}
+
+fn to_json(entry: &QueueEntry) -> Result<Vec<u8>, SpoolError> {
+    serde_json::to_vec_pretty(entry).map_err(|e| {
+        SpoolError::Invalid(format!(
+            "serialising queue entry {}: {e}",
+            entry.envelope.id
+        ))
+    })
+}
+
+/// Runs filesystem work off the async workers: renames and small writes can stall behind
+/// a running syncfs.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SpoolError::Invalid(format!("spool worker thread failed: {e}")))?
+}
+
+/// Unix time in milliseconds.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
