@@ -60,7 +60,7 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     }
 
     let queue = Queue::start(spool.clone(), pipeline.clone() as Arc<dyn Deliverer>, config.queue.clone(), hostname.clone(), recovered);
-    let server = Server::new(State { hostname, pipeline, listeners }, spool, queue.clone());
+    let server = Server::new(State { hostname, pipeline, listeners, queue: config.queue.clone() }, spool, queue.clone());
     for (name, b) in bound {
         tokio::spawn(listener::serve(server.clone(), name, b));
     }
@@ -101,7 +101,7 @@ fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: 
         let pipeline = Arc::new(Pipeline::build(&new.config, &ctx).map_err(fail)?);
         let listeners = listener_settings(&new.config)?;
         queue.reload(pipeline.clone() as Arc<dyn Deliverer>, new.config.queue.clone());
-        server.replace_state(State { hostname, pipeline, listeners });
+        server.replace_state(State { hostname, pipeline, listeners, queue: new.config.queue.clone() });
         Ok(())
     })();
     match result {
@@ -120,7 +120,8 @@ fn listener_settings(config: &Config) -> Result<HashMap<String, Arc<ListenerSett
 }
 
 pub fn hostname_of(config: &Config) -> String {
-    config.server.hostname.clone().unwrap_or_else(config::system_hostname)
+    // The loader fills it from the system; the fallback only matters for hand-built configs.
+    config.server.hostname.clone().unwrap_or_else(|| "localhost".into())
 }
 
 fn source_name(loaded: &Loaded) -> String {

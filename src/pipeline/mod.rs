@@ -123,26 +123,28 @@ impl Deliverer for Pipeline {
                     (i, results)
                 });
             }
-            let mut out: Vec<RcptResults> = units
-                .iter()
-                .map(|u| {
-                    sinks::same_for_all(
-                        u.rcpts.len(),
-                        Err(SinkError::temporary(
-                            "4.3.5",
-                            format!("sink {:?} is not defined in the running configuration", u.sink),
-                        )),
-                    )
-                })
-                .collect();
+            let mut out: Vec<Option<RcptResults>> = vec![None; units.len()];
             while let Some(joined) = tasks.join_next().await {
                 match joined {
-                    Ok((i, results)) => out[i] = results,
+                    Ok((i, results)) => out[i] = Some(results),
                     Err(e) => tracing::error!(error = %e, "sink task failed"),
                 }
             }
-            // A panicked task leaves its slot "temporary": retried later, never lost.
-            out
+            // A unit whose sink is gone (reload) or whose task panicked is "temporary":
+            // retried later, never lost.
+            out.into_iter()
+                .zip(units)
+                .map(|(r, u)| {
+                    r.unwrap_or_else(|| {
+                        let why = if self.sinks.contains_key(&u.sink) {
+                            format!("sink {:?} failed unexpectedly", u.sink)
+                        } else {
+                            format!("sink {:?} is not defined in the running configuration", u.sink)
+                        };
+                        sinks::same_for_all(u.rcpts.len(), Err(SinkError::temporary("4.3.0", why)))
+                    })
+                })
+                .collect()
         })
     }
 }

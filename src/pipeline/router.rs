@@ -1,7 +1,7 @@
 //! Recipient → route. Precedence is by kind across all routes (DESIGN "Contract details"):
 //! exact address, then `@domain`, then `/regex/` in file order, then `*`.
 
-use crate::config::{LocalPartCase, RouteConfig};
+use crate::config::{LocalPartCase, MatchRule, RouteConfig};
 use crate::envelope::split_address;
 use regex::Regex;
 use std::collections::HashMap;
@@ -41,27 +41,23 @@ impl Router {
         };
         for (index, route) in routes.iter().enumerate() {
             for entry in &route.matches {
-                let err = |message: &str| RouterError {
+                let rule = MatchRule::parse(entry.trim()).map_err(|message| RouterError {
                     route: route_name(route, index),
                     entry: entry.clone(),
-                    message: message.to_string(),
-                };
-                let e = entry.trim();
-                if e == "*" {
-                    router.catch_all.get_or_insert(index);
-                } else if let Some(domain) = e.strip_prefix('@') {
-                    if domain.is_empty() {
-                        return Err(err("expected a domain after @"));
+                    message,
+                })?;
+                match rule {
+                    MatchRule::Any => {
+                        router.catch_all.get_or_insert(index);
                     }
-                    router.domains.entry(domain.to_ascii_lowercase()).or_insert(index);
-                } else if e.len() >= 2 && e.starts_with('/') && e.ends_with('/') {
-                    let re = Regex::new(&e[1..e.len() - 1]).map_err(|x| err(&x.to_string()))?;
-                    router.regexes.push((re, index));
-                } else if e.contains('@') {
-                    let key = router.normalise(e);
-                    router.exact.entry(key).or_insert(index);
-                } else {
-                    return Err(err("expected an address, \"@domain\", \"/regex/\" or \"*\""));
+                    MatchRule::Domain(domain) => {
+                        router.domains.entry(domain.to_ascii_lowercase()).or_insert(index);
+                    }
+                    MatchRule::Regex(re) => router.regexes.push((re, index)),
+                    MatchRule::Exact(addr) => {
+                        let key = router.normalise(&addr);
+                        router.exact.entry(key).or_insert(index);
+                    }
                 }
             }
         }

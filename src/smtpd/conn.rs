@@ -232,6 +232,7 @@ impl Conn {
                     mode: self.settings.mode,
                     lmtp: self.settings.protocol == Protocol::Lmtp,
                     dsn: self.settings.dsn,
+                    queue_config: &self.state.queue,
                 };
                 intake.complete(envelope.clone(), msg).await
             }

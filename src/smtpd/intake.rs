@@ -9,7 +9,8 @@ use crate::config::Mode;
 use crate::envelope::Envelope;
 use crate::pipeline::Pipeline;
 use crate::sinks::{RcptResults, SinkError};
-use crate::spool::queue::{Deliverer, Queue};
+use crate::config::QueueConfig;
+use crate::spool::queue::{Deliverer, Queue, backoff_ms};
 use crate::spool::store::{FailedRcpt, Pending, QueueEntry, Spool, SpooledMessage};
 
 /// One final answer, before it becomes protocol bytes.
@@ -51,6 +52,7 @@ pub struct Intake<'a> {
     pub mode: Mode,
     pub lmtp: bool,
     pub dsn: bool,
+    pub queue_config: &'a QueueConfig,
 }
 
 impl Intake<'_> {
@@ -120,7 +122,10 @@ impl Intake<'_> {
             // rejection): the spool takes over, durably, before we say 250.
             let retry = std::mem::take(&mut summary.retry);
             let failed = std::mem::take(&mut summary.failed);
-            let entry = self.entry(envelope, retry, failed);
+            let mut entry = self.entry(envelope, retry, failed);
+            // The sinks just failed: the first retry waits like any other.
+            entry.attempts = 1;
+            entry.next_attempt = crate::spool::store::now_millis().saturating_add(backoff_ms(self.queue_config, 1));
             match self.spool.enqueue(msg, &entry).await {
                 Ok(()) => self.queue.submit(entry),
                 Err(e) => {
@@ -189,7 +194,6 @@ impl RcptState {
 
 /// Per-recipient outcome of one synchronous attempt.
 struct Summary {
-    rcpts: Vec<String>,
     per_rcpt: Vec<RcptState>,
     /// Deferred (unit, recipients) left for the queue.
     retry: Vec<Pending>,
@@ -230,7 +234,7 @@ impl Summary {
                 retry.push(Pending { rcpts: left, last_error, ..unit.clone() });
             }
         }
-        Summary { rcpts: rcpts.to_vec(), per_rcpt, retry, failed }
+        Summary { per_rcpt, retry, failed }
     }
 
     /// The single SMTP answer for all recipients.
@@ -255,7 +259,6 @@ impl Summary {
         }
         self.retry.retain(|u| !u.rcpts.is_empty());
         self.failed.retain(|f| f.rcpt != rcpt);
-        let _ = &self.rcpts;
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::conn::{BoxIo, Conn, Peer};
 use super::proxy_header::{self, Parsed};
-use super::{Server, settings::ListenerSettings};
+use super::Server;
 use crate::config::{ListenerConfig, TlsMode};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -25,6 +25,8 @@ pub struct State {
     pub pipeline: Arc<Pipeline>,
     /// By listener name.
     pub listeners: HashMap<String, Arc<ListenerSettings>>,
+    /// Retry schedule, for messages a sync delivery leaves to the queue.
+    pub queue: crate::config::QueueConfig,
 }
 
 pub struct Server {

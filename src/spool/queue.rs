@@ -440,6 +440,23 @@ impl Queue {
             if !entry.failed.is_empty() && wants_dsn(&entry) {
                 let failures = entry.failed.clone();
                 self.send_dsn(&entry, &failures).await;
+            } else if !entry.failed.is_empty() {
+                // Nobody will hear of the rejection by DSN (null sender, or DSNs off for
+                // this listener): keep the message in dead/ so it is not silently gone.
+                let reason = entry
+                    .failed
+                    .iter()
+                    .map(|f| format!("<{}> via {}: {} {}", f.rcpt, f.sink, f.status, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                match self.spool.dead_letter(&entry, &format!("rejected: {reason}")).await {
+                    Ok(()) => {
+                        tracing::warn!(id = %id, reason = %reason, "rejected message kept in dead letters (no DSN)");
+                        return Outcome::Finished;
+                    }
+                    Err(e) if e.is_not_queued() => return Outcome::Finished,
+                    Err(e) => tracing::error!(id = %id, error = %e, "could not move rejected message to dead letters"),
+                }
             }
             if let Err(e) = self.spool.remove(&id).await {
                 tracing::error!(id = %id, error = %e, "could not remove finished message from the spool");
