@@ -6,7 +6,8 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber: JSON (one object per line) or human text, on stderr.
 /// The level comes from `MAILCHUTE_LOG` (e.g. `debug`, `mailchute=trace`), default `info`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("MAILCHUTE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("MAILCHUTE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -83,7 +83,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve => {
             let loaded = config::load(cli.config.as_deref(), true)?;
-            let format = cli.log_format.map(to_format).unwrap_or(loaded.config.server.log_format);
+            let format = cli
+                .log_format
+                .map(to_format)
+                .unwrap_or(loaded.config.server.log_format);
             mailchute::log::init(format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

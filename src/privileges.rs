@@ -22,7 +22,9 @@ pub fn group_id(name: &str) -> Result<u32, String> {
     // SAFETY: as for getpwnam.
     let gr = unsafe { libc::getgrnam(c.as_ptr()) };
     if gr.is_null() {
-        return name.parse::<u32>().map_err(|_| format!("group {name:?} does not exist"));
+        return name
+            .parse::<u32>()
+            .map_err(|_| format!("group {name:?} does not exist"));
     }
     unsafe { Ok((*gr).gr_gid) }
 }
@@ -37,13 +39,22 @@ pub fn drop_to(user: &str, group: Option<&str>) -> Result<(), String> {
     // SAFETY: plain syscalls; order matters (groups and gid while still root, uid last).
     unsafe {
         if libc::setgroups(1, &gid) != 0 {
-            return Err(format!("setgroups({gid}): {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "setgroups({gid}): {}",
+                std::io::Error::last_os_error()
+            ));
         }
         if libc::setgid(gid) != 0 {
-            return Err(format!("setgid({gid}): {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "setgid({gid}): {}",
+                std::io::Error::last_os_error()
+            ));
         }
         if libc::setuid(uid) != 0 {
-            return Err(format!("setuid({uid}): {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "setuid({uid}): {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     Ok(())

@@ -28,20 +28,31 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     let config = &loaded.config;
     if config.listeners.is_empty() {
-        return Err(ServeError(format!("nothing to listen on: {} has no [[listener]]", source_name(&loaded))));
+        return Err(ServeError(format!(
+            "nothing to listen on: {} has no [[listener]]",
+            source_name(&loaded)
+        )));
     }
     let hostname = hostname_of(config);
     let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| fail(format!("creating data_dir {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| fail(format!("creating data_dir {}: {e}", data_dir.display())))?;
     let pid_file = PidFile::create(&data_dir)?;
 
     let committer = Arc::new(Committer::new());
     let spool = Arc::new(Spool::open(&data_dir, committer.clone()).map_err(fail)?);
     let recovered = spool.recover().map_err(fail)?;
     if !recovered.is_empty() {
-        tracing::info!(messages = recovered.len(), "spool recovered: resuming delivery");
+        tracing::info!(
+            messages = recovered.len(),
+            "spool recovered: resuming delivery"
+        );
     }
-    let ctx = SinkContext { hostname: hostname.clone(), committer: committer.clone(), base_dir: loaded.base_dir.clone() };
+    let ctx = SinkContext {
+        hostname: hostname.clone(),
+        committer: committer.clone(),
+        base_dir: loaded.base_dir.clone(),
+    };
     let pipeline = Arc::new(Pipeline::build(config, &ctx).map_err(fail)?);
     let listeners = listener_settings(config)?;
 
@@ -52,15 +63,31 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
         tracing::info!(listener = %name, address = %l.address, protocol = ?l.protocol, mode = ?l.mode, "listening");
     }
     match &config.server.user {
-        Some(user) => crate::privileges::drop_to(user, config.server.group.as_deref()).map_err(|e| fail(format!("dropping privileges: {e}")))?,
+        Some(user) => crate::privileges::drop_to(user, config.server.group.as_deref())
+            .map_err(|e| fail(format!("dropping privileges: {e}")))?,
         None if crate::privileges::is_root() => {
             tracing::warn!("running as root: set [server] user to drop privileges after binding")
         }
         None => {}
     }
 
-    let queue = Queue::start(spool.clone(), pipeline.clone() as Arc<dyn Deliverer>, config.queue.clone(), hostname.clone(), recovered);
-    let server = Server::new(State { hostname, pipeline, listeners, queue: config.queue.clone() }, spool, queue.clone());
+    let queue = Queue::start(
+        spool.clone(),
+        pipeline.clone() as Arc<dyn Deliverer>,
+        config.queue.clone(),
+        hostname.clone(),
+        recovered,
+    );
+    let server = Server::new(
+        State {
+            hostname,
+            pipeline,
+            listeners,
+            queue: config.queue.clone(),
+        },
+        spool,
+        queue.clone(),
+    );
     for (name, b) in bound {
         tokio::spawn(listener::serve(server.clone(), name, b));
     }
@@ -76,7 +103,9 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
             _ = hup.recv() => reload(&loaded, &server, &queue, &committer),
         }
     }
-    tracing::info!("shutting down: no new connections; finishing sessions and deliveries under way");
+    tracing::info!(
+        "shutting down: no new connections; finishing sessions and deliveries under way"
+    );
     server.shutdown(SHUTDOWN_GRACE).await;
     queue.shutdown().await;
     drop(pid_file);
@@ -91,26 +120,54 @@ fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: 
     };
     let result = (|| -> Result<(), ServeError> {
         let new = config::load_file(path).map_err(fail)?;
-        let old_addrs: Vec<&str> = loaded.config.listeners.iter().map(|l| l.address.as_str()).collect();
-        let new_addrs: Vec<&str> = new.config.listeners.iter().map(|l| l.address.as_str()).collect();
+        let old_addrs: Vec<&str> = loaded
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.address.as_str())
+            .collect();
+        let new_addrs: Vec<&str> = new
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.address.as_str())
+            .collect();
         if old_addrs != new_addrs {
-            return Err(ServeError("listener addresses changed: that needs a restart".into()));
+            return Err(ServeError(
+                "listener addresses changed: that needs a restart".into(),
+            ));
         }
         let hostname = hostname_of(&new.config);
-        let ctx = SinkContext { hostname: hostname.clone(), committer: committer.clone(), base_dir: new.base_dir.clone() };
+        let ctx = SinkContext {
+            hostname: hostname.clone(),
+            committer: committer.clone(),
+            base_dir: new.base_dir.clone(),
+        };
         let pipeline = Arc::new(Pipeline::build(&new.config, &ctx).map_err(fail)?);
         let listeners = listener_settings(&new.config)?;
-        queue.reload(pipeline.clone() as Arc<dyn Deliverer>, new.config.queue.clone());
-        server.replace_state(State { hostname, pipeline, listeners, queue: new.config.queue.clone() });
+        queue.reload(
+            pipeline.clone() as Arc<dyn Deliverer>,
+            new.config.queue.clone(),
+        );
+        server.replace_state(State {
+            hostname,
+            pipeline,
+            listeners,
+            queue: new.config.queue.clone(),
+        });
         Ok(())
     })();
     match result {
         Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
-        Err(e) => tracing::error!(config = %path.display(), error = %e, "reload refused; the running configuration stays"),
+        Err(e) => {
+            tracing::error!(config = %path.display(), error = %e, "reload refused; the running configuration stays")
+        }
     }
 }
 
-fn listener_settings(config: &Config) -> Result<HashMap<String, Arc<ListenerSettings>>, ServeError> {
+fn listener_settings(
+    config: &Config,
+) -> Result<HashMap<String, Arc<ListenerSettings>>, ServeError> {
     let mut map = HashMap::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let s = ListenerSettings::build(l, i).map_err(fail)?;
@@ -121,7 +178,11 @@ fn listener_settings(config: &Config) -> Result<HashMap<String, Arc<ListenerSett
 
 pub fn hostname_of(config: &Config) -> String {
     // The loader fills it from the system; the fallback only matters for hand-built configs.
-    config.server.hostname.clone().unwrap_or_else(|| "localhost".into())
+    config
+        .server
+        .hostname
+        .clone()
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn source_name(loaded: &Loaded) -> String {
@@ -143,9 +204,13 @@ impl PidFile {
             // SAFETY: kill with signal 0 only checks that the process exists.
             && unsafe { libc::kill(pid, 0) } == 0
         {
-            return Err(ServeError(format!("mailchute is already running with pid {pid} on this data_dir ({})", path.display())));
+            return Err(ServeError(format!(
+                "mailchute is already running with pid {pid} on this data_dir ({})",
+                path.display()
+            )));
         }
-        std::fs::write(&path, format!("{}\n", std::process::id())).map_err(|e| fail(format!("writing {}: {e}", path.display())))?;
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .map_err(|e| fail(format!("writing {}: {e}", path.display())))?;
         Ok(PidFile(path))
     }
 }

@@ -44,11 +44,18 @@ impl Pipeline {
         for (i, r) in config.routes.iter().enumerate() {
             let name = route_name(r, i);
             if let Some(missing) = r.sinks.iter().find(|s| !sinks.contains_key(*s)) {
-                return Err(PipelineError::UnknownSink { route: name, sink: missing.clone() });
+                return Err(PipelineError::UnknownSink {
+                    route: name,
+                    sink: missing.clone(),
+                });
             }
             routes.push((name, r.sinks.clone()));
         }
-        Ok(Pipeline { router, routes, sinks })
+        Ok(Pipeline {
+            router,
+            routes,
+            sinks,
+        })
     }
 
     /// The name of the route `rcpt` goes to; `None` means "refuse at RCPT".
@@ -118,7 +125,10 @@ impl Deliverer for Pipeline {
                     // A sink that miscounts must not make us drop or invent recipients.
                     results.resize(
                         unit.rcpts.len(),
-                        Err(SinkError::temporary("4.3.0", format!("sink {} returned too few results", unit.sink))),
+                        Err(SinkError::temporary(
+                            "4.3.0",
+                            format!("sink {} returned too few results", unit.sink),
+                        )),
                     );
                     (i, results)
                 });
@@ -139,7 +149,10 @@ impl Deliverer for Pipeline {
                         let why = if self.sinks.contains_key(&u.sink) {
                             format!("sink {:?} failed unexpectedly", u.sink)
                         } else {
-                            format!("sink {:?} is not defined in the running configuration", u.sink)
+                            format!(
+                                "sink {:?} is not defined in the running configuration",
+                                u.sink
+                            )
                         };
                         sinks::same_for_all(u.rcpts.len(), Err(SinkError::temporary("4.3.0", why)))
                     })

@@ -27,11 +27,17 @@ pub struct RouterError {
 
 /// The name a route is known by in logs and the spool.
 pub fn route_name(route: &RouteConfig, index: usize) -> String {
-    route.name.clone().unwrap_or_else(|| format!("route-{index}"))
+    route
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("route-{index}"))
 }
 
 impl Router {
-    pub fn new(routes: &[RouteConfig], local_part_case: LocalPartCase) -> Result<Router, RouterError> {
+    pub fn new(
+        routes: &[RouteConfig],
+        local_part_case: LocalPartCase,
+    ) -> Result<Router, RouterError> {
         let mut router = Router {
             exact: HashMap::new(),
             domains: HashMap::new(),
@@ -51,7 +57,10 @@ impl Router {
                         router.catch_all.get_or_insert(index);
                     }
                     MatchRule::Domain(domain) => {
-                        router.domains.entry(domain.to_ascii_lowercase()).or_insert(index);
+                        router
+                            .domains
+                            .entry(domain.to_ascii_lowercase())
+                            .or_insert(index);
                     }
                     MatchRule::Regex(re) => router.regexes.push((re, index)),
                     MatchRule::Exact(addr) => {

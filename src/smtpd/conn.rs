@@ -49,9 +49,32 @@ pub struct Conn {
 const READ_CHUNK: usize = 64 * 1024;
 
 impl Conn {
-    pub fn new(io: BoxIo, peer: Peer, tls: Option<String>, settings: Arc<ListenerSettings>, state: Arc<State>, server: Arc<Server>) -> Conn {
-        let session = Session::new(session_config(&settings, &state.hostname, peer.trusted, tls.is_some()));
-        Conn { io, session, settings, state, server, peer, tls, incoming: None, incoming_error: None, started: None }
+    pub fn new(
+        io: BoxIo,
+        peer: Peer,
+        tls: Option<String>,
+        settings: Arc<ListenerSettings>,
+        state: Arc<State>,
+        server: Arc<Server>,
+    ) -> Conn {
+        let session = Session::new(session_config(
+            &settings,
+            &state.hostname,
+            peer.trusted,
+            tls.is_some(),
+        ));
+        Conn {
+            io,
+            session,
+            settings,
+            state,
+            server,
+            peer,
+            tls,
+            incoming: None,
+            incoming_error: None,
+            started: None,
+        }
     }
 
     /// Runs the session to its end. Errors are the client's connection going away; they
@@ -78,7 +101,11 @@ impl Conn {
                         self.session.shutdown();
                         continue;
                     }
-                    let timeout = if in_data { self.settings.data_timeout } else { self.settings.command_timeout };
+                    let timeout = if in_data {
+                        self.settings.data_timeout
+                    } else {
+                        self.settings.command_timeout
+                    };
                     tokio::select! {
                         r = tokio::time::timeout(timeout, self.io.read(&mut buf)) => match r {
                             Ok(Ok(0)) => return Ok(()),
@@ -107,7 +134,11 @@ impl Conn {
                     Ok(()) => self.session.accept_data(),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot create spool file");
-                        self.session.reject_data(Reply::new(451, "4.3.0", "Temporary local problem: cannot spool the message"));
+                        self.session.reject_data(Reply::new(
+                            451,
+                            "4.3.0",
+                            "Temporary local problem: cannot spool the message",
+                        ));
                     }
                 },
                 Event::Data(bytes) => {
@@ -115,7 +146,8 @@ impl Conn {
                         && self.incoming_error.is_none()
                         && let Err(e) = inc.write(bytes)
                     {
-                        self.incoming_error = Some(format!("writing {}: {e}", inc.path().display()));
+                        self.incoming_error =
+                            Some(format!("writing {}: {e}", inc.path().display()));
                     }
                 }
                 Event::DataAborted => {
@@ -154,7 +186,11 @@ impl Conn {
         if let Some(re) = &self.settings.sender_allow
             && !re.is_match(from)
         {
-            return Err(Reply::new(550, "5.7.1", format!("<{from}>: Sender address not allowed")));
+            return Err(Reply::new(
+                550,
+                "5.7.1",
+                format!("<{from}>: Sender address not allowed"),
+            ));
         }
         Ok(())
     }
@@ -163,10 +199,18 @@ impl Conn {
         if let Some(re) = &self.settings.recipient_deny
             && re.is_match(to)
         {
-            return Err(Reply::new(550, "5.7.1", format!("<{to}>: Recipient address rejected by policy")));
+            return Err(Reply::new(
+                550,
+                "5.7.1",
+                format!("<{to}>: Recipient address rejected by policy"),
+            ));
         }
         if self.state.pipeline.route_of(to).is_none() {
-            return Err(Reply::new(550, "5.1.1", format!("<{to}>: Recipient address rejected: no route for this address")));
+            return Err(Reply::new(
+                550,
+                "5.1.1",
+                format!("<{to}>: Recipient address rejected: no route for this address"),
+            ));
         }
         Ok(())
     }
@@ -178,7 +222,11 @@ impl Conn {
             (false, true) => "ESMTP",
             (false, false) => "SMTP",
         };
-        let protocol = if self.tls.is_some() && (lmtp || self.session.esmtp()) { format!("{base}S") } else { base.to_string() };
+        let protocol = if self.tls.is_some() && (lmtp || self.session.esmtp()) {
+            format!("{base}S")
+        } else {
+            base.to_string()
+        };
         ClientInfo {
             addr: self.peer.addr.clone(),
             proxied_by: self.peer.proxied_by.clone(),
@@ -194,8 +242,15 @@ impl Conn {
     fn start_message(&mut self) -> Result<(), String> {
         let id = new_id();
         let mut inc = self.server.spool.incoming(&id).map_err(|e| e.to_string())?;
-        let header = received::header(&self.client_info(), &self.state.hostname, &id, self.session.rcpts(), &received::now_rfc2822());
-        inc.write(header.as_bytes()).map_err(|e| format!("writing {}: {e}", inc.path().display()))?;
+        let header = received::header(
+            &self.client_info(),
+            &self.state.hostname,
+            &id,
+            self.session.rcpts(),
+            &received::now_rfc2822(),
+        );
+        inc.write(header.as_bytes())
+            .map_err(|e| format!("writing {}: {e}", inc.path().display()))?;
         self.incoming = Some(inc);
         self.incoming_error = None;
         self.started = Some(Instant::now());
@@ -204,9 +259,16 @@ impl Conn {
 
     async fn end_message(&mut self) -> Vec<Reply> {
         let rcpts = self.session.rcpts().to_vec();
-        let n_answers = if self.settings.protocol == Protocol::Lmtp { rcpts.len() } else { 1 };
+        let n_answers = if self.settings.protocol == Protocol::Lmtp {
+            rcpts.len()
+        } else {
+            1
+        };
         let Some(inc) = self.incoming.take() else {
-            return vec![Reply::new(451, "4.3.0", "Temporary local problem: no spool file"); n_answers];
+            return vec![
+                Reply::new(451, "4.3.0", "Temporary local problem: no spool file");
+                n_answers
+            ];
         };
         let id = inc.id().to_string();
         let client = self.client_info();
@@ -244,7 +306,11 @@ impl Conn {
             }
             (None, Err(e)) => failed_completion(format!("finishing spool file: {e}"), n_answers),
         };
-        let reply_text = completion.answers.first().map(|a| format!("{} {} {}", a.code, a.status, a.text)).unwrap_or_default();
+        let reply_text = completion
+            .answers
+            .first()
+            .map(|a| format!("{} {} {}", a.code, a.status, a.text))
+            .unwrap_or_default();
         crate::log::Transaction {
             id: &id,
             listener: &self.settings.name,
@@ -261,7 +327,11 @@ impl Conn {
             error: completion.error.clone(),
         }
         .log();
-        completion.answers.into_iter().map(|a| Reply::new(a.code, &a.status, a.text)).collect()
+        completion
+            .answers
+            .into_iter()
+            .map(|a| Reply::new(a.code, &a.status, a.text))
+            .collect()
     }
 
     async fn start_tls(&mut self) -> std::io::Result<()> {
@@ -272,7 +342,9 @@ impl Conn {
         let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::duplex(1).0));
         let tls = tokio::time::timeout(self.settings.command_timeout, acceptor.accept(plain))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??;
         self.tls = Some(super::tls::describe(tls.get_ref().1));
         self.io = Box::new(tls);
         self.session.tls_started();
@@ -283,14 +355,26 @@ impl Conn {
 fn failed_completion(error: String, n: usize) -> super::intake::Completion {
     tracing::error!(error = %error, "message not accepted: spool write failed");
     super::intake::Completion {
-        answers: vec![Answer { code: 451, status: "4.3.0".into(), text: "Temporary local problem: cannot write the message to the spool".into() }; n],
+        answers: vec![
+            Answer {
+                code: 451,
+                status: "4.3.0".into(),
+                text: "Temporary local problem: cannot write the message to the spool".into()
+            };
+            n
+        ],
         routes: String::new(),
         outcome: String::new(),
         error: Some(error),
     }
 }
 
-fn session_config(s: &ListenerSettings, hostname: &str, trusted: bool, tls_active: bool) -> SessionConfig {
+fn session_config(
+    s: &ListenerSettings,
+    hostname: &str,
+    trusted: bool,
+    tls_active: bool,
+) -> SessionConfig {
     SessionConfig {
         protocol: s.protocol,
         hostname: hostname.to_string(),

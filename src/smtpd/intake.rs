@@ -6,10 +6,10 @@
 //! to sinks that already have the message.
 
 use crate::config::Mode;
+use crate::config::QueueConfig;
 use crate::envelope::Envelope;
 use crate::pipeline::Pipeline;
 use crate::sinks::{RcptResults, SinkError};
-use crate::config::QueueConfig;
 use crate::spool::queue::{Deliverer, Queue, backoff_ms};
 use crate::spool::store::{FailedRcpt, Pending, QueueEntry, Spool, SpooledMessage};
 
@@ -23,16 +23,31 @@ pub struct Answer {
 
 impl Answer {
     fn ok(text: String) -> Self {
-        Answer { code: 250, status: "2.0.0".into(), text }
+        Answer {
+            code: 250,
+            status: "2.0.0".into(),
+            text,
+        }
     }
 
     fn from_error(e: &SinkError) -> Self {
         let code = if e.is_temporary() { 451 } else { 550 };
-        Answer { code, status: e.status.clone(), text: one_line(&e.message) }
+        Answer {
+            code,
+            status: e.status.clone(),
+            text: one_line(&e.message),
+        }
     }
 
     fn spool_failed(e: &impl std::fmt::Display) -> Self {
-        Answer { code: 451, status: "4.3.0".into(), text: format!("Temporary local problem, try again later ({})", one_line(&e.to_string())) }
+        Answer {
+            code: 451,
+            status: "4.3.0".into(),
+            text: format!(
+                "Temporary local problem, try again later ({})",
+                one_line(&e.to_string())
+            ),
+        }
     }
 }
 
@@ -62,7 +77,11 @@ impl Intake<'_> {
             Err(e) => {
                 // Only possible if a reload removed a route between RCPT and end of DATA.
                 msg.discard();
-                let a = Answer { code: 451, status: "4.3.5".into(), text: one_line(&e) };
+                let a = Answer {
+                    code: 451,
+                    status: "4.3.5".into(),
+                    text: one_line(&e),
+                };
                 return self.uniform(&envelope, a, String::new(), Some(e));
             }
         };
@@ -73,24 +92,46 @@ impl Intake<'_> {
         }
     }
 
-    async fn enqueue(&self, envelope: Envelope, msg: SpooledMessage, units: Vec<Pending>, routes: String) -> Completion {
+    async fn enqueue(
+        &self,
+        envelope: Envelope,
+        msg: SpooledMessage,
+        units: Vec<Pending>,
+        routes: String,
+    ) -> Completion {
         let id = envelope.id.clone();
         let entry = self.entry(envelope, units, Vec::new());
         match self.spool.enqueue(msg, &entry).await {
             Ok(()) => {
                 let envelope = entry.envelope.clone();
                 self.queue.submit(entry);
-                self.uniform(&envelope, Answer::ok(format!("Ok: queued as {id}")), routes, None)
-                    .with_outcome("queued")
+                self.uniform(
+                    &envelope,
+                    Answer::ok(format!("Ok: queued as {id}")),
+                    routes,
+                    None,
+                )
+                .with_outcome("queued")
             }
             Err(e) => {
                 let envelope = entry.envelope;
-                self.uniform(&envelope, Answer::spool_failed(&e), routes, Some(e.to_string()))
+                self.uniform(
+                    &envelope,
+                    Answer::spool_failed(&e),
+                    routes,
+                    Some(e.to_string()),
+                )
             }
         }
     }
 
-    async fn deliver_now(&self, envelope: Envelope, msg: SpooledMessage, units: Vec<Pending>, routes: String) -> Completion {
+    async fn deliver_now(
+        &self,
+        envelope: Envelope,
+        msg: SpooledMessage,
+        units: Vec<Pending>,
+        routes: String,
+    ) -> Completion {
         let results = self.pipeline.attempt(&envelope, &msg.path, &units).await;
         let outcome = describe_outcome(&units, &results);
         let mut summary = Summary::new(&envelope.rcpts, &units, &results);
@@ -125,7 +166,8 @@ impl Intake<'_> {
             let mut entry = self.entry(envelope, retry, failed);
             // The sinks just failed: the first retry waits like any other.
             entry.attempts = 1;
-            entry.next_attempt = crate::spool::store::now_millis().saturating_add(backoff_ms(self.queue_config, 1));
+            entry.next_attempt =
+                crate::spool::store::now_millis().saturating_add(backoff_ms(self.queue_config, 1));
             match self.spool.enqueue(msg, &entry).await {
                 Ok(()) => self.queue.submit(entry),
                 Err(e) => {
@@ -138,10 +180,20 @@ impl Intake<'_> {
                 }
             }
         }
-        Completion { answers, routes, outcome, error }
+        Completion {
+            answers,
+            routes,
+            outcome,
+            error,
+        }
     }
 
-    fn entry(&self, envelope: Envelope, pending: Vec<Pending>, failed: Vec<FailedRcpt>) -> QueueEntry {
+    fn entry(
+        &self,
+        envelope: Envelope,
+        pending: Vec<Pending>,
+        failed: Vec<FailedRcpt>,
+    ) -> QueueEntry {
         QueueEntry {
             size: envelope.size,
             envelope,
@@ -154,9 +206,20 @@ impl Intake<'_> {
         }
     }
 
-    fn uniform(&self, envelope: &Envelope, a: Answer, routes: String, error: Option<String>) -> Completion {
+    fn uniform(
+        &self,
+        envelope: &Envelope,
+        a: Answer,
+        routes: String,
+        error: Option<String>,
+    ) -> Completion {
         let n = if self.lmtp { envelope.rcpts.len() } else { 1 };
-        Completion { answers: vec![a; n], routes, outcome: String::new(), error }
+        Completion {
+            answers: vec![a; n],
+            routes,
+            outcome: String::new(),
+            error,
+        }
     }
 }
 
@@ -209,7 +272,11 @@ impl Summary {
             let mut left = Vec::new();
             let mut last_error = None;
             for (rcpt, result) in unit.rcpts.iter().zip(results) {
-                let Some(state) = rcpts.iter().position(|r| r == rcpt).map(|i| &mut per_rcpt[i]) else {
+                let Some(state) = rcpts
+                    .iter()
+                    .position(|r| r == rcpt)
+                    .map(|i| &mut per_rcpt[i])
+                else {
                     continue;
                 };
                 match result {
@@ -231,10 +298,18 @@ impl Summary {
                 }
             }
             if !left.is_empty() {
-                retry.push(Pending { rcpts: left, last_error, ..unit.clone() });
+                retry.push(Pending {
+                    rcpts: left,
+                    last_error,
+                    ..unit.clone()
+                });
             }
         }
-        Summary { per_rcpt, retry, failed }
+        Summary {
+            per_rcpt,
+            retry,
+            failed,
+        }
     }
 
     /// The single SMTP answer for all recipients.
@@ -278,7 +353,11 @@ fn describe_outcome(units: &[Pending], results: &[RcptResults]) -> String {
         let ok = results.iter().filter(|r| r.is_ok()).count();
         let mut s = format!("{}={}/{} delivered", unit.sink, ok, results.len());
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-            let kind = if e.is_temporary() { "deferred" } else { "rejected" };
+            let kind = if e.is_temporary() {
+                "deferred"
+            } else {
+                "rejected"
+            };
             s.push_str(&format!(" ({kind}: {e})"));
         }
         parts.push(s);
@@ -287,7 +366,10 @@ fn describe_outcome(units: &[Pending], results: &[RcptResults]) -> String {
 }
 
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(400).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(400)
+        .collect()
 }
 
 #[cfg(test)]
@@ -306,7 +388,9 @@ mod tests {
     }
 
     fn ok() -> Result<Delivered, SinkError> {
-        Ok(Delivered { detail: String::new() })
+        Ok(Delivered {
+            detail: String::new(),
+        })
     }
 
     #[test]
@@ -325,10 +409,18 @@ mod tests {
     fn all_deferred_is_451_all_rejected_is_550() {
         let rcpts = vec!["a@x".to_string()];
         let units = vec![unit("box", &["a@x"])];
-        let t = Summary::new(&rcpts, &units, &[vec![Err(SinkError::temporary("4.3.1", "full"))]]);
+        let t = Summary::new(
+            &rcpts,
+            &units,
+            &[vec![Err(SinkError::temporary("4.3.1", "full"))]],
+        );
         assert_eq!(t.overall("ID").code, 451);
         assert_eq!(t.overall("ID").status, "4.3.1");
-        let p = Summary::new(&rcpts, &units, &[vec![Err(SinkError::permanent("5.1.1", "no such user"))]]);
+        let p = Summary::new(
+            &rcpts,
+            &units,
+            &[vec![Err(SinkError::permanent("5.1.1", "no such user"))]],
+        );
         assert_eq!(p.overall("ID").code, 550);
     }
 

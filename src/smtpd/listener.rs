@@ -1,8 +1,8 @@
 //! Binding sockets and accepting connections: limits, PROXY header, implicit TLS.
 
+use super::Server;
 use super::conn::{BoxIo, Conn, Peer};
 use super::proxy_header::{self, Parsed};
-use super::Server;
 use crate::config::{ListenerConfig, TlsMode};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +26,10 @@ pub struct BindError {
 
 /// Binds the listener's socket. Must run inside the runtime (tokio sockets).
 pub fn bind(cfg: &ListenerConfig, name: &str) -> Result<Bound, BindError> {
-    let err = |message: String| BindError { name: name.to_string(), message };
+    let err = |message: String| BindError {
+        name: name.to_string(),
+        message,
+    };
     if let Some(path) = cfg.address.strip_prefix("unix:") {
         let path = PathBuf::from(path);
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
@@ -35,22 +38,32 @@ pub fn bind(cfg: &ListenerConfig, name: &str) -> Result<Bound, BindError> {
                 // A stale socket from an earlier run; a live daemon would hold the pid file.
                 let _ = std::fs::remove_file(&path);
             } else {
-                return Err(err(format!("{} exists and is not a socket", path.display())));
+                return Err(err(format!(
+                    "{} exists and is not a socket",
+                    path.display()
+                )));
             }
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         }
-        let l = UnixListener::bind(&path).map_err(|e| err(format!("cannot bind {}: {e}", path.display())))?;
+        let l = UnixListener::bind(&path)
+            .map_err(|e| err(format!("cannot bind {}: {e}", path.display())))?;
         set_socket_permissions(cfg, &path).map_err(err)?;
         return Ok(Bound::Unix(l, path));
     }
-    let addr: SocketAddr = cfg
-        .address
-        .parse()
-        .map_err(|_| err(format!("address {:?}: expected host:port or unix:/path", cfg.address)))?;
-    let std_l = std::net::TcpListener::bind(addr).map_err(|e| err(format!("cannot bind {addr}: {e}")))?;
-    std_l.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
+    let addr: SocketAddr = cfg.address.parse().map_err(|_| {
+        err(format!(
+            "address {:?}: expected host:port or unix:/path",
+            cfg.address
+        ))
+    })?;
+    let std_l =
+        std::net::TcpListener::bind(addr).map_err(|e| err(format!("cannot bind {addr}: {e}")))?;
+    std_l
+        .set_nonblocking(true)
+        .map_err(|e| err(e.to_string()))?;
     let l = TcpListener::from_std(std_l).map_err(|e| err(e.to_string()))?;
     Ok(Bound::Tcp(l))
 }
@@ -59,10 +72,12 @@ fn set_socket_permissions(cfg: &ListenerConfig, path: &std::path::Path) -> Resul
     use std::os::unix::fs::PermissionsExt;
     // Any local user may submit by default, as with sendmail on every Unix host.
     let mode = match &cfg.socket_mode {
-        Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8).map_err(|_| format!("socket_mode {m:?}: expected an octal mode like \"0770\""))?,
+        Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+            .map_err(|_| format!("socket_mode {m:?}: expected an octal mode like \"0770\""))?,
         None => 0o666,
     };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
     let uid = match &cfg.socket_owner {
         Some(u) => Some(crate::privileges::user_id(u)?.0),
         None => None,
@@ -72,7 +87,8 @@ fn set_socket_permissions(cfg: &ListenerConfig, path: &std::path::Path) -> Resul
         None => None,
     };
     if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::chown(path, uid, gid).map_err(|e| format!("chown {}: {e}", path.display()))?;
+        std::os::unix::fs::chown(path, uid, gid)
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -89,7 +105,12 @@ pub struct Slot {
 }
 
 impl Limits {
-    fn acquire(self: &Arc<Self>, ip: Option<IpAddr>, max_total: usize, max_per_ip: usize) -> Result<Slot, &'static str> {
+    fn acquire(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        max_total: usize,
+        max_per_ip: usize,
+    ) -> Result<Slot, &'static str> {
         let mut g = self.total.lock().map_err(|_| "internal error")?;
         let (total, per_ip) = &mut *g;
         if max_total > 0 && *total >= max_total {
@@ -103,7 +124,10 @@ impl Limits {
             *n += 1;
         }
         *total += 1;
-        Ok(Slot { limits: self.clone(), ip })
+        Ok(Slot {
+            limits: self.clone(),
+            ip,
+        })
     }
 }
 
@@ -167,17 +191,32 @@ async fn accept(bound: &Bound) -> std::io::Result<(BoxIo, Option<SocketAddr>, Op
     }
 }
 
-async fn handle(server: Arc<Server>, name: String, mut io: BoxIo, addr: Option<SocketAddr>, uid: Option<u32>, limits: Arc<Limits>) {
+async fn handle(
+    server: Arc<Server>,
+    name: String,
+    mut io: BoxIo,
+    addr: Option<SocketAddr>,
+    uid: Option<u32>,
+    limits: Arc<Limits>,
+) {
     let _active = server.conn_started();
     let state = server.state();
     let Some(settings) = state.listeners.get(&name).cloned() else {
         return;
     };
     let socket_ip = addr.map(|a| canonical(a.ip()));
-    let _slot = match limits.acquire(socket_ip, settings.max_connections, settings.max_connections_per_ip) {
+    let _slot = match limits.acquire(
+        socket_ip,
+        settings.max_connections,
+        settings.max_connections_per_ip,
+    ) {
         Ok(s) => s,
         Err(why) => {
-            let _ = io.write_all(format!("421 4.7.0 {} {why}, try again later\r\n", state.hostname).as_bytes()).await;
+            let _ = io
+                .write_all(
+                    format!("421 4.7.0 {} {why}, try again later\r\n", state.hostname).as_bytes(),
+                )
+                .await;
             tracing::info!(listener = %name, client = ?addr, "refused: {why}");
             return;
         }
@@ -241,7 +280,9 @@ async fn handle(server: Arc<Server>, name: String, mut io: BoxIo, addr: Option<S
         }
     }
     let shutdown = server.shutdown_signal();
-    Conn::new(io, peer, tls, settings, state, server).run(shutdown).await;
+    Conn::new(io, peer, tls, settings, state, server)
+        .run(shutdown)
+        .await;
 }
 
 /// Reads the PROXY header byte by byte, so not one byte of what follows (a TLS ClientHello,
@@ -253,15 +294,25 @@ async fn read_proxy_header(io: &mut BoxIo) -> std::io::Result<Option<SocketAddr>
         let mut b = [0u8; 1];
         let n = tokio::time::timeout_at(deadline, io.read(&mut b))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out reading the PROXY header"))??;
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "timed out reading the PROXY header",
+                )
+            })??;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before the PROXY header ended"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before the PROXY header ended",
+            ));
         }
         buf.push(b[0]);
         match proxy_header::parse(&buf) {
             Parsed::Incomplete => continue,
             Parsed::Done { source, .. } => return Ok(source),
-            Parsed::Invalid(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Parsed::Invalid(e) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+            }
         }
     }
 }

@@ -82,7 +82,10 @@ impl Server {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                tracing::warn!(open = self.active.load(Ordering::SeqCst), "shutdown: connections still open after the grace period");
+                tracing::warn!(
+                    open = self.active.load(Ordering::SeqCst),
+                    "shutdown: connections still open after the grace period"
+                );
                 return;
             }
         }

@@ -12,7 +12,10 @@ pub enum Parsed {
     Incomplete,
     /// A complete header of `len` bytes. `source` is the real client, `None` for
     /// `UNKNOWN` / `LOCAL` headers (health checks of the balancer itself).
-    Done { len: usize, source: Option<SocketAddr> },
+    Done {
+        len: usize,
+        source: Option<SocketAddr>,
+    },
     Invalid(String),
 }
 
@@ -32,7 +35,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 v1::Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
                 v1::Addresses::Unknown => None,
             };
-            Parsed::Done { len: h.header.len(), source }
+            Parsed::Done {
+                len: h.header.len(),
+                source,
+            }
         }
         HeaderResult::V2(Ok(h)) => {
             let source = match h.addresses {
@@ -40,7 +46,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
                 _ => None,
             };
-            Parsed::Done { len: h.len(), source }
+            Parsed::Done {
+                len: h.len(),
+                source,
+            }
         }
         HeaderResult::V1(Err(e)) => Parsed::Invalid(format!("bad PROXY v1 header: {e}")),
         HeaderResult::V2(Err(e)) => Parsed::Invalid(format!("bad PROXY v2 header: {e}")),
@@ -56,21 +65,29 @@ mod tests {
         let h = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 25\r\nEHLO x\r\n";
         assert_eq!(
             parse(h),
-            Parsed::Done { len: 44, source: Some("192.0.2.1:56324".parse().unwrap()) }
+            Parsed::Done {
+                len: 44,
+                source: Some("192.0.2.1:56324".parse().unwrap())
+            }
         );
         assert_eq!(parse(&h[..20]), Parsed::Incomplete);
     }
 
     #[test]
     fn v2_tcp4() {
-        let mut h = vec![0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A];
+        let mut h = vec![
+            0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+        ];
         h.extend([0x21, 0x11, 0x00, 12]);
         h.extend([192, 0, 2, 1, 198, 51, 100, 2]);
         h.extend(56324u16.to_be_bytes());
         h.extend(25u16.to_be_bytes());
         assert_eq!(
             parse(&h),
-            Parsed::Done { len: 28, source: Some("192.0.2.1:56324".parse().unwrap()) }
+            Parsed::Done {
+                len: 28,
+                source: Some("192.0.2.1:56324".parse().unwrap())
+            }
         );
         assert_eq!(parse(&h[..14]), Parsed::Incomplete);
     }

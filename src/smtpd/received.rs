@@ -3,7 +3,13 @@
 use crate::envelope::ClientInfo;
 
 /// Builds the header, folded, CRLF-terminated. `client.protocol` is the `with` keyword.
-pub fn header(client: &ClientInfo, hostname: &str, id: &str, rcpts: &[String], date: &str) -> String {
+pub fn header(
+    client: &ClientInfo,
+    hostname: &str,
+    id: &str,
+    rcpts: &[String],
+    date: &str,
+) -> String {
     let helo = clean(client.helo.as_deref().unwrap_or("unknown"));
     let mut from = String::new();
     let xf = &client.xforward;
@@ -13,7 +19,11 @@ pub fn header(client: &ClientInfo, hostname: &str, id: &str, rcpts: &[String], d
         let xname = clean(xf.name.as_deref().unwrap_or("unknown"));
         let xaddr = clean(xf.addr.as_deref().unwrap_or("unknown"));
         from.push_str(&format!("{xhelo} ({xname} [{xaddr}])"));
-        let via = client.addr.as_deref().map(|a| clean(addr_ip(a))).unwrap_or_else(|| "local".into());
+        let via = client
+            .addr
+            .as_deref()
+            .map(|a| clean(addr_ip(a)))
+            .unwrap_or_else(|| "local".into());
         from.push_str(&format!("\r\n\t(forwarded by {helo} [{via}])"));
     } else {
         match (&client.addr, client.uid) {
@@ -28,7 +38,10 @@ pub fn header(client: &ClientInfo, hostname: &str, id: &str, rcpts: &[String], d
             (None, None) => from.push_str(&format!("{helo} (local)")),
         }
     }
-    let mut h = format!("Received: from {from}\r\n\tby {hostname} (mailchute) with {} id {id}", client.protocol);
+    let mut h = format!(
+        "Received: from {from}\r\n\tby {hostname} (mailchute) with {} id {id}",
+        client.protocol
+    );
     if let Some(tls) = &client.tls {
         h.push_str(&format!("\r\n\t({})", clean(tls)));
     }
@@ -48,7 +61,10 @@ pub fn now_rfc2822() -> String {
 
 fn addr_ip(addr: &str) -> &str {
     match addr.parse::<std::net::SocketAddr>() {
-        Ok(_) => addr.rsplit_once(':').map(|(ip, _)| ip.trim_start_matches('[').trim_end_matches(']')).unwrap_or(addr),
+        Ok(_) => addr
+            .rsplit_once(':')
+            .map(|(ip, _)| ip.trim_start_matches('[').trim_end_matches(']'))
+            .unwrap_or(addr),
         Err(_) => addr,
     }
 }
@@ -56,7 +72,13 @@ fn addr_ip(addr: &str) -> &str {
 /// Keeps a header value on one line and free of control characters whatever a client sent.
 fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() || c == '(' || c == ')' { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '?'
+            } else {
+                c
+            }
+        })
         .take(255)
         .collect()
 }
@@ -74,7 +96,13 @@ mod tests {
             tls: Some("TLSv1.3 TLS13_AES_128_GCM_SHA256".into()),
             ..Default::default()
         };
-        let h = header(&c, "mx.test", "ID1", &["a@b".into()], "Sun, 22 Nov 2026 02:25:28 +0000");
+        let h = header(
+            &c,
+            "mx.test",
+            "ID1",
+            &["a@b".into()],
+            "Sun, 22 Nov 2026 02:25:28 +0000",
+        );
         assert_eq!(
             h,
             "Received: from client.example ([192.0.2.7])\r\n\tby mx.test (mailchute) with ESMTPS id ID1\r\n\t(TLSv1.3 TLS13_AES_128_GCM_SHA256)\r\n\tfor <a@b>;\r\n\tSun, 22 Nov 2026 02:25:28 +0000\r\n"

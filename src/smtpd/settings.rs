@@ -41,23 +41,32 @@ pub struct SettingsError {
 
 /// The name a listener goes by in logs and envelopes.
 pub fn listener_name(l: &ListenerConfig, index: usize) -> String {
-    l.name.clone().unwrap_or_else(|| format!("listener-{index}"))
+    l.name
+        .clone()
+        .unwrap_or_else(|| format!("listener-{index}"))
 }
 
 impl ListenerSettings {
     pub fn build(l: &ListenerConfig, index: usize) -> Result<ListenerSettings, SettingsError> {
         let name = listener_name(l, index);
-        let err = |message: String| SettingsError { name: name.clone(), message };
+        let err = |message: String| SettingsError {
+            name: name.clone(),
+            message,
+        };
         let acceptor = match (l.tls, &l.cert, &l.key) {
             (TlsMode::None, _, _) => None,
-            (_, Some(cert), Some(key)) => Some(super::tls::acceptor(cert, key).map_err(|e| err(e.to_string()))?),
+            (_, Some(cert), Some(key)) => {
+                Some(super::tls::acceptor(cert, key).map_err(|e| err(e.to_string()))?)
+            }
             _ => return Err(err("tls needs both cert and key".into())),
         };
         let regex = |what: &str, s: &str| -> Result<Option<Regex>, SettingsError> {
             if s.is_empty() {
                 return Ok(None);
             }
-            Regex::new(s).map(Some).map_err(|e| err(format!("{what}: {e}")))
+            Regex::new(s)
+                .map(Some)
+                .map_err(|e| err(format!("{what}: {e}")))
         };
         Ok(ListenerSettings {
             protocol: l.protocol,

@@ -13,13 +13,20 @@ pub enum TlsError {
     #[error("key file {path}: {message}")]
     Key { path: String, message: String },
     #[error("TLS setup with {cert} and {key}: {message}")]
-    Config { cert: String, key: String, message: String },
+    Config {
+        cert: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// Loads the certificate chain and key. Called at start and on every SIGHUP, so a renewed
 /// certificate is picked up without a restart.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let cert_err = |message: String| TlsError::Cert { path: cert.display().to_string(), message };
+    let cert_err = |message: String| TlsError::Cert {
+        path: cert.display().to_string(),
+        message,
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| cert_err(e.to_string()))?
         .collect::<Result<_, _>>()
@@ -31,14 +38,16 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         path: key.display().to_string(),
         message: format!("{e} (expected an unencrypted PEM private key)"),
     })?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
-        .map_err(|e| TlsError::Config {
-            cert: cert.display().to_string(),
-            key: key.display().to_string(),
-            message: e.to_string(),
-        })?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
+    .map_err(|e| TlsError::Config {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        message: e.to_string(),
+    })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

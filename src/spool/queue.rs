@@ -449,13 +449,19 @@ impl Queue {
                     .map(|f| format!("<{}> via {}: {} {}", f.rcpt, f.sink, f.status, f.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                match self.spool.dead_letter(&entry, &format!("rejected: {reason}")).await {
+                match self
+                    .spool
+                    .dead_letter(&entry, &format!("rejected: {reason}"))
+                    .await
+                {
                     Ok(()) => {
                         tracing::warn!(id = %id, reason = %reason, "rejected message kept in dead letters (no DSN)");
                         return Outcome::Finished;
                     }
                     Err(e) if e.is_not_queued() => return Outcome::Finished,
-                    Err(e) => tracing::error!(id = %id, error = %e, "could not move rejected message to dead letters"),
+                    Err(e) => {
+                        tracing::error!(id = %id, error = %e, "could not move rejected message to dead letters")
+                    }
                 }
             }
             if let Err(e) = self.spool.remove(&id).await {
