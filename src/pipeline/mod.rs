@@ -92,6 +92,7 @@ impl Deliverer for Pipeline {
                     rcpts: rcpts.clone(),
                     unit_id: format!("{}.{}", envelope.id, units.len()),
                     last_error: None,
+                    attempted: false,
                 });
             }
         }
@@ -120,6 +121,7 @@ impl Deliverer for Pipeline {
                         envelope: &envelope,
                         rcpts: &unit.rcpts,
                         message: &message,
+                        first_attempt: !unit.attempted,
                     };
                     let mut results = sink.deliver(&delivery).await;
                     // A sink that miscounts must not make us drop or invent recipients.

@@ -426,6 +426,7 @@ mod tests {
             envelope: &env,
             rcpts: &env.rcpts,
             message: &msg,
+            first_attempt: false,
         };
         s.deliver(&d).await
     }

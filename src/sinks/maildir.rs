@@ -135,8 +135,8 @@ fn make_maildir(dir: &Path, create: bool, is_folder: bool) -> Result<(), SinkErr
 
 /// Looks in new/ and cur/ for a file an earlier attempt of this delivery wrote: its name is
 /// `base` followed by nothing, `,S=...` or `:2,FLAGS` (a reader moved it to cur/).
-/// This reads both directories on every delivery: cheap for a usual Maildir, O(messages)
-/// for one with a huge cur/. The flags in cur/ names make a plain `stat` impossible.
+/// This reads both directories (the flags in cur/ names make a plain `stat` impossible),
+/// O(messages), so it runs only when an earlier attempt may have written something.
 fn find_existing(dir: &Path, base: &str) -> Result<Option<PathBuf>, SinkError> {
     for sub in ["new", "cur"] {
         let d = dir.join(sub);
@@ -164,12 +164,13 @@ fn prepare(
     base: &str,
     message: &Path,
     endings: LineEndings,
+    first_attempt: bool,
 ) -> Result<Prepared, SinkError> {
     if let Some(root) = dir.parent().filter(|_| is_folder) {
         make_maildir(root, create, false)?;
     }
     make_maildir(dir, create, is_folder)?;
-    if let Some(existing) = find_existing(dir, base)? {
+    if !first_attempt && let Some(existing) = find_existing(dir, base)? {
         return Ok(Prepared::Already(existing));
     }
     let tmp = dir.join("tmp").join(base);
@@ -228,10 +229,10 @@ impl MaildirSink {
             let dir = self.target(&root);
             let (is_folder, create, endings) =
                 (self.folder.is_some(), self.create, self.line_endings);
-            let (b, msg) = (base.clone(), d.message.to_path_buf());
+            let (b, msg, first) = (base.clone(), d.message.to_path_buf(), d.first_attempt);
             let what = format!("deliver to {}", dir.display());
             let r = local::blocking(&what, move || {
-                prepare(&dir, is_folder, create, &b, &msg, endings)
+                prepare(&dir, is_folder, create, &b, &msg, endings, first)
             })
             .await;
             match r {
@@ -377,6 +378,7 @@ mod tests {
             envelope: &env,
             rcpts: &rcpts,
             message: &msg,
+            first_attempt: false,
         };
         let r = sink.deliver(&d).await;
         assert!(r[0].is_ok(), "{r:?}");
@@ -432,6 +434,7 @@ mod tests {
             envelope: &env,
             rcpts: &rcpts,
             message: &msg,
+            first_attempt: false,
         };
         let r = sink.deliver(&d).await;
         assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
@@ -474,6 +477,7 @@ mod tests {
             envelope: &env,
             rcpts: &rcpts,
             message: &msg,
+            first_attempt: false,
         };
         let r = sink.deliver(&d).await;
         let e0 = r[0].as_ref().unwrap_err();

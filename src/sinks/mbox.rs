@@ -291,6 +291,7 @@ mod tests {
                 envelope: &env,
                 rcpts: &rcpts,
                 message: m,
+                first_attempt: false,
             };
             let r = sink.deliver(&d).await;
             assert!(r[0].is_ok(), "{r:?}");
@@ -356,6 +357,7 @@ mod tests {
             envelope: &env,
             rcpts: &rcpts,
             message: &msg,
+            first_attempt: false,
         };
         assert!(sink.deliver(&d).await[0].is_ok());
         let stored = std::fs::read(&mbox).unwrap();

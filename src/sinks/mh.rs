@@ -372,6 +372,7 @@ mod tests {
                 envelope: &env,
                 rcpts: &rcpts,
                 message: &msg,
+                first_attempt: false,
             };
             let r = sink(dir.path(), endings).deliver(&d).await;
             assert!(r[0].is_ok(), "{r:?}");
@@ -420,6 +421,7 @@ mod tests {
                     envelope: &env,
                     rcpts: &env.rcpts,
                     message: &msg,
+                    first_attempt: false,
                 };
                 s.deliver(&d).await
             }));

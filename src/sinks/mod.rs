@@ -31,6 +31,9 @@ pub struct Delivery<'a> {
     /// The spooled message: our Received header followed by the bytes the client sent,
     /// dot-unstuffed, line endings exactly as received (normally CRLF).
     pub message: &'a Path,
+    /// No earlier attempt of this unit can have written anything: sinks may skip looking
+    /// for a previous copy (a directory scan in Maildir).
+    pub first_attempt: bool,
 }
 
 /// What a sink achieved for one recipient.

@@ -384,6 +384,7 @@ mod tests {
             rcpts: rcpts.iter().map(|s| s.to_string()).collect(),
             unit_id: format!("X.{sink}"),
             last_error: None,
+            attempted: false,
         }
     }
 

@@ -157,7 +157,9 @@ impl Queue {
         rescan_interval: Duration,
     ) -> Arc<Queue> {
         let mut state = State::default();
-        for entry in recovered {
+        for mut entry in recovered {
+            // A crash may have cut an attempt short after a sink wrote its copy.
+            entry.pending.iter_mut().for_each(|u| u.attempted = true);
             state.insert(entry, None);
         }
         let workers = Arc::new(Semaphore::new(config.workers.max(1)));
@@ -430,6 +432,7 @@ impl Queue {
             if !keep.is_empty() {
                 unit.rcpts = keep;
                 unit.last_error = unit_error.clone();
+                unit.attempted = true;
                 last_error = unit_error.or(last_error);
                 still_pending.push(unit);
             }
@@ -642,7 +645,11 @@ impl Queue {
                 }
             }
             let entry = match self.spool.load(&id) {
-                Ok(entry) if entry.envelope.id == id => entry,
+                Ok(mut entry) if entry.envelope.id == id => {
+                    // Another process wrote it: we cannot know what it already tried.
+                    entry.pending.iter_mut().for_each(|u| u.attempted = true);
+                    entry
+                }
                 Ok(_) | Err(_) if !self.spool.sidecar_path(&id).exists() => continue,
                 Ok(entry) => {
                     self.ignore(

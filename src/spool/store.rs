@@ -89,6 +89,10 @@ pub struct Pending {
     pub unit_id: String,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// An attempt of this unit may have happened before (even one cut short by a crash):
+    /// sinks then look for what it wrote before writing again.
+    #[serde(default)]
+    pub attempted: bool,
 }
 
 /// A recipient that failed permanently.

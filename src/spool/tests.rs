@@ -34,6 +34,7 @@ fn envelope(id: &str, from: &str, rcpts: &[&str], size: u64) -> Envelope {
 
 fn unit(id: &str, rcpts: &[String]) -> Pending {
     Pending {
+        attempted: false,
         route: "r".into(),
         sink: "s".into(),
         rcpts: rcpts.to_vec(),

@@ -65,6 +65,7 @@ async fn deliver(
         envelope: env,
         rcpts: &env.rcpts,
         message: &path,
+        first_attempt: false,
     };
     sink.deliver(&delivery).await
 }
