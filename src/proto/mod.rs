@@ -65,7 +65,6 @@
 //! SMTP smuggling). BODY=BINARYMIME is accepted on MAIL (then only BDAT may carry the
 //! message) but not advertised.
 //!
-//! Also here: [`ReplyParser`] for the client side (relay sinks, proxy mode).
 
 pub mod command;
 pub mod data;
@@ -78,5 +77,5 @@ mod session_tests;
 pub use crate::config::Protocol;
 pub use command::{Command, MailParams, ParseError, XForwardAttr, parse_command, xtext_decode};
 pub use data::{DotReader, DotStep};
-pub use reply::{Enhanced, Reply, ReplyParseError, ReplyParser};
+pub use reply::{Enhanced, Reply};
 pub use session::{Event, MAX_COMMAND_LINE, Session, SessionConfig};
