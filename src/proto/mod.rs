@@ -64,7 +64,6 @@
 //! DATA follows RFC 5321 4.5.2 strictly: only CRLF.CRLF ends the data (see [`data`] on
 //! SMTP smuggling). BODY=BINARYMIME is accepted on MAIL (then only BDAT may carry the
 //! message) but not advertised.
-//!
 
 pub mod command;
 pub mod data;
