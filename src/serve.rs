@@ -63,8 +63,18 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
         tracing::info!(listener = %name, address = %l.address, protocol = ?l.protocol, mode = ?l.mode, "listening");
     }
     match &config.server.user {
-        Some(user) => crate::privileges::drop_to(user, config.server.group.as_deref())
-            .map_err(|e| fail(format!("dropping privileges: {e}")))?,
+        Some(user) => {
+            let (uid, primary) = crate::privileges::user_id(user).map_err(fail)?;
+            let gid = match &config.server.group {
+                Some(g) => crate::privileges::group_id(g).map_err(fail)?,
+                None => primary,
+            };
+            // The spool, dead letters and pid file were made as root a moment ago.
+            crate::privileges::chown_tree(&data_dir, uid, gid)
+                .map_err(|e| fail(format!("handing data_dir to {user}: {e}")))?;
+            crate::privileges::drop_to(user, config.server.group.as_deref())
+                .map_err(|e| fail(format!("dropping privileges: {e}")))?
+        }
         None if crate::privileges::is_root() => {
             tracing::warn!("running as root: set [server] user to drop privileges after binding")
         }

@@ -135,3 +135,36 @@ fn kill9_after_250_then_restart_delivers() {
     let a2 = Mailchute::start_in(dir.path(), &config);
     assert_delivered_once(&b.path("Maildir"), &msg, || a2.log());
 }
+
+/// `[server] user`: after binding, the daemon runs as that user and still owns its spool
+/// (made as root a moment before), so queued mail is spooled and delivered.
+#[test]
+fn drops_privileges_and_keeps_its_spool_writable() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // mktemp dirs are 0700: let `nobody` reach the config's directory.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    // The mailbox lives under data_dir, which the daemon hands to its run user.
+    let sink = "type = \"maildir\"\npath = \"./data/Maildir\"\n";
+    let config = sync_config(port, "", sink)
+        .replace("mode = \"sync\"", "mode = \"queued\"")
+        .replace("data_dir = \"./data\"", "data_dir = \"./data\"\nuser = \"nobody\"");
+    let m = Mailchute::start_in(tmp.path(), &config);
+    let pid = m.pid().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    assert!(uid_line.split_whitespace().skip(1).all(|u| u == "65534"), "{uid_line}");
+
+    let msg = message("privileges", "Spooled and delivered as nobody.\r\n");
+    let mut c = RawSmtp::connect(port);
+    c.ehlo("client.test");
+    let r = c.data_raw("a@x.test", &["b@y.test"], &dot_stuff(&msg));
+    assert_eq!(r.code, 250, "{}\n{}", r.text(), m.log());
+    c.quit();
+    let maildir = tmp.path().join("data/Maildir");
+    assert_eq!(wait_maildir_count(&maildir, 1, Duration::from_secs(30)), 1, "{}", m.log());
+    assert_stored(&read_maildir(&maildir)[0], &crlf_to_lf(&msg));
+    let owner = std::fs::metadata(tmp.path().join("data/spool/queue")).unwrap().uid();
+    assert_eq!(owner, 65534);
+}
