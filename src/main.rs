@@ -7,14 +7,17 @@ use mailchute::config::{self, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// How every command finds its config; shown by `--help` and by each subcommand's help.
+const CONFIG_LOOKUP: &str = "Config: -c FILE, else $MAILCHUTE_CONFIG, else /etc/mailchute/mailchute.toml, else (serve only) the\n\
+                             embedded default: SMTP on 127.0.0.1:2525 into ./mailchute-data/Maildir.\n\
+                             `mailchute config example` prints an annotated config with every key.";
+
 #[derive(Parser)]
 #[command(
     name = "mailchute",
     version,
     about = "A mail gateway in one binary: SMTP/LMTP in; Maildir, MH, mbox, SMTP/LMTP relays and commands out; nothing lost.",
-    after_help = "Config: -c FILE, else $MAILCHUTE_CONFIG, else /etc/mailchute/mailchute.toml, else (serve only) the\n\
-                  embedded default: SMTP on 127.0.0.1:2525 into ./mailchute-data/Maildir.\n\
-                  `mailchute config example` prints an annotated config with every key."
+    after_help = CONFIG_LOOKUP
 )]
 struct Cli {
     /// Config file (TOML).
@@ -36,12 +39,13 @@ enum LogFormatArg {
 #[derive(Subcommand)]
 enum Command {
     /// Run the listeners and the delivery queue until SIGTERM (SIGHUP reloads the config).
+    #[command(after_help = CONFIG_LOOKUP)]
     Serve,
     /// Print, or check, a configuration.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = CONFIG_LOOKUP)]
     Config(ConfigCommand),
     /// Look at and act on the spool (works while the daemon runs).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = CONFIG_LOOKUP)]
     Queue(QueueCommand),
 }
 
