@@ -314,7 +314,7 @@ impl Conn {
         crate::log::Transaction {
             id: &id,
             listener: &self.settings.name,
-            client_ip: envelope.client.addr.as_deref(),
+            client_ip: self.peer.ip.map(|ip| ip.to_string()).as_deref(),
             helo: envelope.client.helo.as_deref(),
             tls: envelope.client.tls.as_deref(),
             from: &envelope.mail_from,
