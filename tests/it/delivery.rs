@@ -527,6 +527,11 @@ fn lmtp_sync_answers_each_recipient() {
         "spool/queue: {:?}",
         queue_files(&m)
     );
+    assert!(
+        files_below(&m.path("data/dead")).is_empty(),
+        "dead/: {:?}",
+        names(&m.path("data/dead"))
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1013,4 +1018,132 @@ fn exec_rcpt_inside_an_argument_runs_once_per_recipient() {
         assert!(!stored.contains(&b'\r'), "{f}: LF line endings");
         assert_stored(&stored, &crlf_to_lf(&msg));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// More of the error model
+// ---------------------------------------------------------------------------------------
+
+/// One sink takes it, another refuses it for good: the client hears 250 (it must not
+/// resend to the sink that has it) and, with no DSN on a loopback listener, the refusal
+/// is kept in dead/ rather than forgotten.
+#[test]
+fn sync_fan_out_delivered_and_rejected_is_250_and_dead_lettered() {
+    let port = free_port();
+    // The spool handles the refusal after `backoff_initial` (the first retry time, even
+    // though nothing is left to retry): keep that short.
+    let cfg = config(&format!(
+        "{}[queue]\nbackoff_initial = \"1s\"\n\n{}{}{}",
+        listener(port, "smtp", "sync", ""),
+        route("all", &["*"], &["box", "nouser"]),
+        maildir_sink("box", "./Maildir"),
+        exec_sink("nouser", "cat >/dev/null; exit 67", &[]),
+    ));
+    let m = Mailchute::start(&cfg);
+    let msg = message("half-refused", "One sink says no.\r\n");
+    let r = send(port, "from@client.test", &["rcpt@test"], &msg);
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+    let id = reply_id(&r);
+    assert_eq!(maildir_count(&m.path("Maildir")), 1);
+
+    let json = m.path(&format!("data/dead/{id}.json"));
+    assert!(
+        wait_file(&json, Duration::from_secs(30)),
+        "the refusal is not in dead/ (dead/: {:?}); log:\n{}",
+        names(&m.path("data/dead")),
+        m.log()
+    );
+    let sidecar: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let reason = sidecar["dead_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("nouser") && reason.contains("5.1.1"),
+        "reason names the sink and status: {sidecar:#}"
+    );
+    wait_queue_empty(&m, Duration::from_secs(10));
+    assert_eq!(
+        read_maildir(&m.path("Maildir")).len(),
+        1,
+        "no second copy from the queue"
+    );
+}
+
+/// The upstream refuses the message content at the final dot: 550 with its code.
+#[test]
+fn relay_data_5xx_is_550_with_the_upstream_code() {
+    let up_port = free_port();
+    let _up = smtp_sink(
+        up_port,
+        &["-f", ".", "-B", "554 5.7.1 upstream: content refused"],
+    );
+    let port = free_port();
+    let m = Mailchute::start(&relay_config(
+        port,
+        &format!("address = \"127.0.0.1:{up_port}\""),
+    ));
+    let r = send(
+        port,
+        "from@client.test",
+        &["someone@far.test"],
+        &message("relay-data-5xx", "x\r\n"),
+    );
+    assert_eq!(r.code, 550, "{r:?}\n{}", m.log());
+    assert_eq!(status(&r), "5.7.1", "{r:?}");
+    assert!(queue_files(&m).is_empty(), "{:?}", queue_files(&m));
+}
+
+/// The upstream hangs up after the final dot without a reply: we cannot know whether it
+/// took the message, so the client must retry (451), never 250.
+#[test]
+fn relay_connection_lost_after_dot_is_451() {
+    let up_port = free_port();
+    let _up = smtp_sink(up_port, &["-q", "."]);
+    let port = free_port();
+    let m = Mailchute::start(&relay_config(
+        port,
+        &format!("address = \"127.0.0.1:{up_port}\""),
+    ));
+    let r = send(
+        port,
+        "from@client.test",
+        &["someone@far.test"],
+        &message("relay-hangup", "x\r\n"),
+    );
+    assert_eq!(r.code, 451, "{r:?}\n{}", m.log());
+    assert!(status(&r).starts_with("4."), "{r:?}");
+    assert!(queue_files(&m).is_empty(), "{:?}", queue_files(&m));
+}
+
+/// A command that runs past its timeout is killed (its whole process group) and the
+/// message is deferred, not bounced.
+#[test]
+fn exec_timeout_is_451_and_kills_the_command() {
+    let out = tempfile::tempdir().unwrap();
+    let marker = out.path().join("still-running");
+    let port = free_port();
+    // The background child would touch the marker if it survived the kill.
+    let script = "cat >/dev/null; (sleep 4; touch \"$0\") & sleep 30";
+    let cfg = config(&format!(
+        "{}{}{}timeout = \"1s\"\n",
+        listener(port, "smtp", "sync", ""),
+        route("all", &["*"], &["slow"]),
+        exec_sink("slow", script, &[marker.to_str().unwrap()]),
+    ));
+    let m = Mailchute::start(&cfg);
+    let started = Instant::now();
+    let r = send(
+        port,
+        "from@client.test",
+        &["rcpt@test"],
+        &message("exec-timeout", "x\r\n"),
+    );
+    let took = started.elapsed();
+    assert_eq!(r.code, 451, "{r:?}\n{}", m.log());
+    assert!(status(&r).starts_with("4."), "{r:?}");
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !marker.exists(),
+        "a child of the timed-out command kept running"
+    );
+    assert!(queue_files(&m).is_empty(), "{:?}", queue_files(&m));
 }
