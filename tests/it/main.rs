@@ -1,6 +1,7 @@
 //! The one integration-test binary (one link instead of one per file). Modules by area.
 
 mod harness;
+mod limits;
 mod postfix;
 mod postfix_interop;
 mod smtp_ingress;
