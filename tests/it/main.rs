@@ -2,6 +2,7 @@
 
 mod delivery;
 mod harness;
+mod limits;
 mod operate;
 mod postfix;
 mod postfix_interop;
