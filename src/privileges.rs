@@ -68,10 +68,12 @@ pub fn is_root() -> bool {
 /// Gives `dir` and everything below it to `uid`:`gid`, so that the daemon can still write its
 /// spool after dropping root. Symlinks are not followed.
 pub fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> Result<(), String> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
+        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
     let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if meta.is_dir() {
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
         for entry in entries {
             let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
             chown_tree(&entry.path(), uid, gid)?;

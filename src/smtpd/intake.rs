@@ -166,8 +166,11 @@ impl Intake<'_> {
             let mut entry = self.entry(envelope, retry, failed);
             // The sinks just failed: the first retry waits like any other.
             entry.attempts = 1;
-            entry.next_attempt =
-                crate::spool::store::now_millis().saturating_add(backoff_ms(self.queue_config, 1));
+            // With only rejections left, the DSN (or dead letter) is due now.
+            if !entry.pending.is_empty() {
+                entry.next_attempt = crate::spool::store::now_millis()
+                    .saturating_add(backoff_ms(self.queue_config, 1));
+            }
             match self.spool.enqueue(msg, &entry).await {
                 Ok(()) => self.queue.submit(entry),
                 Err(e) => {

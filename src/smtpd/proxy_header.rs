@@ -20,6 +20,28 @@ pub enum Parsed {
 }
 
 pub fn parse(buf: &[u8]) -> Parsed {
+    // ppp parses a v1 line before its CRLF has arrived and fails on a half-read port
+    // ("... 40000 " → invalid destination port), and calls a whole bad line incomplete:
+    // so hand it only whole v1 lines, and judge a whole line it cannot finish as invalid.
+    const V1_MAX: usize = 107;
+    if buf.starts_with(b"PROXY") || b"PROXY".starts_with(buf) {
+        let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+            return if buf.len() >= V1_MAX {
+                Parsed::Invalid("PROXY v1 header longer than 107 bytes".into())
+            } else {
+                Parsed::Incomplete
+            };
+        };
+        let line = &buf[..=lf];
+        let result = HeaderResult::parse(line);
+        if result.is_incomplete() {
+            return Parsed::Invalid(format!(
+                "bad PROXY v1 header {:?}",
+                String::from_utf8_lossy(line)
+            ));
+        }
+        return finish(result);
+    }
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
         return if buf.len() >= MAX_HEADER {
@@ -28,6 +50,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
             Parsed::Incomplete
         };
     }
+    finish(result)
+}
+
+fn finish(result: HeaderResult<'_>) -> Parsed {
     match result {
         HeaderResult::V1(Ok(h)) => {
             let source = match h.addresses {
@@ -70,7 +96,18 @@ mod tests {
                 source: Some("192.0.2.1:56324".parse().unwrap())
             }
         );
-        assert_eq!(parse(&h[..20]), Parsed::Incomplete);
+        for i in 1..44 {
+            assert_eq!(
+                parse(&h[..i]),
+                Parsed::Incomplete,
+                "{:?}",
+                String::from_utf8_lossy(&h[..i])
+            );
+        }
+        assert!(matches!(
+            parse(b"PROXY TCP4 not-an-address\r\n"),
+            Parsed::Invalid(_)
+        ));
     }
 
     #[test]

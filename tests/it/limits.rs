@@ -318,9 +318,6 @@ fn proxied_session(header: &[u8], subject: &str) {
 }
 
 #[test]
-#[ignore = "mailchute bug: src/smtpd/proxy_header.rs feeds ppp a v1 header byte by byte and \
-            ppp rejects the half-read destination port, so every v1 header is refused; \
-            un-ignore once fixed (fix proposed in the t-limits report)"]
 fn proxy_v1_header_gives_the_real_client() {
     proxied_session(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n", "proxy-v1");
 }
@@ -390,9 +387,6 @@ fn proxy_garbage_header_is_dropped() {
 }
 
 #[test]
-#[ignore = "mailchute bug: ppp calls a whole malformed v1 line incomplete, so \
-            src/smtpd/proxy_header.rs waits for the 10 s header timeout instead of dropping \
-            at the line end; un-ignore once fixed (fix proposed in the t-limits report)"]
 fn proxy_malformed_v1_header_is_dropped_at_its_line_end() {
     let port = free_port();
     let u = start_unprobed(|_| sync_config(port, PROXY_LISTENER, MAILDIR_SINK));

@@ -149,12 +149,22 @@ fn drops_privileges_and_keeps_its_spool_writable() {
     let sink = "type = \"maildir\"\npath = \"./data/Maildir\"\n";
     let config = sync_config(port, "", sink)
         .replace("mode = \"sync\"", "mode = \"queued\"")
-        .replace("data_dir = \"./data\"", "data_dir = \"./data\"\nuser = \"nobody\"");
+        .replace(
+            "data_dir = \"./data\"",
+            "data_dir = \"./data\"\nuser = \"nobody\"",
+        );
     let m = Mailchute::start_in(tmp.path(), &config);
     let pid = m.pid().expect("running");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
-    assert!(uid_line.split_whitespace().skip(1).all(|u| u == "65534"), "{uid_line}");
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
 
     let msg = message("privileges", "Spooled and delivered as nobody.\r\n");
     let mut c = RawSmtp::connect(port);
@@ -163,8 +173,15 @@ fn drops_privileges_and_keeps_its_spool_writable() {
     assert_eq!(r.code, 250, "{}\n{}", r.text(), m.log());
     c.quit();
     let maildir = tmp.path().join("data/Maildir");
-    assert_eq!(wait_maildir_count(&maildir, 1, Duration::from_secs(30)), 1, "{}", m.log());
+    assert_eq!(
+        wait_maildir_count(&maildir, 1, Duration::from_secs(30)),
+        1,
+        "{}",
+        m.log()
+    );
     assert_stored(&read_maildir(&maildir)[0], &crlf_to_lf(&msg));
-    let owner = std::fs::metadata(tmp.path().join("data/spool/queue")).unwrap().uid();
+    let owner = std::fs::metadata(tmp.path().join("data/spool/queue"))
+        .unwrap()
+        .uid();
     assert_eq!(owner, 65534);
 }
