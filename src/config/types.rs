@@ -363,7 +363,7 @@ fn default_relay_timeout() -> Duration {
 pub struct ExecConfig {
     /// argv; elements may hold `{sender}`, `{rcpt}`, `{id}`. An element that is exactly
     /// `{rcpt}` expands to one argument per recipient; `{rcpt}` inside a longer element
-    /// runs the command once per recipient.
+    /// runs the command once per recipient. Other braces are passed on as they are.
     pub command: Vec<String>,
     #[serde(default = "default_exec_timeout")]
     pub timeout: Duration,

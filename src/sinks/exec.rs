@@ -73,9 +73,9 @@ impl ExecSink {
                         a.escape_debug()
                     ));
                 }
-                Template::parse(a, VARS)
+                Ok(Template::parse_lenient(a, VARS))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, String>>()?;
         let per_rcpt = args.iter().any(|a| a.uses("rcpt") && !a.is_exactly("rcpt"));
         if c.timeout.0.is_zero() {
             return Err("timeout must be more than 0s".into());
@@ -663,7 +663,8 @@ mod tests {
         };
         assert!(c(&[]).is_err());
         assert!(c(&["{rcpt}"]).is_err());
-        assert!(c(&["x", "{user}"]).is_err());
+        // Braces that are not our variables belong to the command (shell, awk).
+        assert!(c(&["x", "{user}"]).is_ok_and(|s| !s.per_rcpt));
         assert!(c(&["x", "{rcpt}"]).is_ok_and(|s| !s.per_rcpt));
         assert!(c(&["x", "-d{rcpt}"]).is_ok_and(|s| s.per_rcpt));
         assert_eq!(status_code("5.1.1 no"), Some(("5.1.1", "no")));

@@ -61,6 +61,39 @@ impl Template {
         })
     }
 
+    /// Like [`parse`](Self::parse), but any brace that does not open a known `{var}` is
+    /// kept as text: command arguments (shell `${1#x}`, awk `{print}`) need braces of their own.
+    pub fn parse_lenient(raw: &str, allowed: &[&str]) -> Self {
+        let mut segments = Vec::new();
+        let mut literal = String::new();
+        let mut rest = raw;
+        while let Some(open) = rest.find('{') {
+            literal.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.find('}').map(|close| (&after[..close], close)) {
+                Some((name, close)) if allowed.contains(&name) => {
+                    if !literal.is_empty() {
+                        segments.push(Segment::Literal(std::mem::take(&mut literal)));
+                    }
+                    segments.push(Segment::Var(name.to_string()));
+                    rest = &after[close + 1..];
+                }
+                _ => {
+                    literal.push('{');
+                    rest = after;
+                }
+            }
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            segments.push(Segment::Literal(literal));
+        }
+        Template {
+            raw: raw.to_string(),
+            segments,
+        }
+    }
+
     pub fn raw(&self) -> &str {
         &self.raw
     }
@@ -276,5 +309,13 @@ mod tests {
         );
         let s: Result<String, ()> = t.expand(|_| Ok("x@y".into()));
         assert_eq!(s.unwrap(), "--to=x@y");
+    }
+
+    #[test]
+    fn lenient_keeps_foreign_braces() {
+        let t = Template::parse_lenient("${1#x}{rcpt}{print}{", &["rcpt"]);
+        assert!(t.uses("rcpt"));
+        let out = t.expand(|_| Ok::<_, ()>("a@b".to_string()));
+        assert_eq!(out, Ok("${1#x}a@b{print}{".to_string()));
     }
 }
