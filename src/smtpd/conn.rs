@@ -42,7 +42,7 @@ pub struct Conn {
     /// The message being received, if DATA/BDAT is under way.
     incoming: Option<Incoming>,
     /// First write error while receiving (disk full): the message is answered 451 at its end.
-    incoming_error: Option<String>,
+    incoming_error: Option<SpoolWriteError>,
     started: Option<Instant>,
 }
 
@@ -133,10 +133,10 @@ impl Conn {
                 Event::DataStart => match self.start_message() {
                     Ok(()) => self.session.accept_data(),
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot create spool file");
+                        tracing::error!(error = %e.message, "cannot create spool file");
                         self.session.reject_data(Reply::new(
                             451,
-                            "4.3.0",
+                            e.status(),
                             "Temporary local problem: cannot spool the message",
                         ));
                     }
@@ -146,8 +146,10 @@ impl Conn {
                         && self.incoming_error.is_none()
                         && let Err(e) = inc.write(bytes)
                     {
-                        self.incoming_error =
-                            Some(format!("writing {}: {e}", inc.path().display()));
+                        self.incoming_error = Some(SpoolWriteError::new(
+                            format!("writing {}", inc.path().display()),
+                            &e,
+                        ));
                     }
                 }
                 Event::DataAborted => {
@@ -239,9 +241,16 @@ impl Conn {
         }
     }
 
-    fn start_message(&mut self) -> Result<(), String> {
+    fn start_message(&mut self) -> Result<(), SpoolWriteError> {
         let id = new_id();
-        let mut inc = self.server.spool.incoming(&id).map_err(|e| e.to_string())?;
+        let mut inc = self
+            .server
+            .spool
+            .incoming(&id)
+            .map_err(|e| SpoolWriteError {
+                message: e.to_string(),
+                disk_full: e.is_disk_full(),
+            })?;
         let header = received::header(
             &self.client_info(),
             &self.state.hostname,
@@ -250,7 +259,7 @@ impl Conn {
             &received::now_rfc2822(),
         );
         inc.write(header.as_bytes())
-            .map_err(|e| format!("writing {}: {e}", inc.path().display()))?;
+            .map_err(|e| SpoolWriteError::new(format!("writing {}", inc.path().display()), &e))?;
         self.incoming = Some(inc);
         self.incoming_error = None;
         self.started = Some(Instant::now());
@@ -304,7 +313,10 @@ impl Conn {
                 }
                 failed_completion(e, n_answers)
             }
-            (None, Err(e)) => failed_completion(format!("finishing spool file: {e}"), n_answers),
+            (None, Err(e)) => failed_completion(
+                SpoolWriteError::new("finishing spool file".into(), &e),
+                n_answers,
+            ),
         };
         let reply_text = completion
             .answers
@@ -352,20 +364,40 @@ impl Conn {
     }
 }
 
-fn failed_completion(error: String, n: usize) -> super::intake::Completion {
-    tracing::error!(error = %error, "message not accepted: spool write failed");
+/// Why the message being received cannot be kept.
+struct SpoolWriteError {
+    message: String,
+    /// ENOSPC/EDQUOT: "mail system full" (4.3.1) rather than a generic local problem.
+    disk_full: bool,
+}
+
+impl SpoolWriteError {
+    fn new(context: String, e: &std::io::Error) -> Self {
+        SpoolWriteError {
+            message: format!("{context}: {e}"),
+            disk_full: crate::spool::error::is_disk_full(e),
+        }
+    }
+
+    fn status(&self) -> &'static str {
+        if self.disk_full { "4.3.1" } else { "4.3.0" }
+    }
+}
+
+fn failed_completion(error: SpoolWriteError, n: usize) -> super::intake::Completion {
+    tracing::error!(error = %error.message, "message not accepted: spool write failed");
     super::intake::Completion {
         answers: vec![
             Answer {
                 code: 451,
-                status: "4.3.0".into(),
+                status: error.status().into(),
                 text: "Temporary local problem: cannot write the message to the spool".into()
             };
             n
         ],
         routes: String::new(),
         outcome: String::new(),
-        error: Some(error),
+        error: Some(error.message),
     }
 }
 

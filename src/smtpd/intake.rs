@@ -39,10 +39,11 @@ impl Answer {
         }
     }
 
-    fn spool_failed(e: &impl std::fmt::Display) -> Self {
+    fn spool_failed(e: &crate::spool::SpoolError) -> Self {
+        let status = if e.is_disk_full() { "4.3.1" } else { "4.3.0" };
         Answer {
             code: 451,
-            status: "4.3.0".into(),
+            status: status.into(),
             text: format!(
                 "Temporary local problem, try again later ({})",
                 one_line(&e.to_string())

@@ -44,6 +44,11 @@ impl SpoolError {
 
     /// True when the entry is not in the queue (any more): deleted by `queue delete`,
     /// already delivered, or never there.
+    /// ENOSPC / EDQUOT: answered with 4.3.1 ("mail system full") rather than 4.3.0.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, SpoolError::Io { source, .. } if is_disk_full(source))
+    }
+
     pub fn is_not_queued(&self) -> bool {
         match self {
             SpoolError::NotQueued { .. } => true,
@@ -51,4 +56,14 @@ impl SpoolError {
             _ => false,
         }
     }
+}
+
+/// Whether an I/O error means the filesystem (or the user's quota) is full.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    // The kind survives re-wrapping with context where the OS error number does not.
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
 }

@@ -908,6 +908,11 @@ fn queued_spool_on_full_disk_is_451_and_leaves_nothing_in_tmp() {
         &big_message("overflows-spool", 3 * 1024 * 1024),
     );
     assert_eq!(r.code, 451, "{r:?}\n{}", m.log());
+    assert_eq!(
+        status(&r),
+        "4.3.1",
+        "a full spool is \"mail system full\": {r:?}"
+    );
     assert!(
         files_below(&spool_tmp).is_empty(),
         "spool/tmp: {:?}",
@@ -920,6 +925,11 @@ fn queued_spool_on_full_disk_is_451_and_leaves_nothing_in_tmp() {
     let small = message("full-spool", "Small, but no room at all.\r\n");
     let r = send(port, "from@client.test", &["rcpt@test"], &small);
     assert_eq!(r.code, 451, "{r:?}\n{}", m.log());
+    assert_eq!(
+        status(&r),
+        "4.3.1",
+        "a full spool is \"mail system full\": {r:?}"
+    );
     assert!(
         files_below(&spool_tmp).is_empty(),
         "spool/tmp: {:?}",
