@@ -31,6 +31,9 @@ pub struct Transaction<'a> {
     pub client_ip: Option<&'a str>,
     pub helo: Option<&'a str>,
     pub tls: Option<&'a str>,
+    /// The facts a trusted MTA forwarded (XFORWARD), "ADDR=.. HELO=.." ; or the load
+    /// balancer a PROXY header came through.
+    pub forwarded: Option<String>,
     pub from: &'a str,
     pub rcpts: &'a [String],
     pub size: u64,
@@ -54,6 +57,7 @@ impl Transaction<'_> {
                 client_ip = self.client_ip,
                 helo = self.helo,
                 tls = self.tls,
+                forwarded = self.forwarded,
                 from = self.from,
                 rcpts = rcpts,
                 size = self.size,
@@ -71,6 +75,7 @@ impl Transaction<'_> {
                 client_ip = self.client_ip,
                 helo = self.helo,
                 tls = self.tls,
+                forwarded = self.forwarded,
                 from = self.from,
                 rcpts = rcpts,
                 size = self.size,

@@ -178,8 +178,16 @@ impl Conn {
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.session.has_output() {
             let out = self.session.take_output();
-            self.io.write_all(&out).await?;
-            self.io.flush().await?;
+            // A client that stops reading must not hold its connection slot forever.
+            let write = async {
+                self.io.write_all(&out).await?;
+                self.io.flush().await
+            };
+            tokio::time::timeout(self.settings.command_timeout, write)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading")
+                })??;
         }
         Ok(())
     }
@@ -329,6 +337,7 @@ impl Conn {
             client_ip: self.peer.ip.map(|ip| ip.to_string()).as_deref(),
             helo: envelope.client.helo.as_deref(),
             tls: envelope.client.tls.as_deref(),
+            forwarded: forwarded_facts(&envelope.client),
             from: &envelope.mail_from,
             rcpts: &envelope.rcpts,
             size: envelope.size,
@@ -419,4 +428,18 @@ fn session_config(
         require_tls: s.require_tls,
         xforward_allowed: trusted,
     }
+}
+
+/// XFORWARD attributes or the PROXY peer, for the transaction log.
+fn forwarded_facts(client: &ClientInfo) -> Option<String> {
+    let mut parts: Vec<String> = client
+        .xforward
+        .attributes()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if let Some(lb) = &client.proxied_by {
+        parts.push(format!("PROXY via {lb}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
