@@ -4,10 +4,11 @@
 #   sink      smtp-sink (accept and discard: the ceiling of this machine)
 #   postfix   a private Postfix delivering to a virtual(8) Maildir (time until all delivered)
 #   mailchute `mailchute serve`, sync listener, maildir sink (release build)
+#   mailchute-queued  the same with a queued listener (timed until all are in the Maildir)
 # and prints messages/s, MB/s, the ratio to smtp-sink, per-message latency percentiles
 # (a Python client on one session) and mailchute's peak RSS.
 #
-#   bench/run.sh [sink|postfix|mailchute ...]     (default: all three)
+#   bench/run.sh [sink|postfix|mailchute|mailchute-queued ...]     (default: all)
 # Everything binds 127.0.0.1 and is stopped by its own pid on exit.
 set -euo pipefail
 
@@ -18,7 +19,7 @@ LATENCY_MESSAGES="${BENCH_LATENCY_MESSAGES:-500}"
 PYTHON="${MAILCHUTE_TEST_PYTHON:-python3}"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 targets=("$@")
-((${#targets[@]})) || targets=(sink postfix mailchute)
+((${#targets[@]})) || targets=(sink postfix mailchute mailchute-queued)
 
 work="$(mktemp -d /tmp/mailchute-bench.XXXXXX)"
 chmod 755 "$work"
@@ -85,7 +86,10 @@ report() { # name, seconds, extra
     if [[ -n "${rate[sink]:-}" && "$name" != sink ]]; then
         ratio="$(awk -v a="${rate[$name]}" -v b="${rate[sink]}" 'BEGIN{printf " (%.3f x smtp-sink)", a/b}')"
     fi
-    printf '%-10s %8s msg/s %7s MB/s%s  %.2fs %s\n' "$name" "${rate[$name]}" "$mbs" "$ratio" "$secs" "$extra"
+    if [[ -n "${rate[postfix]:-}" && "$name" == mailchute* ]]; then
+        ratio+="$(awk -v a="${rate[$name]}" -v b="${rate[postfix]}" 'BEGIN{printf " (%.2f x postfix)", a/b}')"
+    fi
+    printf '%-16s %8s msg/s %7s MB/s%s  %.2fs %s\n' "$name" "${rate[$name]}" "$mbs" "$ratio" "$secs" "$extra"
 }
 
 source_run() { # port
@@ -152,10 +156,14 @@ EOF
     report postfix "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "(until all in the Maildir) latency $(latency "$port")"
 }
 
-bench_mailchute() {
+bench_mailchute() { bench_mailchute_mode sync mailchute; }
+bench_mailchute-queued() { bench_mailchute_mode queued mailchute-queued; }
+
+bench_mailchute_mode() { # mode, label
+    local mode="$1" label="$2"
     local bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/mailchute"
     (cd "$repo_root" && cargo build --release --bin mailchute) >&2
-    local d="$work/mailchute" port; port="$(free_port)"
+    local d="$work/$label" port; port="$(free_port)"
     mkdir -p "$d"
     cat >"$d/mailchute.toml" <<EOF
 [server]
@@ -166,7 +174,7 @@ data_dir = "./data"
 name = "mx"
 address = "127.0.0.1:$port"
 protocol = "smtp"
-mode = "sync"
+mode = "$mode"
 max_recipients = 1000
 
 [[route]]
@@ -186,16 +194,22 @@ EOF
         tail -20 "$d/mailchute.log" >&2
         return 0
     fi
-    local t0 t1 n; t0="$(now)"; source_run "$port"; t1="$(now)"
-    n="$(maildir_count "$d/Maildir")"
+    local t0 t1 n; t0="$(now)"; source_run "$port"
+    # queued: the clock stops when the last message is in the Maildir, as for Postfix.
+    local deadline=$((SECONDS + 600))
+    while n="$(maildir_count "$d/Maildir")"; ((n < MESSAGES)); do
+        ((SECONDS < deadline)) || break
+        sleep 0.02
+    done
+    t1="$(now)"
     local hwm; hwm="$(awk '/VmHWM/{print $2" "$3}' "/proc/$pid/status")"
-    report mailchute "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" \
+    report "$label" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" \
         "stored=$n peak_rss=$hwm latency $(latency "$port")"
-    [[ "$n" -ge "$MESSAGES" ]] || echo "mailchute: WARNING only $n of $MESSAGES in the Maildir" >&2
+    [[ "$n" -ge "$MESSAGES" ]] || echo "$label: WARNING only $n of $MESSAGES in the Maildir" >&2
 }
 
 echo "messages=$MESSAGES size=$SIZE sessions=$SESSIONS"
 # smtp-sink first: the others are reported as a ratio to it.
-for t in sink postfix mailchute; do
+for t in sink postfix mailchute mailchute-queued; do
     [[ " ${targets[*]} " == *" $t "* ]] && "bench_$t"
 done
