@@ -1037,3 +1037,67 @@ async fn address_with_line_break_is_never_sent() {
     let log = logged(&log);
     assert!(!log.iter().any(|l| l == "RSET"), "{log:?}");
 }
+
+/// A self-signed certificate as `openssl req -x509` makes it (marked as a CA), for
+/// localhost / 127.0.0.1, in `dir/name.pem` with its key in `dir/name.key`.
+fn self_signed(dir: &Path, name: &str) -> TlsFiles {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command is needed for the TLS tests");
+    assert!(out.status.success(), "openssl: {out:?}");
+    TlsFiles {
+        ca: cert.clone(),
+        cert,
+        key,
+    }
+}
+
+/// The upstream's own self-signed certificate as `ca_file` (what a private Dovecot or
+/// Postfix has) is trusted, though webpki alone refuses a CA-marked certificate as the
+/// server's; the name is still checked, and another self-signed certificate is refused.
+#[tokio::test]
+async fn self_signed_server_certificate_as_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = self_signed(dir.path(), "server");
+    let other = self_signed(dir.path(), "other");
+    let (port, _log) = scripted_server(Script {
+        implicit: Some(acceptor(&files)),
+        starttls: None,
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec![],
+    })
+    .await;
+    let c = ctx(dir.path());
+    let sink = |ca: &Path, extra: &str| {
+        RelaySink::new(
+            &relay_config(&format!(
+                "address = \"127.0.0.1:{port}\"\ntls = \"implicit\"\nca_file = \"{}\"\n{extra}",
+                ca.display()
+            )),
+            Dialect::Smtp,
+            &c,
+        )
+        .unwrap()
+    };
+    sink(&files.ca, "").healthcheck().await.unwrap();
+    let env = envelope(&["a@example.com"], 3);
+    assert!(deliver(&sink(&files.ca, ""), dir.path(), &env, b"x\r\n").await[0].is_ok());
+
+    let err = sink(&files.ca, "tls_name = \"mx.example.org\"")
+        .healthcheck()
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, "4.7.5", "{err:?}");
+    let err = sink(&other.ca, "").healthcheck().await.unwrap_err();
+    assert_eq!(err.status, "4.7.5", "{err:?}");
+}

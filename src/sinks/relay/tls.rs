@@ -1,10 +1,14 @@
 //! The rustls client configurations a relay uses.
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::server::ParsedCertificate;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,12 +19,29 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Trust anchors, and the certificates of the operator's own `ca_file`.
+pub struct Roots {
+    pub store: RootCertStore,
+    /// Empty for the system bundle.
+    pub ca_file_certs: Vec<CertificateDer<'static>>,
+}
+
 /// A config that checks the server's certificate against `roots`.
-pub fn verifying(roots: RootCertStore) -> Result<Arc<ClientConfig>, String> {
-    let config = ClientConfig::builder_with_provider(provider())
+pub fn verifying(roots: Roots) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots.store), provider.clone())
+            .build()
+            .map_err(|e| format!("TLS setup: {e}"))?;
+    let verifier = WebPkiOrCaFileCert {
+        webpki,
+        ca_file_certs: roots.ca_file_certs,
+    };
+    let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
@@ -43,7 +64,7 @@ pub fn unverified() -> Result<Arc<ClientConfig>, String> {
 }
 
 /// Loads the trust anchors: every certificate in `ca_file`, or the system bundle.
-pub fn load_roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
+pub fn load_roots(ca_file: Option<&Path>) -> Result<Roots, String> {
     let path = ca_file.unwrap_or(Path::new(SYSTEM_ROOTS));
     let what = if ca_file.is_some() {
         "ca_file"
@@ -53,9 +74,13 @@ pub fn load_roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
     let iter = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
     let mut roots = RootCertStore::empty();
+    let mut ca_file_certs = Vec::new();
     for cert in iter {
         let cert =
             cert.map_err(|e| format!("{what} {}: bad PEM certificate: {e}", path.display()))?;
+        if ca_file.is_some() {
+            ca_file_certs.push(cert.clone());
+        }
         // A bundle may hold certificates webpki cannot use as anchors; skip those rather
         // than refuse the whole bundle, but a ca_file the operator wrote must be usable.
         if let Err(e) = roots.add(cert)
@@ -73,7 +98,10 @@ pub fn load_roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
             path.display()
         ));
     }
-    Ok(roots)
+    Ok(Roots {
+        store: roots,
+        ca_file_certs,
+    })
 }
 
 /// The name to send in SNI and to check the certificate against; IP addresses become
@@ -85,6 +113,72 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
         .unwrap_or(name);
     ServerName::try_from(bare.to_string())
         .map_err(|e| format!("\"{name}\" is not a valid TLS server name: {e}"))
+}
+
+/// The webpki check, plus: a server that presents exactly a certificate of `ca_file` is
+/// trusted when the name matches. That is the self-signed certificate of a private
+/// upstream (Dovecot, Postfix) given as its own CA; `openssl req -x509` marks such a
+/// certificate as a CA, which webpki refuses as the server's own (`CaUsedAsEndEntity`),
+/// while OpenSSL-based clients (Postfix's `smtp_tls_CAfile`, Python) accept it.
+#[derive(Debug)]
+struct WebPkiOrCaFileCert {
+    webpki: Arc<WebPkiServerVerifier>,
+    ca_file_certs: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for WebPkiOrCaFileCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            // Only `Other` (where CaUsedAsEndEntity lands): webpki checks the validity
+            // dates before the CA flag, so an expired certificate still fails as Expired.
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(_)))
+                if self
+                    .ca_file_certs
+                    .iter()
+                    .any(|c| c.as_ref() == end_entity.as_ref()) =>
+            {
+                let cert = ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&cert, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 #[derive(Debug)]
