@@ -169,6 +169,7 @@ bench_mailchute_mode() { # mode, label
 [server]
 hostname = "bench.test"
 data_dir = "./data"
+sync_method = "${BENCH_SYNC:-fsync}"
 
 [[listener]]
 name = "mx"

@@ -39,7 +39,7 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
         .map_err(|e| fail(format!("creating data_dir {}: {e}", data_dir.display())))?;
     let pid_file = PidFile::create(&data_dir)?;
 
-    let committer = Arc::new(Committer::new());
+    let committer = Arc::new(Committer::with_method(config.server.sync_method));
     let spool = Arc::new(Spool::open(&data_dir, committer.clone()).map_err(fail)?);
     let recovered = spool.recover().map_err(fail)?;
     if !recovered.is_empty() {
@@ -146,6 +146,9 @@ fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: 
             return Err(ServeError(
                 "listener addresses changed: that needs a restart".into(),
             ));
+        }
+        if new.config.server.sync_method != loaded.config.server.sync_method {
+            tracing::warn!("[server] sync_method changes take effect at the next restart");
         }
         let hostname = hostname_of(&new.config);
         let ctx = SinkContext {

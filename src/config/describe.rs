@@ -32,6 +32,11 @@ fn write_description(out: &mut String, loaded: &Loaded) -> std::fmt::Result {
         c.server.hostname.as_deref().unwrap_or("(system)")
     )?;
     writeln!(out, "data dir:  {}", c.server.data_dir.display())?;
+    let sync = match c.server.sync_method {
+        super::SyncMethod::Fsync => "fsync per file and directory, concurrent",
+        super::SyncMethod::Syncfs => "shared syncfs rounds per filesystem",
+    };
+    writeln!(out, "durable:   {sync}")?;
     if let Some(user) = &c.server.user {
         let group = c.server.group.as_deref().unwrap_or("(user's group)");
         writeln!(out, "run as:    {user}:{group}")?;

@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     #[serde(default)]
     pub local_part_case: LocalPartCase,
+    /// How writes are made durable before a success answer (see `spool::commit`).
+    #[serde(default)]
+    pub sync_method: SyncMethod,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +54,7 @@ impl Default for ServerConfig {
             group: None,
             log_format: LogFormat::default(),
             local_part_case: LocalPartCase::default(),
+            sync_method: SyncMethod::default(),
         }
     }
 }
@@ -65,6 +69,17 @@ pub enum LogFormat {
     #[default]
     Json,
     Text,
+}
+
+/// `fsync`: each file and directory fsynced, concurrently with other sessions (the journal
+/// commits them together); only our files are flushed. `syncfs`: shared `syncfs` rounds per
+/// filesystem; fewer calls, but each also flushes whatever else is dirty on that filesystem.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMethod {
+    #[default]
+    Fsync,
+    Syncfs,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]

@@ -16,9 +16,8 @@ use super::template::PathTemplate;
 use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
 use crate::config::{LineEndings, MaildirConfig};
 use crate::spool::commit::Committer;
-use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -199,22 +198,15 @@ fn prepare(
     }
 }
 
-/// Waits for one sync round on each filesystem in `paths`; the first error wins.
+/// Makes `paths` durable in one group round; the first error wins.
 async fn sync_all(committer: &Committer, paths: &[&Path]) -> Result<(), SinkError> {
-    let mut by_dev: BTreeMap<u64, &Path> = BTreeMap::new();
-    for p in paths {
-        let dev = fs::metadata(p)
-            .map_err(|e| SinkError::from_io(format!("stat {}", p.display()), &e))?
-            .dev();
-        by_dev.entry(dev).or_insert(p);
-    }
-    for p in by_dev.values() {
-        committer
-            .sync(p)
-            .await
-            .map_err(|e| SinkError::from_io(format!("sync {}", p.display()), &e))?;
-    }
-    Ok(())
+    let mut distinct: Vec<&Path> = paths.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    committer.sync(&distinct).await.map_err(|e| {
+        let names: Vec<String> = distinct.iter().map(|p| p.display().to_string()).collect();
+        SinkError::from_io(format!("sync {}", names.join(", ")), &e)
+    })
 }
 
 impl MaildirSink {

@@ -280,7 +280,7 @@ impl MhSink {
         };
         // The data is durable before a message number ever refers to it.
         self.committer
-            .sync(&tmp)
+            .sync(&[&tmp])
             .await
             .map_err(|e| cleanup(io_err("sync", &tmp, &e)))?;
         let (f, t) = (folder.clone(), tmp.clone());
@@ -288,10 +288,11 @@ impl MhSink {
             local::blocking(&what, move || number_message(&f, &t, local::LOCK_WAIT))
                 .await
                 .map_err(cleanup)?;
+        // The folder's entries: the new number (and the renamed .mh_sequences).
         self.committer
-            .sync(&target)
+            .sync(&[&folder])
             .await
-            .map_err(|e| io_err("sync", &target, &e))?;
+            .map_err(|e| io_err("sync", &folder, &e))?;
         let mut detail = format!("stored as {}", target.display());
         if let Some(p) = seq_problem {
             tracing::warn!(folder = %folder.display(), "{p}");

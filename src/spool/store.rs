@@ -439,7 +439,12 @@ impl Spool {
         })
         .await;
         written?;
-        if let Err(e) = self.committer.sync(&self.layout.queue).await {
+        let (data, sidecar) = (self.layout.message(&msg.id), self.layout.sidecar(&msg.id));
+        if let Err(e) = self
+            .committer
+            .sync(&[&data, &sidecar, &self.layout.queue])
+            .await
+        {
             let layout = self.layout.clone();
             let id = msg.id.clone();
             let _ = blocking(move || {
@@ -479,8 +484,9 @@ impl Spool {
             Ok(())
         })
         .await?;
+        let sidecar = self.layout.sidecar(&entry.envelope.id);
         self.committer
-            .sync(&self.layout.queue)
+            .sync(&[&sidecar, &self.layout.queue])
             .await
             .map_err(|e| SpoolError::io("sync", &self.layout.queue, e))
     }
@@ -540,8 +546,10 @@ impl Spool {
             }
         })
         .await?;
+        // The data file was fsynced when it was queued; the renames need both directories.
+        let dead_sidecar = self.layout.dead.join(format!("{}.json", entry.envelope.id));
         self.committer
-            .sync(&self.layout.dead)
+            .sync(&[&dead_sidecar, &self.layout.dead, &self.layout.queue])
             .await
             .map_err(|e| SpoolError::io("sync", &self.layout.dead, e))
     }
