@@ -20,12 +20,18 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(Command::Ehlo(name) | Command::Helo(name) | Command::Lhlo(name)) => {
             clean("HELO name", &name);
-            assert!(!name.is_empty() && !name.contains([' ', '\t']), "HELO name {name:?}");
+            assert!(
+                !name.is_empty() && !name.contains([' ', '\t']),
+                "HELO name {name:?}"
+            );
         }
         Ok(Command::XForward(attrs)) => {
             assert!(!attrs.is_empty());
             for (_, value) in attrs {
-                assert!(!value.chars().any(char::is_control), "XFORWARD value {value:?}");
+                assert!(
+                    !value.chars().any(char::is_control),
+                    "XFORWARD value {value:?}"
+                );
             }
         }
         Ok(_) => {}

@@ -129,7 +129,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole.size, want.len() as u64, "size");
     assert_eq!(whole.too_big, max_size > 0 && whole.size > max_size);
     if whole.too_big || whole.line_too_long {
-        assert!(want.starts_with(&whole.message), "aborted message is not a prefix");
+        assert!(
+            want.starts_with(&whole.message),
+            "aborted message is not a prefix"
+        );
     } else {
         assert_eq!(whole.message, want, "message differs from RFC 5321 4.5.2");
     }

@@ -13,7 +13,11 @@ use mailchute::smtpd::proxy_header::{MAX_HEADER, Parsed, parse};
 
 fuzz_target!(|data: &[u8]| {
     if let Parsed::Done { len, .. } = parse(data) {
-        assert!(len <= data.len(), "Done {{ len: {len} }} of {} bytes", data.len());
+        assert!(
+            len <= data.len(),
+            "Done {{ len: {len} }} of {} bytes",
+            data.len()
+        );
     }
     let mut decided = false;
     for end in 1..=data.len() {

@@ -88,8 +88,13 @@ fn check_output(out: &[u8]) {
             line.len() >= 3 && line[..3].iter().all(u8::is_ascii_digit),
             "output line without 3-digit code: {shown:?}"
         );
-        let code = u16::from(line[0] - b'0') * 100 + u16::from(line[1] - b'0') * 10 + u16::from(line[2] - b'0');
-        assert!((200..600).contains(&code), "reply code {code} out of 2xx-5xx: {shown:?}");
+        let code = u16::from(line[0] - b'0') * 100
+            + u16::from(line[1] - b'0') * 10
+            + u16::from(line[2] - b'0');
+        assert!(
+            (200..600).contains(&code),
+            "reply code {code} out of 2xx-5xx: {shown:?}"
+        );
         if let Some(prev) = continued.take() {
             assert_eq!(prev, code, "multi-line reply changes code: {shown:?}");
         }
@@ -134,7 +139,11 @@ fuzz_target!(|data: &[u8]| {
             Protocol::Smtp
         },
         hostname: "mx.example.org".into(),
-        max_message_size: if c1 < 128 { 0 } else { u64::from(c1 - 127) * 16 },
+        max_message_size: if c1 < 128 {
+            0
+        } else {
+            u64::from(c1 - 127) * 16
+        },
         max_recipients: usize::from(c3 % 8),
         max_line_length: if c2 < 128 { 0 } else { u64::from(c2 - 127) },
         max_errors: [0, 1, 2, 3, 5, 10, 20, 100][usize::from(c0 >> 5)],
