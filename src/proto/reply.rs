@@ -110,14 +110,17 @@ impl Reply {
     }
 
     /// The reply with an enhanced code derived from its class (`2.0.0`, `4.0.0`, `5.0.0`)
-    /// when it has none; 1xx/3xx replies stay without. We advertise ENHANCEDSTATUSCODES,
-    /// so replies handed to the session by the I/O layer must carry one.
+    /// when it has none, and with the class of the reply when it has another (RFC 3463: the
+    /// class repeats the reply code's; a `554 4.2.0` says "permanent" and "temporary" at
+    /// once, and clients that trust the enhanced code would retry or bounce wrongly).
+    /// 1xx/3xx replies stay as they are. We advertise ENHANCEDSTATUSCODES, so replies
+    /// handed to the session by the I/O layer must carry a consistent one.
     pub fn with_default_enhanced(mut self) -> Reply {
-        if self.enhanced.is_none() {
-            let class = (self.code / 100) as u8;
-            if matches!(class, 2 | 4 | 5) {
-                self.enhanced = Some(Enhanced::new(class, 0, 0));
-            }
+        let class = (self.code / 100) as u8;
+        if matches!(class, 2 | 4 | 5) {
+            self.enhanced
+                .get_or_insert(Enhanced::new(class, 0, 0))
+                .class = class;
         }
         self
     }
@@ -216,5 +219,16 @@ mod tests {
         assert_eq!(r.render(), b"451 4.0.0 try later\r\n");
         let r = Reply::plain(354, "go").with_default_enhanced();
         assert_eq!(r.render(), b"354 go\r\n");
+    }
+
+    /// Found by fuzzing (fuzz target `session`): an I/O layer's `554 4.2.0` was sent as is.
+    #[test]
+    fn default_enhanced_takes_the_reply_class() {
+        let r = Reply::new(554, "4.2.0", "full").with_default_enhanced();
+        assert_eq!(r.render(), b"554 5.2.0 full\r\n");
+        let r = Reply::new(250, "5.1.1", "odd").with_default_enhanced();
+        assert_eq!(r.render(), b"250 2.1.1 odd\r\n");
+        let r = Reply::new(451, "4.3.0", "same").with_default_enhanced();
+        assert_eq!(r.render(), b"451 4.3.0 same\r\n");
     }
 }

@@ -324,6 +324,9 @@ fn rejections_are_coerced() {
         "451 4.3.0 Error: internal error\r\n"
     );
     assert_eq!(c.s.mail_from(), None);
+    // Found by fuzzing: an enhanced code of another class than the reply code was passed on.
+    c.answers = vec![Some(Reply::new(554, "4.2.0", "mixed"))];
+    assert_eq!(c.send(b"MAIL FROM:<a@b>\r\n"), "554 5.2.0 mixed\r\n");
 }
 
 #[test]

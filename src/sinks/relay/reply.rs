@@ -135,7 +135,13 @@ fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
         Some(b'-') => (false, &line[4..]),
         Some(_) => return Err(bad()),
     };
-    Ok((code, last, String::from_utf8_lossy(text).into_owned()))
+    // RFC 5321 4.2: reply text is printable ASCII, SP and HT. A bare CR or another control
+    // byte from an upstream would go on into logs, error messages and the spool's records.
+    let text = String::from_utf8_lossy(text)
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect();
+    Ok((code, last, text))
 }
 
 /// What an EHLO/LHLO reply advertised. Keywords are compared case-insensitively.
@@ -283,6 +289,14 @@ mod tests {
         assert_eq!(parse_reply(&many), Err(ReplyError::TooLong));
         // Non-UTF-8 text is not an error.
         assert_eq!(parse_reply(b"250 \xff\r\n").unwrap().unwrap().0.code, 250);
+    }
+
+    /// Found by fuzzing (fuzz target `reply`): a bare CR inside a line was kept in the text.
+    #[test]
+    fn control_characters_in_text_become_spaces() {
+        let r = parse_all("354 End data\r<CR><LF>\x00\x1b[31m\tx\r\n");
+        assert_eq!(r.lines, vec!["End data <CR><LF>  [31m\tx"]);
+        assert!(!r.one_line().contains('\r'));
     }
 
     #[test]
