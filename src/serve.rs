@@ -57,8 +57,8 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     let listeners = listener_settings(config)?;
 
     let mut bound = Vec::new();
-    for (i, l) in config.listeners.iter().enumerate() {
-        let name = listener_name(l, i);
+    for l in &config.listeners {
+        let name = listener_name(l);
         bound.push((name.clone(), listener::bind(l, &name).map_err(fail)?));
         tracing::info!(listener = %name, address = %l.address, protocol = ?l.protocol, mode = ?l.mode, "listening");
     }
@@ -182,8 +182,8 @@ fn listener_settings(
     config: &Config,
 ) -> Result<HashMap<String, Arc<ListenerSettings>>, ServeError> {
     let mut map = HashMap::new();
-    for (i, l) in config.listeners.iter().enumerate() {
-        let s = ListenerSettings::build(l, i).map_err(fail)?;
+    for l in &config.listeners {
+        let s = ListenerSettings::build(l).map_err(fail)?;
         map.insert(s.name.clone(), Arc::new(s));
     }
     Ok(map)

@@ -39,16 +39,15 @@ pub struct SettingsError {
     pub message: String,
 }
 
-/// The name a listener goes by in logs and envelopes.
-pub fn listener_name(l: &ListenerConfig, index: usize) -> String {
-    l.name
-        .clone()
-        .unwrap_or_else(|| format!("listener-{index}"))
+/// The name a listener goes by in logs and envelopes: its `name`, else its address (as
+/// the config loader fills it in).
+pub fn listener_name(l: &ListenerConfig) -> String {
+    l.name.clone().unwrap_or_else(|| l.address.clone())
 }
 
 impl ListenerSettings {
-    pub fn build(l: &ListenerConfig, index: usize) -> Result<ListenerSettings, SettingsError> {
-        let name = listener_name(l, index);
+    pub fn build(l: &ListenerConfig) -> Result<ListenerSettings, SettingsError> {
+        let name = listener_name(l);
         let err = |message: String| SettingsError {
             name: name.clone(),
             message,
