@@ -336,7 +336,8 @@ impl Conn {
             listener: &self.settings.name,
             client_ip: self.peer.ip.map(|ip| ip.to_string()).as_deref(),
             helo: envelope.client.helo.as_deref(),
-            tls: envelope.client.tls.as_deref(),
+            // Always present, so every line has the same fields.
+            tls: envelope.client.tls.as_deref().or(Some("none")),
             forwarded: forwarded_facts(&envelope.client),
             from: &envelope.mail_from,
             rcpts: &envelope.rcpts,

@@ -107,11 +107,30 @@ fn tls_listener(dir: &Path, mode: &str) -> String {
 #[test]
 fn swaks_starttls() {
     let certs = tempfile::tempdir().unwrap();
-    let (m, port) = start_maildir(&tls_listener(certs.path(), "starttls"));
+    let (mut m, port) = start_maildir(&tls_listener(certs.path(), "starttls"));
     let msg = message("starttls", "Over TLS.\r\n");
     let t = swaks_to(port, m.dir(), &msg, &["-tls"]);
     assert!(t.contains("TLS started"), "{t}");
     assert_single_lf(&m, &msg);
+    // The TLS facts reach the Received header and the transaction log line.
+    let stored = &read_maildir(&m.path("Maildir"))[0];
+    let received = String::from_utf8_lossy(split_received(stored).0).into_owned();
+    assert!(received.contains("with ESMTPS"), "{received}");
+    assert!(received.contains("(TLSv1."), "{received}");
+    m.stop(); // the transaction line is written after the reply
+    let tx: Vec<_> = m
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "transaction")
+        .collect();
+    assert_eq!(tx.len(), 1, "{}", m.log());
+    assert!(
+        tx[0]["tls"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("TLSv1.")),
+        "{}",
+        tx[0]
+    );
 }
 
 #[test]
