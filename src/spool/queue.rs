@@ -440,12 +440,13 @@ impl Queue {
         entry.pending = still_pending;
 
         if entry.pending.is_empty() {
-            if !entry.failed.is_empty() && wants_dsn(&entry) {
-                let failures = entry.failed.clone();
-                self.send_dsn(&entry, &failures).await;
-            } else if !entry.failed.is_empty() {
-                // Nobody will hear of the rejection by DSN (null sender, or DSNs off for
-                // this listener): keep the message in dead/ so it is not silently gone.
+            let told_by_dsn = !entry.failed.is_empty()
+                && wants_dsn(&entry)
+                && self.send_dsn(&entry, &entry.failed).await;
+            if !entry.failed.is_empty() && !told_by_dsn {
+                // Nobody will hear of the rejection by DSN (null sender, DSNs off for this
+                // listener, or the DSN could not be queued): keep the message in dead/ so it
+                // is not silently gone.
                 let reason = entry
                     .failed
                     .iter()
@@ -534,18 +535,20 @@ impl Queue {
         }
     }
 
-    /// Queues a DSN to the entry's sender listing `failures`. Problems are logged: the
-    /// original is handled (removed or dead-lettered) either way.
-    async fn send_dsn(&self, entry: &QueueEntry, failures: &[FailedRcpt]) {
+    /// Queues a DSN to the entry's sender listing `failures`; true if it is in the spool.
+    /// Problems are logged: a caller that gets false keeps the original in dead/.
+    async fn send_dsn(&self, entry: &QueueEntry, failures: &[FailedRcpt]) -> bool {
         let id = &entry.envelope.id;
         match self.queue_dsn(entry, failures).await {
             Ok(Some(dsn)) => {
                 tracing::info!(id = %id, dsn = %dsn.envelope.id, to = %entry.envelope.mail_from, recipients = failures.len(), "DSN queued");
                 self.submit(dsn);
+                true
             }
-            Ok(None) => {}
+            Ok(None) => false,
             Err(e) => {
                 tracing::error!(id = %id, to = %entry.envelope.mail_from, error = %e, "could not queue DSN");
+                false
             }
         }
     }

@@ -620,6 +620,17 @@ fn queued_rejection_sends_a_dsn_to_the_sender() {
 
 #[test]
 fn null_sender_rejection_is_dead_lettered_without_dsn() {
+    rejection_is_dead_lettered_without_dsn("");
+}
+
+/// A DSN that cannot be queued (no route leads to the sender) must not take the original
+/// with it: the rejected message stays in dead/.
+#[test]
+fn rejection_whose_dsn_has_no_route_is_dead_lettered() {
+    rejection_is_dead_lettered_without_dsn("someone@unrouted.test");
+}
+
+fn rejection_is_dead_lettered_without_dsn(sender: &str) {
     let port = free_port();
     let out = tempfile::tempdir().unwrap();
     let senders = out.path().join("senders.txt");
@@ -630,7 +641,7 @@ fn null_sender_rejection_is_dead_lettered_without_dsn() {
         &exec_sink("reject", "cat >/dev/null; exit 67", &[]),
     ));
     let msg = message("bounce-of-bounce", "A bounce that bounces.\r\n");
-    let r = send(port, "", &["x@bad.test"], &msg);
+    let r = send(port, sender, &["x@bad.test"], &msg);
     assert_eq!(r.code, 250, "queued: {r:?}");
     let id = reply_id(&r);
 
@@ -655,7 +666,7 @@ fn null_sender_rejection_is_dead_lettered_without_dsn() {
         "dead letter reason names the recipient and status: {sidecar:#}"
     );
     wait_queue_empty(&m, Duration::from_secs(10));
-    // No DSN to the null sender (and nothing routed anywhere else).
+    // No DSN (and nothing routed anywhere else).
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(maildir_count(&m.path("S")), 0, "a DSN to <>?");
     assert!(!senders.exists(), "something was delivered to @sender.test");
