@@ -7,17 +7,21 @@
 //! fsynced before success is reported; if anything fails half-way, the file is truncated
 //! back to its length before the append so no partial message stays behind.
 //!
-//! mbox cannot recognise a message it already holds: a retry after a failure that came
-//! after the fsync (only the reply was lost) appends a second copy.
+//! A crash cannot truncate, so each append is first recorded in the mbox's append journal
+//! ([`mbox_journal`](super::mbox_journal), `.NAME.mailchute-append` beside it; mailchute
+//! needs write access to the mbox's directory): the next append cuts a torn one away, and
+//! a retry of an append that completed (the crash came before the spool heard of it) is
+//! recognised instead of written twice.
 
 use super::local::{self, CrlfToLf, MboxQuoter};
+use super::mbox_journal::{Journal, Leftover, Record};
 use super::template::PathTemplate;
 use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
 use crate::config::MboxConfig;
 use crate::spool::commit::fsync_dir;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -111,7 +115,21 @@ fn separator_needed(file: &File, len: u64) -> io::Result<&'static [u8]> {
     })
 }
 
-fn write_message(file: &mut File, from: &str, message: &Path, sep: &[u8]) -> io::Result<u64> {
+/// Counts what [`write_message`] would write, so the journal can record where it ends.
+#[derive(Default)]
+struct ByteCounter(u64);
+
+impl Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_message(file: &mut impl Write, from: &str, message: &Path, sep: &[u8]) -> io::Result<u64> {
     let mut src = File::open(message)?;
     let mut crlf = CrlfToLf::default();
     let mut quote = MboxQuoter::default();
@@ -150,17 +168,44 @@ fn append(
     path: &Path,
     create: bool,
     lock_wait: Duration,
+    id: &str,
     from: &str,
     message: &Path,
-) -> Result<u64, SinkError> {
+) -> Result<Appended, SinkError> {
     let (mut file, created) = open_mbox(path, create)?;
     local::lock_exclusive(&file, path, lock_wait)?;
     let io_err =
         |what: &str, e: &io::Error| SinkError::from_io(format!("{what} {}", path.display()), e);
-    let len = file.metadata().map_err(|e| io_err("stat", &e))?.len();
-    let result = separator_needed(&file, len)
-        .and_then(|sep| write_message(&mut file, from, message, sep))
-        .and_then(|n| file.sync_data().map(|()| n));
+    let meta = file.metadata().map_err(|e| io_err("stat", &e))?;
+    let ino = meta.ino();
+    let journal = Journal::for_mbox(path);
+    let mut len = meta.len();
+    if let Some(done) = settle_last_append(&file, &journal, ino, &mut len, id)
+        .map_err(|e| io_err("recover the last append to", &e))?
+    {
+        return Ok(done);
+    }
+    let sep = separator_needed(&file, len).map_err(|e| io_err("read", &e))?;
+    let total = write_message(&mut ByteCounter::default(), from, message, sep)
+        .map_err(|e| io_err("read the message for", &e))?;
+    let record = Record {
+        ino,
+        start: len,
+        end: len + total,
+        id: id.to_owned(),
+        head: [sep, from.as_bytes()].concat(),
+    };
+    journal.write(&record).map_err(|e| {
+        SinkError::from_io(
+            format!(
+                "write the append journal {} (mailchute needs write access to the mbox's directory)",
+                journal.path().display()
+            ),
+            &e,
+        )
+    })?;
+    let result =
+        write_message(&mut file, from, message, sep).and_then(|n| file.sync_data().map(|()| n));
     match result {
         Ok(n) => {
             if created && let Some(dir) = path.parent() {
@@ -171,7 +216,7 @@ fn append(
                 };
                 fsync_dir(dir).map_err(|e| io_err("fsync the directory of", &e))?;
             }
-            Ok(n)
+            Ok(Appended::Now(n))
         }
         Err(e) => {
             // Still holding the lock: nobody appended after us, so cutting back to `len`
@@ -188,6 +233,49 @@ fn append(
     // The lock goes with `file`.
 }
 
+/// What an append did.
+#[derive(Debug, PartialEq, Eq)]
+enum Appended {
+    /// Wrote this many bytes.
+    Now(u64),
+    /// An earlier attempt of this delivery had appended these bytes (made durable now).
+    Earlier(u64),
+}
+
+/// Acts on the journal's last record before a new append, under the lock: cuts away an
+/// append a crash left torn (updating `len`), or finds that `id` is already there.
+fn settle_last_append(
+    file: &File,
+    journal: &Journal,
+    ino: u64,
+    len: &mut u64,
+    id: &str,
+) -> io::Result<Option<Appended>> {
+    let Some(last) = journal.read()? else {
+        return Ok(None);
+    };
+    match last.leftover(file, ino, *len)? {
+        Leftover::Partial => {
+            tracing::warn!(
+                mbox = %journal.path().with_file_name("").display(),
+                id = %last.id,
+                from = last.start,
+                to = *len,
+                "cutting away an append a crash left unfinished"
+            );
+            file.set_len(last.start)?;
+            file.sync_data()?;
+            *len = last.start;
+            Ok(None)
+        }
+        Leftover::Complete if last.id == id => {
+            file.sync_data()?;
+            Ok(Some(Appended::Earlier(last.end - last.start)))
+        }
+        Leftover::Complete | Leftover::Unrelated => Ok(None),
+    }
+}
+
 impl MboxSink {
     async fn deliver_all(&self, d: &Delivery<'_>) -> RcptResults {
         let mut groups = local::group_by_path(&self.path, d.rcpts);
@@ -195,11 +283,18 @@ impl MboxSink {
         for (path, members) in std::mem::take(&mut groups.groups) {
             let (create, wait, from) = (self.create, self.lock_wait, from.clone());
             let (p, msg): (PathBuf, PathBuf) = (path.clone(), d.message.to_path_buf());
+            let id = d.id.to_owned();
             let what = format!("append to {}", path.display());
-            let r = local::blocking(&what, move || append(&p, create, wait, &from, &msg))
+            let r = local::blocking(&what, move || append(&p, create, wait, &id, &from, &msg))
                 .await
-                .map(|n| Delivered {
-                    detail: format!("appended {n} bytes to {}", path.display()),
+                .map(|a| Delivered {
+                    detail: match a {
+                        Appended::Now(n) => format!("appended {n} bytes to {}", path.display()),
+                        Appended::Earlier(n) => format!(
+                            "already in {} ({n} bytes appended by an earlier attempt)",
+                            path.display()
+                        ),
+                    },
                 });
             groups.set(&members, &r);
         }
@@ -225,7 +320,8 @@ impl Sink for MboxSink {
             local::blocking("mbox health check", move || match file {
                 Some(f) if f.exists() => {
                     if local::access_ok(&f, libc::W_OK | libc::R_OK) {
-                        Ok(())
+                        // The append journal lives beside the mbox.
+                        local::check_dir_writable(&dir, false)
                     } else {
                         Err(SinkError::temporary(
                             "4.3.0",
@@ -400,6 +496,64 @@ mod tests {
         assert!(missing.healthcheck().await.is_err());
     }
 
+    /// A crash in the middle of an append (simulated: the journal record is written, the
+    /// append stops half-way) is cut away by the next append; a retry of an append that
+    /// completed is recognised and writes nothing.
+    #[test]
+    fn torn_append_is_cut_away_and_a_completed_one_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("box");
+        let old = b"From x Thu Jan  1 00:00:00 1970\nold\n\n".to_vec();
+        fs_write(&mbox, &old);
+        let msg = dir.path().join("m");
+        fs_write(&msg, b"Subject: torn\r\n\r\nline one\r\nline two\r\n");
+        let from = "From a@b Thu Jan  1 00:00:01 1970\n";
+        let wait = Duration::from_secs(1);
+
+        let done = append(&mbox, false, wait, "A", from, &msg).unwrap();
+        let whole = std::fs::read(&mbox).unwrap();
+        let Appended::Now(n) = done else {
+            panic!("{done:?}")
+        };
+        assert_eq!(n as usize, whole.len() - old.len());
+        // The same delivery again (the spool never heard of the first): nothing appended.
+        assert_eq!(
+            append(&mbox, false, wait, "A", from, &msg).unwrap(),
+            Appended::Earlier(n)
+        );
+        assert_eq!(std::fs::read(&mbox).unwrap(), whole);
+
+        // Delivery B is torn after its first 10 bytes; C then comes along.
+        let before_b = whole.len();
+        append(&mbox, false, wait, "B", from, &msg).unwrap();
+        let f = OpenOptions::new().write(true).open(&mbox).unwrap();
+        f.set_len(before_b as u64 + 10).unwrap();
+        drop(f);
+        append(&mbox, false, wait, "C", from, &msg).unwrap();
+        let after = std::fs::read(&mbox).unwrap();
+        assert_eq!(&after[..before_b], &whole[..], "earlier messages untouched");
+        assert_eq!(&after[before_b..], &whole[old.len()..], "only C after A");
+
+        let p = mbox.to_str().unwrap();
+        let body = b"Subject: torn\n\nline one\nline two\n";
+        assert_eq!(python(READ_BACK, &[p, "1", "3"]), body);
+        assert_eq!(python(READ_BACK, &[p, "2", "3"]), body);
+
+        // A mailbox rewritten by someone else meanwhile is left alone.
+        fs_write(&mbox, b"From y Fri Jan  2 00:00:00 1970\nnew\n\n");
+        append(&mbox, false, wait, "D", from, &msg).unwrap();
+        let f = OpenOptions::new().write(true).open(&mbox).unwrap();
+        f.set_len(20).unwrap();
+        drop(f);
+        fs_write(&mbox, b"From y Fri Jan  2 00:00:00 1970\nnewer\n");
+        append(&mbox, false, wait, "E", from, &msg).unwrap();
+        assert!(
+            std::fs::read(&mbox)
+                .unwrap()
+                .starts_with(b"From y Fri Jan  2 00:00:00 1970\nnewer\n\nFrom a@b ")
+        );
+    }
+
     #[test]
     fn failed_write_is_truncated_away() {
         let dir = tempfile::tempdir().unwrap();
@@ -407,7 +561,14 @@ mod tests {
         fs_write(&mbox, b"From x Thu Jan  1 00:00:00 1970\nold\n\n");
         // The message cannot be read (a directory): the From line is already written
         // when reading fails, and must be cut away again.
-        let r = append(&mbox, false, Duration::from_secs(1), "From x\n", dir.path());
+        let r = append(
+            &mbox,
+            false,
+            Duration::from_secs(1),
+            "A",
+            "From x\n",
+            dir.path(),
+        );
         assert!(r.is_err());
         assert_eq!(
             std::fs::read(&mbox).unwrap(),

@@ -14,6 +14,7 @@ pub mod exec;
 mod local;
 pub mod maildir;
 pub mod mbox;
+mod mbox_journal;
 pub mod mh;
 pub mod relay;
 pub mod template;
