@@ -15,8 +15,12 @@
 //! and start over if not. (An nmh process rewrites the file in place, so the two co-operate
 //! on the lock; at worst one of them loses a sequence update, never a message.)
 //!
-//! MH has no place to record which delivery a message came from, so a retry of a delivery
-//! whose success reply was lost stores a second copy.
+//! The temporary file's name derives from the delivery id, so a retry finds what an earlier
+//! attempt left: a file with a second link was numbered before a crash cut the attempt short
+//! (the retry finishes that attempt instead of storing a second copy); a file without one was
+//! never numbered and is replaced — never rewritten in place, since its inode might be a
+//! numbered message. A retry after the temporary name was removed (only the success reply
+//! was lost) cannot be recognised and stores a second copy.
 
 use super::local;
 use super::template::PathTemplate;
@@ -55,14 +59,32 @@ fn io_err(what: &str, path: &Path, e: &io::Error) -> SinkError {
     SinkError::from_io(format!("{what} {}", path.display()), e)
 }
 
-/// Creates the folder if allowed, then writes the message to a hidden temporary file in it.
-fn write_tmp(
+/// The hidden temporary name of delivery `id` in `folder`.
+fn tmp_name(folder: &Path, id: &str) -> PathBuf {
+    let safe_id: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    folder.join(format!(".mailchute-{safe_id}.tmp"))
+}
+
+/// What the temporary file of a delivery is when the numbering step begins.
+enum Prepared {
+    /// Written by this attempt.
+    Written(PathBuf),
+    /// Left by an earlier attempt that numbered it (inode `ino`) and then died.
+    Numbered(PathBuf, u64),
+}
+
+/// Creates the folder if allowed, then writes the message to a hidden temporary file in it
+/// — unless an earlier attempt already numbered that file.
+fn prepare(
     folder: &Path,
     create: bool,
     id: &str,
     message: &Path,
     endings: LineEndings,
-) -> Result<PathBuf, SinkError> {
+) -> Result<Prepared, SinkError> {
     if !folder.is_dir() {
         if !create {
             return Err(SinkError::temporary(
@@ -79,17 +101,19 @@ fn write_tmp(
             .create(folder)
             .map_err(|e| io_err("create", folder, &e))?;
     }
-    let safe_id: String = id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let tmp = folder.join(format!(".mailchute-{safe_id}.tmp"));
+    let tmp = tmp_name(folder, id);
+    match fs::symlink_metadata(&tmp) {
+        Ok(m) if m.is_file() && m.nlink() > 1 => return Ok(Prepared::Numbered(tmp, m.ino())),
+        // Torn or never numbered: start afresh (never truncate: see the module comment).
+        Ok(_) => fs::remove_file(&tmp).map_err(|e| io_err("remove", &tmp, &e))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("stat", &tmp, &e)),
+    }
     let write = || -> Result<(), SinkError> {
         let mut src = File::open(message).map_err(|e| io_err("open", message, &e))?;
         let mut dst = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io_err("create", &tmp, &e))?;
@@ -100,7 +124,7 @@ fn write_tmp(
     write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })?;
-    Ok(tmp)
+    Ok(Prepared::Written(tmp))
 }
 
 /// Opens and locks `.mh_sequences`, making sure the locked file is the one at the path.
@@ -152,6 +176,24 @@ fn highest_number(folder: &Path) -> Result<u64, SinkError> {
         }
     }
     Ok(max)
+}
+
+/// The message number whose file is inode `ino`, if any.
+fn number_of_inode(folder: &Path, ino: u64) -> Result<Option<u64>, SinkError> {
+    for entry in fs::read_dir(folder).map_err(|e| io_err("read", folder, &e))? {
+        let entry = entry.map_err(|e| io_err("read", folder, &e))?;
+        let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if entry.metadata().is_ok_and(|m| m.ino() == ino) {
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
 }
 
 /// `.mh_sequences` with `n` added to `seq`; other lines are kept byte for byte.
@@ -256,16 +298,36 @@ fn number_message(
         }
     };
     let _ = fs::remove_file(tmp);
-    let seq_problem = update_sequences(&mut seq_file, &seq_path, n)
-        .err()
-        .map(|e| {
-            format!(
-                "message stored, but updating {} failed: {e}",
-                seq_path.display()
-            )
-        });
+    let seq_problem = mark_unseen(&mut seq_file, &seq_path, n);
     Ok((target, seq_problem))
     // The lock goes with `seq_file`.
+}
+
+/// Under the lock: finish an earlier attempt that numbered `tmp` (inode `ino`) and died
+/// before it removed the temporary name or marked the message unseen. The message was
+/// delivered even if no number in the folder refers to it any more (refiled, or deleted
+/// by its reader): the other link proves it. Returns its number, if it still has one.
+fn finish_numbered(
+    folder: &Path,
+    tmp: &Path,
+    ino: u64,
+    wait: Duration,
+) -> Result<(Option<PathBuf>, Option<String>), SinkError> {
+    let (mut seq_file, seq_path) = lock_sequences(folder, wait)?;
+    let n = number_of_inode(folder, ino)?;
+    fs::remove_file(tmp).map_err(|e| io_err("remove", tmp, &e))?;
+    let seq_problem = n.and_then(|n| mark_unseen(&mut seq_file, &seq_path, n));
+    Ok((n.map(|n| folder.join(n.to_string())), seq_problem))
+}
+
+/// Adds `n` to the unseen sequence; a failure is reported, not fatal: the message is there.
+fn mark_unseen(seq_file: &mut File, seq_path: &Path, n: u64) -> Option<String> {
+    update_sequences(seq_file, seq_path, n).err().map(|e| {
+        format!(
+            "message stored, but updating {} failed: {e}",
+            seq_path.display()
+        )
+    })
 }
 
 impl MhSink {
@@ -273,7 +335,16 @@ impl MhSink {
         let (create, endings) = (self.create, self.line_endings);
         let (f, id, msg) = (folder.clone(), d.id.to_string(), d.message.to_path_buf());
         let what = format!("deliver to {}", folder.display());
-        let tmp = local::blocking(&what, move || write_tmp(&f, create, &id, &msg, endings)).await?;
+        let tmp =
+            match local::blocking(&what, move || prepare(&f, create, &id, &msg, endings)).await? {
+                Prepared::Written(tmp) => tmp,
+                Prepared::Numbered(tmp, ino) => {
+                    let (f, t) = (folder.clone(), tmp.clone());
+                    let finish = move || finish_numbered(&f, &t, ino, local::LOCK_WAIT);
+                    let (target, seq_problem) = local::blocking(&what, finish).await?;
+                    return self.numbered(&folder, target, seq_problem, true).await;
+                }
+            };
         let cleanup = |e: SinkError| {
             let _ = fs::remove_file(&tmp);
             e
@@ -288,12 +359,30 @@ impl MhSink {
             local::blocking(&what, move || number_message(&f, &t, local::LOCK_WAIT))
                 .await
                 .map_err(cleanup)?;
-        // The folder's entries: the new number (and the renamed .mh_sequences).
-        self.committer
-            .sync(&[&folder])
+        self.numbered(&folder, Some(target), seq_problem, false)
             .await
-            .map_err(|e| io_err("sync", &folder, &e))?;
-        let mut detail = format!("stored as {}", target.display());
+    }
+
+    /// Makes the folder's entries durable (the new number, the renamed `.mh_sequences`)
+    /// and reports the delivery.
+    async fn numbered(
+        &self,
+        folder: &Path,
+        target: Option<PathBuf>,
+        seq_problem: Option<String>,
+        by_earlier_attempt: bool,
+    ) -> Result<Delivered, SinkError> {
+        self.committer
+            .sync(&[folder])
+            .await
+            .map_err(|e| io_err("sync", folder, &e))?;
+        let mut detail = match &target {
+            Some(t) => format!("stored as {}", t.display()),
+            None => format!("stored in {}, since refiled or deleted", folder.display()),
+        };
+        if by_earlier_attempt {
+            detail.push_str(" (by an earlier attempt)");
+        }
         if let Some(p) = seq_problem {
             tracing::warn!(folder = %folder.display(), "{p}");
             detail.push_str(&format!(" ({p})"));
@@ -442,6 +531,68 @@ mod tests {
             "unseen: 1-8\n"
         );
         assert!(s.healthcheck().await.is_ok());
+    }
+
+    /// The states a crash can leave: a temporary file already numbered (a second link),
+    /// and a torn one that never was. Neither becomes a second copy, and a numbered message
+    /// is never rewritten in place.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn retry_after_a_crash_finishes_or_replaces_the_earlier_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = dir.path().join("msg");
+        std::fs::write(&msg, b"Subject: x\r\n\r\nhi\r\n").unwrap();
+        let folder = dir.path().join("Mail/fred/inbox");
+        std::fs::create_dir_all(&folder).unwrap();
+        let env = envelope("", &["fred@x"]);
+        let deliver = |id: &'static str| {
+            let (s, env, msg) = (sink(dir.path(), LineEndings::Lf), env.clone(), msg.clone());
+            async move {
+                let d = Delivery {
+                    id,
+                    envelope: &env,
+                    rcpts: &env.rcpts,
+                    message: &msg,
+                    first_attempt: false,
+                };
+                s.deliver(&d).await.remove(0)
+            }
+        };
+
+        // Attempt A died after linking its file as 1, before unlinking the temporary name
+        // and marking it unseen.
+        std::fs::write(folder.join("1"), b"Subject: x\n\nhi\n").unwrap();
+        std::fs::hard_link(folder.join("1"), tmp_name(&folder, "A")).unwrap();
+        let ino = std::fs::metadata(folder.join("1")).unwrap().ino();
+        let r = deliver("A").await.unwrap();
+        assert!(r.detail.contains("earlier attempt"), "{r:?}");
+        assert!(!tmp_name(&folder, "A").exists());
+        assert!(!folder.join("2").exists(), "a second copy");
+        assert_eq!(std::fs::metadata(folder.join("1")).unwrap().ino(), ino);
+        assert_eq!(
+            std::fs::read_to_string(folder.join(".mh_sequences")).unwrap(),
+            "unseen: 1\n"
+        );
+
+        // Attempt B died while writing its temporary file: replaced, then numbered.
+        std::fs::write(tmp_name(&folder, "B"), b"Subj").unwrap();
+        let r = deliver("B").await.unwrap();
+        assert!(!r.detail.contains("earlier attempt"), "{r:?}");
+        assert_eq!(
+            std::fs::read(folder.join("2")).unwrap(),
+            b"Subject: x\n\nhi\n"
+        );
+        assert_eq!(
+            std::fs::read(folder.join("1")).unwrap(),
+            b"Subject: x\n\nhi\n"
+        );
+
+        // Attempt C numbered its file, which was then refiled away: still delivered.
+        std::fs::write(folder.join("3"), b"Subject: x\n\nhi\n").unwrap();
+        std::fs::hard_link(folder.join("3"), tmp_name(&folder, "C")).unwrap();
+        std::fs::rename(folder.join("3"), dir.path().join("refiled")).unwrap();
+        let r = deliver("C").await.unwrap();
+        assert!(r.detail.contains("refiled or deleted"), "{r:?}");
+        assert!(!folder.join("3").exists() && !tmp_name(&folder, "C").exists());
     }
 
     #[test]
