@@ -130,23 +130,7 @@ fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: 
     };
     let result = (|| -> Result<(), ServeError> {
         let new = config::load_file(path).map_err(fail)?;
-        let old_addrs: Vec<&str> = loaded
-            .config
-            .listeners
-            .iter()
-            .map(|l| l.address.as_str())
-            .collect();
-        let new_addrs: Vec<&str> = new
-            .config
-            .listeners
-            .iter()
-            .map(|l| l.address.as_str())
-            .collect();
-        if old_addrs != new_addrs {
-            return Err(ServeError(
-                "listener addresses changed: that needs a restart".into(),
-            ));
-        }
+        refuse_restart_only_changes(&loaded.config, &new.config)?;
         if new.config.server.sync_method != loaded.config.server.sync_method {
             tracing::warn!("[server] sync_method changes take effect at the next restart");
         }
@@ -176,6 +160,44 @@ fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: 
             tracing::error!(config = %path.display(), error = %e, "reload refused; the running configuration stays")
         }
     }
+}
+
+/// What a running daemon cannot change: the sockets it bound (and the names its accept
+/// loops look their settings up by), where its spool is, and who it runs as.
+fn refuse_restart_only_changes(running: &Config, new: &Config) -> Result<(), ServeError> {
+    let sockets = |c: &Config| -> Vec<(String, String)> {
+        c.listeners
+            .iter()
+            .map(|l| (listener_name(l), l.address.clone()))
+            .collect()
+    };
+    let (old_sockets, new_sockets) = (sockets(running), sockets(new));
+    if old_sockets != new_sockets {
+        let show = |v: &[(String, String)]| {
+            v.iter()
+                .map(|(n, a)| format!("{n} ({a})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(ServeError(format!(
+            "listeners changed (running: [{}], new: [{}]): adding, removing, renaming or moving a listener needs a restart",
+            show(&old_sockets),
+            show(&new_sockets)
+        )));
+    }
+    let (old, new) = (&running.server, &new.server);
+    for (key, changed) in [
+        ("data_dir", old.data_dir != new.data_dir),
+        ("user", old.user != new.user),
+        ("group", old.group != new.group),
+    ] {
+        if changed {
+            return Err(ServeError(format!(
+                "[server] {key} changed: that needs a restart"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn listener_settings(

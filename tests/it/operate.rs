@@ -657,6 +657,26 @@ fn sighup_reloads_routes_and_refuses_a_broken_config() {
     // Still running, still on the last good config.
     send(port, "y@b.test", &message("to-b-2", "Still routed.\r\n"));
     assert_eq!(maildir_count(&m.path("B")), 2, "log:\n{}", m.log());
+
+    // A renamed listener needs a restart (its accept loop knows it by name): refused, and
+    // the listener keeps serving.
+    let renamed = routes_config(port, true, "").replace("name = \"mx\"", "name = \"mx2\"");
+    fs::write(m.path("mailchute.toml"), renamed).unwrap();
+    sighup(pid);
+    wait_log(&m, "rename refused", |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|s| s.contains("reload refused"))
+            && l["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("mx2") && e.contains("needs a restart"))
+    });
+    send(
+        port,
+        "z@b.test",
+        &message("to-b-3", "After the rename.\r\n"),
+    );
+    assert_eq!(maildir_count(&m.path("B")), 3, "log:\n{}", m.log());
 }
 
 // ---- 6. queue CLI ----------------------------------------------------------------------
