@@ -6,10 +6,11 @@
 use super::commit::fsync_dir;
 use super::dsn;
 use super::error::SpoolError;
-use super::store::{Layout, QueueEntry, check_id, now_millis};
+use super::store::{Layout, QueueEntry, check_id, keep_owner, now_millis};
 use crate::envelope::now_unix;
 use std::fmt::Write as _;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 /// One line per queued message, oldest first, or "queue is empty".
@@ -49,7 +50,9 @@ pub fn list(data_dir: &Path) -> Result<String, SpoolError> {
             [one] => format!("1 {one}"),
             [first, rest @ ..] => format!("{} {first} (+{})", rest.len() + 1, rest.len()),
         };
-        let next = if entry.next_attempt <= now_ms {
+        let next = if layout.retry_request(&id).exists() {
+            "now (retry requested)".to_string()
+        } else if entry.next_attempt <= now_ms {
             "now".to_string()
         } else {
             span((entry.next_attempt - now_ms) / 1000)
@@ -195,7 +198,7 @@ pub fn retry(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
         let mut n = 0usize;
         let mut problems = String::new();
         for id in layout.sidecar_ids()? {
-            match retry_one(&layout, &id) {
+            match request_retry(&layout, &id) {
                 Ok(()) => n += 1,
                 Err(e) if e.is_not_queued() => {}
                 Err(e) => {
@@ -203,37 +206,45 @@ pub fn retry(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
                 }
             }
         }
-        fsync_dir(&layout.queue).map_err(|e| SpoolError::io("fsync", &layout.queue, e))?;
+        if n > 0 {
+            fsync_dir(&layout.retry).map_err(|e| SpoolError::io("fsync", &layout.retry, e))?;
+        }
         return Ok(format!(
-            "{n} message(s) scheduled for immediate retry\n{problems}"
+            "{n} message(s) to be retried now (a running daemon starts within seconds)\n{problems}"
         ));
     }
     check_id(id)?;
-    retry_one(&layout, id)?;
-    fsync_dir(&layout.queue).map_err(|e| SpoolError::io("fsync", &layout.queue, e))?;
-    Ok(format!("{id} scheduled for immediate retry\n"))
+    request_retry(&layout, id)?;
+    fsync_dir(&layout.retry).map_err(|e| SpoolError::io("fsync", &layout.retry, e))?;
+    Ok(format!(
+        "{id} to be retried now (a running daemon starts within seconds; one in the middle of an attempt retries right after it)\n"
+    ))
 }
 
-fn retry_one(layout: &Layout, id: &str) -> Result<(), SpoolError> {
-    let mut entry = layout.load(id)?;
-    let data = layout.message(id);
-    let gone = || SpoolError::NotQueued {
-        id: id.to_string(),
-        dir: layout.queue.clone(),
-    };
-    if !data.exists() {
-        return Err(gone());
+/// Leaves a request for the daemon rather than rewriting the sidecar: the daemon owns the
+/// sidecar, and a copy read here could be stale by the time it was written back (bringing
+/// back recipients delivered meanwhile).
+fn request_retry(layout: &Layout, id: &str) -> Result<(), SpoolError> {
+    if !layout.sidecar(id).exists() || !layout.message(id).exists() {
+        return Err(SpoolError::NotQueued {
+            id: id.to_string(),
+            dir: layout.queue.clone(),
+        });
     }
-    entry.next_attempt = 0;
-    let json = serde_json::to_vec_pretty(&entry)
-        .map_err(|e| SpoolError::Invalid(format!("serialising queue entry {id}: {e}")))?;
-    let sidecar = layout.sidecar(id);
-    layout.write_atomically(&sidecar, &json, true)?;
-    // Delivered (or deleted) meanwhile: do not leave a sidecar behind.
-    if !data.exists() {
-        let _ = std::fs::remove_file(&sidecar);
-        return Err(gone());
+    if !layout.retry.exists() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&layout.retry)
+            .or_else(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|e| SpoolError::io("create directory", &layout.retry, e))?;
+        keep_owner(&layout.retry, &layout.retry);
     }
+    let request = layout.retry_request(id);
+    std::fs::write(&request, b"").map_err(|e| SpoolError::io("write", &request, e))?;
+    keep_owner(&request, &request);
     Ok(())
 }
 

@@ -82,6 +82,8 @@ struct Slot {
     /// so a different inode means "reload".
     ino: Option<u64>,
     in_flight: bool,
+    /// `queue retry` came while an attempt was running: attempt again right after it.
+    retry_requested: bool,
 }
 
 impl State {
@@ -99,6 +101,7 @@ impl State {
                 entry,
                 ino,
                 in_flight: false,
+                retry_requested: false,
             },
         );
     }
@@ -342,9 +345,12 @@ impl Queue {
         let mut state = self.state();
         state.in_flight = state.in_flight.saturating_sub(1);
         match outcome {
-            Outcome::Retry(entry) => {
+            Outcome::Retry(mut entry) => {
                 if let Some(slot) = state.slots.get_mut(&id) {
                     slot.in_flight = false;
+                    if slot.retry_requested {
+                        entry.next_attempt = now_millis();
+                    }
                 }
                 state.insert(*entry, ino);
             }
@@ -709,10 +715,40 @@ impl Queue {
             state.forget(&id);
         }
         drop(state);
+        changed |= self.take_retry_requests()?;
         if changed {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Acts on `queue retry` requests: due now, or right after the attempt under way.
+    /// Returns whether the schedule changed.
+    fn take_retry_requests(&self) -> Result<bool, SpoolError> {
+        let mut changed = false;
+        for id in self.spool.retry_requests()? {
+            let mut state = self.state();
+            let Some(slot) = state.slots.get_mut(&id) else {
+                drop(state);
+                // Not ours (yet): another process is still queueing it, or it is gone.
+                if !self.spool.sidecar_path(&id).exists() {
+                    self.spool.clear_retry_request(&id);
+                }
+                continue;
+            };
+            if slot.in_flight {
+                slot.retry_requested = true;
+            } else {
+                let (mut entry, ino) = (slot.entry.clone(), slot.ino);
+                entry.next_attempt = now_millis();
+                state.insert(entry, ino);
+                changed = true;
+            }
+            drop(state);
+            tracing::info!(id = %id, "retry requested from outside");
+            self.spool.clear_retry_request(&id);
+        }
+        Ok(changed)
     }
 
     fn ignore(&self, id: &str, ino: u64, problem: &str) {

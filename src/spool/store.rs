@@ -115,9 +115,9 @@ struct DeadLetter<'a> {
     entry: &'a QueueEntry,
 }
 
-/// Run as root (`sudo mailchute queue retry`), a rewritten sidecar would become root's and
+/// Run as root (`sudo mailchute queue …`), a file the CLI writes would become root's and
 /// unreadable (0600) to a daemon running as its own user: give it the directory's owner.
-fn keep_owner(file: &Path, target: &Path) {
+pub(crate) fn keep_owner(file: &Path, target: &Path) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return;
@@ -140,6 +140,8 @@ pub(crate) struct Layout {
     pub queue: PathBuf,
     pub corrupt: PathBuf,
     pub dead: PathBuf,
+    /// `queue retry` requests: one empty file per message ID, taken by the daemon.
+    pub retry: PathBuf,
 }
 
 impl Layout {
@@ -149,8 +151,13 @@ impl Layout {
             tmp: spool.join("tmp"),
             queue: spool.join("queue"),
             corrupt: spool.join("corrupt"),
+            retry: spool.join("retry"),
             dead: data_dir.join("dead"),
         }
+    }
+
+    pub fn retry_request(&self, id: &str) -> PathBuf {
+        self.retry.join(id)
     }
 
     pub fn message(&self, id: &str) -> PathBuf {
@@ -248,7 +255,13 @@ impl Spool {
     /// Opens (creating, mode 0700) the spool directories under `data_dir`.
     pub fn open(data_dir: &Path, committer: Arc<Committer>) -> Result<Spool, SpoolError> {
         let layout = Layout::new(data_dir);
-        for dir in [&layout.tmp, &layout.queue, &layout.corrupt, &layout.dead] {
+        for dir in [
+            &layout.tmp,
+            &layout.queue,
+            &layout.corrupt,
+            &layout.retry,
+            &layout.dead,
+        ] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -281,6 +294,30 @@ impl Spool {
 
     pub fn committer(&self) -> &Arc<Committer> {
         &self.committer
+    }
+
+    /// IDs that `queue retry` asked to retry now.
+    pub fn retry_requests(&self) -> Result<Vec<String>, SpoolError> {
+        let dir = &self.layout.retry;
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| SpoolError::io("list", dir, e))? {
+            let entry = entry.map_err(|e| SpoolError::io("list", dir, e))?;
+            if let Some(id) = entry.file_name().to_str().filter(|id| check_id(id).is_ok()) {
+                ids.push(id.to_string());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Takes a retry request away (done, or about nothing any more). No sync: a request
+    /// that comes back after a crash only makes one more attempt.
+    pub fn clear_retry_request(&self, id: &str) {
+        let path = self.layout.retry_request(id);
+        if let Err(e) = fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a retry request");
+        }
     }
 
     /// Start-up check, before anything is received or delivered: empties `spool/tmp/`

@@ -488,10 +488,20 @@ async fn cli_list_show_retry_delete() {
         "{show}"
     );
 
-    assert!(cli::retry(data, b.id()).unwrap().contains("scheduled"));
-    assert_eq!(spool.load(b.id()).unwrap().next_attempt, 0);
+    // A request for the daemon; the sidecar (the daemon's) is left as it is.
+    assert!(cli::retry(data, b.id()).unwrap().contains("retried now"));
+    assert_eq!(spool.retry_requests().unwrap(), vec![b.id().to_string()]);
     assert_eq!(spool.load(b.id()).unwrap().attempts, 3);
+    assert!(
+        cli::list(data)
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with(b.id()) && l.contains("now (retry requested)"))
+    );
     assert!(cli::retry(data, "all").unwrap().starts_with("2 message(s)"));
+    let mut requested = spool.retry_requests().unwrap();
+    requested.sort();
+    assert_eq!(requested, vec![a.id().to_string(), b.id().to_string()]);
 
     let out = cli::delete(data, a.id()).unwrap();
     assert!(
@@ -555,6 +565,30 @@ async fn running_queue_picks_up_external_retry_delete_and_new_entries() {
     let e = enqueue(&other, "a@example.org", &["now@example.net"], false).await;
     wait_until("picked up and delivered", || d.calls_for(e.id()) == 1).await;
     wait_until("removed", || files(spool.queue_dir()).is_empty()).await;
+    queue.shutdown().await;
+}
+
+/// `queue retry` while an attempt is running: another attempt follows right after it,
+/// instead of the request being overwritten by that attempt's backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_requested_during_an_attempt_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let d = FakeDeliverer::new(|_, _| {
+        std::thread::sleep(Duration::from_millis(1500));
+        Err(SinkError::temporary("4.2.0", "slow and failing"))
+    });
+    let queue = start(&spool, d.clone(), config(3_600_000, 86400));
+    let e = enqueue(&spool, "a@example.org", &["b@example.net"], false).await;
+    let id = e.id().to_string();
+    queue.submit(e);
+    wait_until("first attempt under way", || d.calls_for(&id) == 1).await;
+    cli::retry(dir.path(), &id).unwrap();
+    wait_until("attempted again after the first", || d.calls_for(&id) == 2).await;
+    wait_until("request taken", || {
+        spool.retry_requests().unwrap().is_empty()
+    })
+    .await;
     queue.shutdown().await;
 }
 
