@@ -305,6 +305,9 @@ impl Summary {
                 retry.push(Pending {
                     rcpts: left,
                     last_error,
+                    // A sink may have written before it failed (a Maildir whose final
+                    // directory sync failed): the retry must look for that copy.
+                    attempted: true,
                     ..unit.clone()
                 });
             }

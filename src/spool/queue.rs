@@ -526,7 +526,11 @@ impl Queue {
             }
         }
 
-        entry.next_attempt = now.saturating_add(backoff_ms(&config, entry.attempts));
+        // The last attempt comes when the lifetime ends, not up to a backoff later.
+        let dies_at = now.saturating_add(lifetime_ms.saturating_sub(age_ms));
+        entry.next_attempt = now
+            .saturating_add(backoff_ms(&config, entry.attempts))
+            .min(dies_at);
         match self.spool.update(&entry).await {
             Ok(()) => Outcome::Retry(Box::new(entry)),
             Err(e) if e.is_not_queued() => {

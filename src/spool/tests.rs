@@ -568,6 +568,40 @@ async fn running_queue_picks_up_external_retry_delete_and_new_entries() {
     queue.shutdown().await;
 }
 
+/// A backoff that reaches past the lifetime is cut to it: the message dies on time, not an
+/// hour late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_attempt_comes_when_the_lifetime_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let d = FakeDeliverer::new(|env, _| {
+        if env.mail_from.is_empty() {
+            ok()
+        } else {
+            Err(SinkError::temporary("4.2.0", "down"))
+        }
+    });
+    let queue = start(&spool, d.clone(), config(3_600_000, 2));
+    let e = enqueue(&spool, "a@example.org", &["b@example.net"], false).await;
+    let id = e.id().to_string();
+    queue.submit(e);
+    wait_until("first attempt recorded", || {
+        spool.load(&id).map(|e| e.attempts == 1).unwrap_or(false)
+    })
+    .await;
+    let entry = spool.load(&id).unwrap();
+    assert!(
+        entry.next_attempt <= (entry.envelope.received_at + 2) * 1000,
+        "next attempt {} after the end of the lifetime {}",
+        entry.next_attempt,
+        (entry.envelope.received_at + 2) * 1000
+    );
+    let dead = spool.dead_dir().join(format!("{id}.json"));
+    wait_until("dead-lettered at the end of its lifetime", || dead.exists()).await;
+    assert_eq!(d.calls_for(&id), 2);
+    queue.shutdown().await;
+}
+
 /// `queue retry` while an attempt is running: another attempt follows right after it,
 /// instead of the request being overwritten by that attempt's backoff.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
