@@ -5,9 +5,11 @@
 use super::template::PathTemplate;
 use super::{Delivered, RcptResults, SinkError};
 use crate::config::LineEndings;
+use crate::spool::commit::fsync_dir;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -326,6 +328,36 @@ pub fn lock_exclusive(file: &File, path: &Path, wait: Duration) -> Result<(), Si
 }
 
 /// Whether the calling process has `mode` access (`libc::W_OK`, ...) to `path`.
+/// Creates `dir` and its missing parents (0700), then makes each new directory entry
+/// durable (an fsync of its parent): a mailbox created for a delivery must not vanish with
+/// the message in it at a power loss.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.as_os_str().is_empty() && !p.exists() {
+        missing.push(p);
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
 pub fn access_ok(path: &Path, mode: libc::c_int) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
@@ -531,5 +563,22 @@ mod tests {
         assert!(check_dir_writable(&d.path().join("a/b"), false).is_err());
         std::fs::write(d.path().join("f"), b"").unwrap();
         assert!(check_dir_writable(&d.path().join("f/x"), true).is_err());
+    }
+
+    #[test]
+    fn durable_dir_creation() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("a/b/c");
+        create_dir_all_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        let mode = std::fs::metadata(d.path().join("a"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        create_dir_all_durable(&deep).unwrap();
+        std::fs::write(d.path().join("f"), b"").unwrap();
+        assert!(create_dir_all_durable(&d.path().join("f/x")).is_err());
     }
 }

@@ -16,8 +16,8 @@ use super::template::PathTemplate;
 use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
 use crate::config::{LineEndings, MaildirConfig};
 use crate::spool::commit::Committer;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -111,11 +111,9 @@ fn make_maildir(dir: &Path, create: bool, is_folder: bool) -> Result<(), SinkErr
             ),
         ));
     }
-    let mut b = DirBuilder::new();
-    b.recursive(true).mode(0o700);
     for s in subdirs {
         let p = dir.join(s);
-        b.create(&p)
+        local::create_dir_all_durable(&p)
             .map_err(|e| SinkError::from_io(format!("create {}", p.display()), &e))?;
     }
     if is_folder {

@@ -19,9 +19,9 @@ use super::template::PathTemplate;
 use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
 use crate::config::MboxConfig;
 use crate::spool::commit::fsync_dir;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -87,10 +87,7 @@ fn open_mbox(path: &Path, create: bool) -> Result<(File, bool), SinkError> {
         Err(e) => return Err(SinkError::from_io(format!("open {}", path.display()), &e)),
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        local::create_dir_all_durable(dir)
             .map_err(|e| SinkError::from_io(format!("create {}", dir.display()), &e))?;
     }
     let f = opts

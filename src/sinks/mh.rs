@@ -27,9 +27,9 @@ use super::template::PathTemplate;
 use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
 use crate::config::{LineEndings, MhConfig};
 use crate::spool::commit::Committer;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,11 +95,7 @@ fn prepare(
                 ),
             ));
         }
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(folder)
-            .map_err(|e| io_err("create", folder, &e))?;
+        local::create_dir_all_durable(folder).map_err(|e| io_err("create", folder, &e))?;
     }
     let tmp = tmp_name(folder, id);
     match fs::symlink_metadata(&tmp) {
