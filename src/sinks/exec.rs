@@ -19,7 +19,9 @@
 
 use super::local::{self, Converter};
 use super::template::Template;
-use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
+use super::{
+    BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
+};
 use crate::config::{ExecConfig, LineEndings};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
@@ -49,14 +51,21 @@ pub struct ExecSink {
 }
 
 impl ExecSink {
-    pub fn new(c: &ExecConfig, ctx: &SinkContext) -> Result<Self, String> {
+    pub fn new(c: &ExecConfig, ctx: &SinkContext) -> Result<Self, InvalidKey> {
         let Some((first, rest)) = c.command.split_first() else {
-            return Err("command is empty; expected an argv like [\"/usr/bin/procmail\", \"-d\", \"{rcpt}\"]".into());
+            return Err(InvalidKey::at(
+                "command",
+                "is empty; expected an argv like [\"/usr/bin/procmail\", \"-d\", \"{rcpt}\"]",
+            ));
         };
         if first.is_empty() || first.contains('{') || first.contains('}') || first.contains('\0') {
-            return Err(format!(
-                "command[0] \"{}\" must be a program path or name without variables",
-                first.escape_debug()
+            return Err(InvalidKey::at_index(
+                "command",
+                0,
+                format!(
+                    "\"{}\" must be a program path or name without variables",
+                    first.escape_debug()
+                ),
             ));
         }
         let program = if first.contains('/') {
@@ -66,19 +75,21 @@ impl ExecSink {
         };
         let args = rest
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 if a.contains('\0') {
-                    return Err(format!(
-                        "command argument \"{}\" contains NUL",
-                        a.escape_debug()
+                    return Err(InvalidKey::at_index(
+                        "command",
+                        i + 1,
+                        format!("\"{}\" contains NUL", a.escape_debug()),
                     ));
                 }
                 Ok(Template::parse_lenient(a, VARS))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, InvalidKey>>()?;
         let per_rcpt = args.iter().any(|a| a.uses("rcpt") && !a.is_exactly("rcpt"));
         if c.timeout.0.is_zero() {
-            return Err("timeout must be more than 0s".into());
+            return Err(InvalidKey::at("timeout", "must be more than 0s"));
         }
         Ok(ExecSink {
             program,
@@ -398,6 +409,7 @@ mod tests {
     use super::super::local::test_support::*;
     use super::*;
     use crate::config::Duration as CfgDuration;
+    use crate::config::error::path_string;
 
     fn sink(dir: &Path, command: &[&str], timeout: u64, endings: LineEndings) -> ExecSink {
         ExecSink::new(
@@ -661,8 +673,10 @@ mod tests {
                 &ctx(dir.path()),
             )
         };
-        assert!(c(&[]).is_err());
-        assert!(c(&["{rcpt}"]).is_err());
+        let key = |cmd: &[&str]| c(cmd).err().map(|e| path_string(&e.key));
+        assert_eq!(key(&[]).as_deref(), Some("command"));
+        assert_eq!(key(&["{rcpt}"]).as_deref(), Some("command[0]"));
+        assert_eq!(key(&["x", "ok", "a\0b"]).as_deref(), Some("command[2]"));
         // Braces that are not our variables belong to the command (shell, awk).
         assert!(c(&["x", "{user}"]).is_ok_and(|s| !s.per_rcpt));
         assert!(c(&["x", "{rcpt}"]).is_ok_and(|s| !s.per_rcpt));

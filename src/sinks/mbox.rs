@@ -12,7 +12,9 @@
 
 use super::local::{self, CrlfToLf, MboxQuoter};
 use super::template::PathTemplate;
-use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
+use super::{
+    BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
+};
 use crate::config::MboxConfig;
 use crate::spool::commit::fsync_dir;
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -29,9 +31,10 @@ pub struct MboxSink {
 }
 
 impl MboxSink {
-    pub fn new(c: &MboxConfig, ctx: &SinkContext) -> Result<Self, String> {
+    pub fn new(c: &MboxConfig, ctx: &SinkContext) -> Result<Self, InvalidKey> {
         Ok(MboxSink {
-            path: PathTemplate::new(&c.path, &ctx.base_dir)?,
+            path: PathTemplate::new(&c.path, &ctx.base_dir)
+                .map_err(|m| InvalidKey::at("path", m))?,
             create: c.create,
             lock_wait: local::LOCK_WAIT,
         })
