@@ -155,7 +155,7 @@ impl ExecSink {
             .take()
             .map(|stdin| tokio::spawn(feed_stdin(src, stdin, self.line_endings, pgid)));
 
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_after(self.timeout);
         let mut kept = Vec::new();
         let mut buf = [0u8; 4096];
         let mut output_open = true;
@@ -211,6 +211,18 @@ impl ExecSink {
 fn keep(kept: &mut Vec<u8>, data: &[u8]) {
     let room = MAX_OUTPUT.saturating_sub(kept.len());
     kept.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// `now + timeout`, saturating: a timeout the clock cannot represent means "no deadline to
+/// speak of", never a panic. The config caps durations already; this is for sinks built in
+/// code, and for clocks with less range than ours.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(crate::config::units::MAX_DURATION))
+        // Unreachable on a clock that can count a century; timing out at once is still
+        // a temporary failure, retried, where a panic would fail every delivery.
+        .unwrap_or(now)
 }
 
 fn kill_group(pgid: Option<libc::pid_t>) {
@@ -588,6 +600,20 @@ mod tests {
         let r = run(&s, p, b"x\r\n", "", &["a@x"]).await;
         assert_eq!(r[0].as_ref().unwrap().detail, "command sh exited 0: done");
         assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_timeout_beyond_the_clock_does_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let mut s = sink(p, &["true"], 1, LineEndings::Lf);
+        // What "200000000000000d" meant before the config capped durations.
+        s.timeout = Duration::from_secs(200_000_000_000_000 * 86400);
+        let r = run(&s, p, b"x\r\n", "", &["a@x"]).await;
+        assert!(r[0].is_ok(), "{r:?}");
+        s.timeout = Duration::MAX;
+        let r = run(&s, p, b"x\r\n", "", &["a@x"]).await;
+        assert!(r[0].is_ok(), "{r:?}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
