@@ -15,7 +15,7 @@
 //! is read as a sysexits.h code: 64-69, 76 and 77 are permanent, everything else (75
 //! EX_TEMPFAIL, 70-74, 78, unknown codes, death by a signal, a timeout, a command that
 //! cannot be started) is temporary — never a bounce on something we do not understand.
-//! On timeout the command's whole process group is killed.
+//! On timeout the command and its whole process group are killed.
 
 use super::local::{self, Converter};
 use super::template::Template;
@@ -35,6 +35,9 @@ const VARS: &[&str] = &["sender", "rcpt", "id"];
 
 /// Output kept from the command (stdout and stderr together).
 const MAX_OUTPUT: usize = 4096;
+
+/// How long a command we killed may take to die before we stop waiting for it.
+const REAP_WAIT: Duration = Duration::from_secs(2);
 
 /// How long output is still read after the command exited (a background child may hold
 /// the pipe open).
@@ -167,8 +170,7 @@ impl ExecSink {
                 },
                 s = child.wait() => break s.map_err(|e| cannot("wait for it", &e))?,
                 () = tokio::time::sleep_until(deadline) => {
-                    kill_group(pgid);
-                    let _ = child.wait().await;
+                    stop(&mut child, pgid).await;
                     if let Some(f) = &feed {
                         f.abort();
                     }
@@ -223,6 +225,22 @@ fn deadline_after(timeout: Duration) -> Instant {
         // Unreachable on a clock that can count a century; timing out at once is still
         // a temporary failure, retried, where a panic would fail every delivery.
         .unwrap_or(now)
+}
+
+/// Kills a command that ran out of time and reaps it. The group kill reaches what it
+/// started; the command itself is killed as well because it may have left its group
+/// (setpgid/setsid), and then waiting for it without a bound is waiting for as long as it
+/// likes.
+async fn stop(child: &mut tokio::process::Child, pgid: Option<libc::pid_t>) {
+    kill_group(pgid);
+    // tokio knows whether the child was reaped already, so unlike kill(2) on a saved pid
+    // this can never hit a recycled pid.
+    let _ = child.start_kill();
+    if tokio::time::timeout(REAP_WAIT, child.wait()).await.is_err() {
+        // Only a process stuck in the kernel outlives SIGKILL this long; tokio reaps it in
+        // the background once it dies, so no zombie stays behind.
+        tracing::warn!(pid = ?child.id(), "killed command has not exited yet; not waiting longer");
+    }
 }
 
 fn kill_group(pgid: Option<libc::pid_t>) {
@@ -600,6 +618,41 @@ mod tests {
         let r = run(&s, p, b"x\r\n", "", &["a@x"]).await;
         assert_eq!(r[0].as_ref().unwrap().detail, "command sh exited 0: done");
         assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn timeout_kills_a_command_that_left_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let pid_file = p.join("pid");
+        // Moves itself into its parent's process group, out of reach of the group kill.
+        let script = format!(
+            "import os, time\n\
+             open({:?}, 'w').write(str(os.getpid()))\n\
+             os.setpgid(0, os.getpgid(os.getppid()))\n\
+             time.sleep(10)\n",
+            pid_file.display().to_string()
+        );
+        let python = std::env::var("MAILCHUTE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let s = sink(p, &[&python, "-c", &script], 1, LineEndings::Lf);
+        let started = std::time::Instant::now();
+        let r = run(&s, p, b"x\r\n", "", &["a@x"]).await;
+        let e = r[0].as_ref().unwrap_err();
+        assert!(
+            e.is_temporary() && e.message.contains("timed out after 1s"),
+            "{e:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered after {:?}",
+            started.elapsed()
+        );
+        // Killed and reaped: not running, and not left as a zombie either.
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is still there"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
