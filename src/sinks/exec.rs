@@ -740,6 +740,28 @@ mod tests {
     }
 
     #[test]
+    fn the_example_runs_procmail_once_per_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded =
+            crate::config::parse_str(crate::config::example(), "example.toml", dir.path()).unwrap();
+        let Some(crate::config::SinkConfig::Exec(c)) = loaded.config.sinks.get("procmail") else {
+            panic!("the example has no exec sink \"procmail\"");
+        };
+        let s = ExecSink::new(c, &ctx(dir.path())).unwrap();
+        assert!(s.per_rcpt, "procmail must run once per recipient");
+        let env = envelope("s@x", &["a@x", "b@y"]);
+        let d = Delivery {
+            id: "ID7",
+            envelope: &env,
+            rcpts: &env.rcpts,
+            message: Path::new("/dev/null"),
+            first_attempt: true,
+        };
+        let argv = s.argv(&d, &env.rcpts[..1]);
+        assert_eq!(argv, ["-f", "s@x", "RECIPIENT=a@x"]);
+    }
+
+    #[test]
     fn config_errors_and_codes() {
         let dir = tempfile::tempdir().unwrap();
         let c = |cmd: &[&str]| {
