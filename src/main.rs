@@ -106,6 +106,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Check { file }) => {
             let path = file.or(cli.config);
             let loaded = config::load(path.as_deref(), false)?;
+            mailchute::serve::check(&loaded)?;
             print!("{}", config::describe(&loaded));
             Ok(ExitCode::SUCCESS)
         }

@@ -34,12 +34,14 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
         )));
     }
     let hostname = hostname_of(config);
+    let committer = Arc::new(Committer::with_method(config.server.sync_method));
+    // Before anything is written: a config whose sinks cannot be built leaves no trace.
+    let pipeline = Arc::new(build_pipeline(&loaded, &committer)?);
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| fail(format!("creating data_dir {}: {e}", data_dir.display())))?;
     let pid_file = PidFile::create(&data_dir)?;
 
-    let committer = Arc::new(Committer::with_method(config.server.sync_method));
     let spool = Arc::new(Spool::open(&data_dir, committer.clone()).map_err(fail)?);
     let recovered = spool.recover().map_err(fail)?;
     if !recovered.is_empty() {
@@ -48,12 +50,6 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
             "spool recovered: resuming delivery"
         );
     }
-    let ctx = SinkContext {
-        hostname: hostname.clone(),
-        committer: committer.clone(),
-        base_dir: loaded.base_dir.clone(),
-    };
-    let pipeline = Arc::new(Pipeline::build(config, &ctx).map_err(fail)?);
     let listeners = listener_settings(config)?;
 
     let mut bound = Vec::new();
@@ -135,12 +131,7 @@ fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: 
             tracing::warn!("[server] sync_method changes take effect at the next restart");
         }
         let hostname = hostname_of(&new.config);
-        let ctx = SinkContext {
-            hostname: hostname.clone(),
-            committer: committer.clone(),
-            base_dir: new.base_dir.clone(),
-        };
-        let pipeline = Arc::new(Pipeline::build(&new.config, &ctx).map_err(fail)?);
+        let pipeline = Arc::new(build_pipeline(&new, committer)?);
         let listeners = listener_settings(&new.config)?;
         queue.reload(
             pipeline.clone() as Arc<dyn Deliverer>,
@@ -198,6 +189,25 @@ fn refuse_restart_only_changes(running: &Config, new: &Config) -> Result<(), Ser
         }
     }
     Ok(())
+}
+
+/// Routes and sinks as `serve` and a reload build them.
+fn build_pipeline(loaded: &Loaded, committer: &Arc<Committer>) -> Result<Pipeline, ServeError> {
+    let ctx = SinkContext {
+        hostname: hostname_of(&loaded.config),
+        committer: committer.clone(),
+        base_dir: loaded.base_dir.clone(),
+    };
+    Pipeline::build(loaded, &ctx).map_err(fail)
+}
+
+/// What `config check` adds to loading: every sink built exactly as `serve` builds it, so
+/// that a secret that cannot be read or a template that cannot be parsed fails the check
+/// and not the start. Building reads files but binds, connects and creates nothing, and
+/// the committer is never asked to sync.
+pub fn check(loaded: &Loaded) -> Result<(), ServeError> {
+    let committer = Arc::new(Committer::with_method(loaded.config.server.sync_method));
+    build_pipeline(loaded, &committer).map(drop)
 }
 
 fn listener_settings(

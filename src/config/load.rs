@@ -32,6 +32,10 @@ pub struct Loaded {
     pub base_dir: PathBuf,
     /// Env overrides that were applied, in the order they were applied.
     pub overrides: Vec<Override>,
+    /// The file's text as it was read (none for the embedded default), so that a problem
+    /// found after loading (a sink that cannot be built) is placed in the version of the
+    /// file that was loaded, not in whatever is on disk by then.
+    text: Option<String>,
 }
 
 impl Loaded {
@@ -40,6 +44,20 @@ impl Loaded {
         match &self.source {
             Source::File(p) => p.display().to_string(),
             Source::Embedded => EMBEDDED_ORIGIN.to_string(),
+        }
+    }
+
+    /// A config error at `path`, placed as load errors are: file, line of the key (or of
+    /// the nearest table that is written), key path, or the env override that set it.
+    pub fn error(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
+        self.locator().error(path, message)
+    }
+
+    pub(crate) fn locator(&self) -> Locator {
+        Locator {
+            origin: self.origin(),
+            text: self.text.clone(),
+            overrides: self.overrides.clone(),
         }
     }
 }
@@ -215,6 +233,7 @@ fn build(
         source,
         base_dir,
         overrides: loc.overrides,
+        text: loc.text,
     })
 }
 

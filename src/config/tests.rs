@@ -330,6 +330,54 @@ fn bad_size_names_file_line_and_key() {
 }
 
 #[test]
+fn absurd_durations_are_errors_at_their_key() {
+    // Every duration key goes through the same cap: a listener's, the queue's, a sink's.
+    let huge = "\"200000000000000d\"";
+    let cases = [
+        listener(&format!("command_timeout = {huge}")),
+        format!("{BASE}[queue]\nmax_lifetime = {huge}\n"),
+        format!("{BASE}\n[sink.x]\ntype = \"exec\"\ncommand = [\"true\"]\ntimeout = {huge}\n"),
+        format!(
+            "{BASE}\n[sink.x]\ntype = \"smtp\"\naddress = \"127.0.0.1:25\"\ntimeout = 9999999999999\n"
+        ),
+    ];
+    let keys = [
+        "listener[0].command_timeout",
+        "queue.max_lifetime",
+        "sink.x.timeout",
+        "sink.x.timeout",
+    ];
+    for (text, key) in cases.iter().zip(keys) {
+        let line = text
+            .lines()
+            .position(|l| l.contains("200000000000000d") || l.contains("9999999999999"))
+            .unwrap()
+            + 1;
+        let p = problem(text);
+        assert_eq!((p.line, p.key.as_str()), (Some(line), key), "{p}");
+        assert_has(&p.message, "longer than 36500d (100 years)");
+    }
+    // From the environment, the variable is named.
+    let e = with_env(
+        &listener(""),
+        &[("MAILCHUTE_QUEUE__BACKOFF_MAX", "\"40000d\"")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_has(
+        &e,
+        "queue.backoff_max (set by MAILCHUTE_QUEUE__BACKOFF_MAX): \"40000d\": longer than",
+    );
+    // A century itself is still allowed.
+    assert!(
+        parse(&format!(
+            "{BASE}[queue]\nmax_lifetime = \"36500d\"\nbackoff_max = \"36500d\"\n"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
 fn syntax_errors_have_lines() {
     let p = problem("[server]\nhostname = \"x\"\ndata_dir = \n");
     assert_eq!(p.line, Some(3));

@@ -18,6 +18,24 @@ impl Duration {
     }
 }
 
+/// The longest duration a config may give. Longer ones are typos or "forever" written as a
+/// big number, and a deadline that far out overflows `Instant` arithmetic (a panic on every
+/// use). A century is more than any timeout, backoff or lifetime needs.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(MAX_DURATION_SECS);
+const MAX_DURATION_SECS: u64 = 100 * 365 * 86400;
+
+/// `secs` as a config duration, refused beyond [`MAX_DURATION`]; `written` is how the config
+/// spelled it, for the message.
+fn capped(secs: u64, written: &str) -> Result<Duration, String> {
+    if secs > MAX_DURATION_SECS {
+        return Err(format!(
+            "{written}: longer than {} (100 years): expected a duration like \"30s\", \"5m\", \"2h\" or \"7d\"",
+            Duration(MAX_DURATION)
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 impl Size {
     /// `None` for 0 (unlimited).
     pub fn limit(self) -> Option<u64> {
@@ -70,12 +88,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         _ => (t, 1),
     };
-    num.trim()
+    let secs = num
+        .trim()
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .map(Duration::from_secs)
-        .ok_or_else(bad)
+        .ok_or_else(bad)?;
+    capped(secs, &format!("\"{s}\""))
 }
 
 #[derive(Deserialize)]
@@ -103,7 +122,7 @@ impl<'de> Deserialize<'de> for Duration {
                 "expected a duration like 30, \"30s\", \"5m\", \"2h\" or \"7d\"",
             )
         })? {
-            NumOrStr::Num(n) => Ok(Duration::from_secs(n)),
+            NumOrStr::Num(n) => capped(n, &n.to_string()).map_err(serde::de::Error::custom),
             NumOrStr::Str(s) => parse_duration(&s).map_err(serde::de::Error::custom),
         }
     }
@@ -161,5 +180,21 @@ mod tests {
             Duration::from_secs(7 * 86400)
         );
         assert!(parse_duration("7w").is_err());
+    }
+
+    #[test]
+    fn durations_longer_than_a_century_are_refused() {
+        assert_eq!(parse_duration("36500d").unwrap(), Duration(MAX_DURATION));
+        assert!(parse_duration("36501d").is_err());
+        let e = parse_duration("200000000000000d").unwrap_err();
+        assert!(
+            e.contains("200000000000000d") && e.contains("100 years"),
+            "{e}"
+        );
+        // A bare number of seconds goes through the same cap.
+        let big: Result<Duration, _> = toml::Value::Integer(i64::MAX).try_into();
+        assert!(big.is_err());
+        let ok: Result<Duration, _> = toml::Value::Integer(3600).try_into();
+        assert_eq!(ok.unwrap(), Duration::from_secs(3600));
     }
 }

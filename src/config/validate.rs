@@ -2,7 +2,7 @@
 //! was expected, or what to do instead.
 
 use super::error::{ConfigError, Locator, Seg, key};
-use super::load::{Loaded, Source};
+use super::load::Loaded;
 use super::net::{IpList, ListenAddr, is_loopback_listener};
 use super::rules::MatchRule;
 use super::types::*;
@@ -18,17 +18,10 @@ const LATER_SINK_TYPES: [&str; 4] = ["imap", "s3", "mongodb", "ses"];
 
 const NOT_YET: &str = "is not available in this version yet";
 
-/// Checks a config that was built in code (no file text, so errors carry no line).
+/// Checks a loaded config again, e.g. after code changed it; errors are placed in the
+/// file text that was loaded.
 pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
-    let loc = Locator {
-        origin: loaded.origin(),
-        text: match &loaded.source {
-            Source::File(p) => std::fs::read_to_string(p).ok(),
-            Source::Embedded => None,
-        },
-        overrides: loaded.overrides.clone(),
-    };
-    check(&loaded.config, &loc)
+    check(&loaded.config, &loaded.locator())
 }
 
 /// Sink `type`s, checked on the raw table: serde's own message for an unknown tag would list

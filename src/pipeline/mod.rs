@@ -6,7 +6,7 @@
 
 pub mod router;
 
-use crate::config::Config;
+use crate::config::{ConfigError, Loaded};
 use crate::envelope::Envelope;
 use crate::sinks::{self, BoxFuture, RcptResults, Sink, SinkContext, SinkError};
 use crate::spool::queue::Deliverer;
@@ -27,18 +27,25 @@ pub struct Pipeline {
 pub enum PipelineError {
     #[error(transparent)]
     Router(#[from] router::RouterError),
+    /// A sink that cannot be built, placed in the config like any other config error.
     #[error(transparent)]
-    Sink(#[from] sinks::BuildError),
+    Sink(ConfigError),
     #[error("route {route}: sink {sink:?} is not defined")]
     UnknownSink { route: String, sink: String },
 }
 
 impl Pipeline {
-    pub fn build(config: &Config, ctx: &SinkContext) -> Result<Pipeline, PipelineError> {
+    /// Builds the router and every `[sink.*]`, used by a route or not: `serve`, a SIGHUP
+    /// reload and `config check` all come through here, so a config that one of them
+    /// refuses is refused by all of them, with the same message.
+    pub fn build(loaded: &Loaded, ctx: &SinkContext) -> Result<Pipeline, PipelineError> {
+        let config = &loaded.config;
         let router = Router::new(&config.routes, config.server.local_part_case)?;
         let mut sinks = HashMap::new();
         for (name, sink) in &config.sinks {
-            sinks.insert(name.clone(), sinks::build(name, sink, ctx)?);
+            let sink = sinks::build(name, sink, ctx)
+                .map_err(|e| PipelineError::Sink(loaded.error(&e.path(), e.problem.message)))?;
+            sinks.insert(name.clone(), sink);
         }
         let mut routes = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
@@ -161,5 +168,126 @@ impl Deliverer for Pipeline {
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str, parse_str_with_env};
+    use crate::spool::commit::Committer;
+
+    /// A valid config; each case adds one `[sink.*]` table that no route needs to use.
+    const BASE: &str = "\
+[[route]]
+match = [\"*\"]
+sinks = [\"m\"]
+
+[sink.m]
+type = \"maildir\"
+path = \"Maildir\"
+";
+
+    fn build(loaded: &Loaded) -> Result<Pipeline, PipelineError> {
+        let ctx = SinkContext {
+            hostname: "mx.test".into(),
+            committer: Arc::new(Committer::new()),
+            base_dir: loaded.base_dir.clone(),
+        };
+        Pipeline::build(loaded, &ctx)
+    }
+
+    /// The error building `sink` gives, which must name t.toml, the line holding
+    /// `line_of`, and `key`.
+    fn assert_sink_error(sink: &str, line_of: &str, key: &str, text: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("{BASE}\n{sink}");
+        let loaded = parse_str(&config, "t.toml", dir.path())
+            .unwrap_or_else(|e| panic!("the loader already refuses it: {e}"));
+        let line = config
+            .lines()
+            .position(|l| l.contains(line_of))
+            .unwrap_or_else(|| panic!("{line_of:?} not in the config"))
+            + 1;
+        let Err(PipelineError::Sink(e)) = build(&loaded) else {
+            panic!("built:\n{config}");
+        };
+        let message = e.to_string();
+        let want = format!("t.toml:{line}: {key}: ");
+        assert!(
+            message.starts_with(&want),
+            "{want:?} is not the start of {message:?}"
+        );
+        assert!(message.contains(text), "{text:?} not in {message:?}");
+    }
+
+    #[test]
+    fn sink_errors_name_file_line_and_key() {
+        let relay = "[sink.up]\ntype = \"smtp\"\naddress = \"127.0.0.1:25\"\n";
+        assert_sink_error(
+            &format!("{relay}username = \"u\"\npassword_file = \"/nonexistent\"\n"),
+            "password_file",
+            "sink.up.password_file",
+            "/nonexistent",
+        );
+        assert_sink_error(
+            &format!("{relay}username = \"u\"\npassword_env = \"MAILCHUTE_TEST_SURELY_UNSET\"\n"),
+            "password_env",
+            "sink.up.password_env",
+            "not set",
+        );
+        assert_sink_error(
+            &format!("{relay}helo = \"a b\"\n"),
+            "helo",
+            "sink.up.helo",
+            "without spaces",
+        );
+        assert_sink_error(
+            &format!("{relay}tls = \"starttls\"\ntls_name = \"a b\"\n"),
+            "tls_name",
+            "sink.up.tls_name",
+            "not a valid TLS server name",
+        );
+        assert_sink_error(
+            &format!("{relay}tls = \"starttls\"\nca_file = \"/nonexistent/ca.pem\"\n"),
+            "ca_file",
+            "sink.up.ca_file",
+            "/nonexistent/ca.pem",
+        );
+        // A key that is not written is placed at its table.
+        assert_sink_error(
+            "[sink.up]\ntype = \"smtp\"\naddress = \"unix:/x\"\ntls = \"starttls\"\n",
+            "[sink.up]",
+            "sink.up.tls_name",
+            "Unix socket",
+        );
+        assert_sink_error(
+            "[sink.d]\ntype = \"maildir\"\npath = \"x/{user}\"\n",
+            "{user}",
+            "sink.d.path",
+            "unknown variable {user}",
+        );
+        assert_sink_error(
+            "[sink.e]\ntype = \"exec\"\ncommand = [\"{rcpt}\"]\n",
+            "command",
+            "sink.e.command[0]",
+            "without variables",
+        );
+    }
+
+    #[test]
+    fn sink_errors_from_the_environment_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("{BASE}\n[sink.up]\ntype = \"smtp\"\naddress = \"127.0.0.1:25\"\n");
+        let env = vec![("MAILCHUTE_SINK__UP__HELO".to_string(), "a b".to_string())];
+        let loaded = parse_str_with_env(&config, "t.toml", dir.path(), env).unwrap();
+        let Err(e) = build(&loaded) else {
+            panic!("built");
+        };
+        assert!(
+            e.to_string()
+                .starts_with("t.toml: sink.up.helo (set by MAILCHUTE_SINK__UP__HELO): "),
+            "{e}"
+        );
     }
 }

@@ -15,11 +15,13 @@
 //! is read as a sysexits.h code: 64-69, 76 and 77 are permanent, everything else (75
 //! EX_TEMPFAIL, 70-74, 78, unknown codes, death by a signal, a timeout, a command that
 //! cannot be started) is temporary — never a bounce on something we do not understand.
-//! On timeout the command's whole process group is killed.
+//! On timeout the command and its whole process group are killed.
 
 use super::local::{self, Converter};
 use super::template::Template;
-use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
+use super::{
+    BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
+};
 use crate::config::{ExecConfig, LineEndings};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
@@ -33,6 +35,9 @@ const VARS: &[&str] = &["sender", "rcpt", "id"];
 
 /// Output kept from the command (stdout and stderr together).
 const MAX_OUTPUT: usize = 4096;
+
+/// How long a command we killed may take to die before we stop waiting for it.
+const REAP_WAIT: Duration = Duration::from_secs(2);
 
 /// How long output is still read after the command exited (a background child may hold
 /// the pipe open).
@@ -49,14 +54,21 @@ pub struct ExecSink {
 }
 
 impl ExecSink {
-    pub fn new(c: &ExecConfig, ctx: &SinkContext) -> Result<Self, String> {
+    pub fn new(c: &ExecConfig, ctx: &SinkContext) -> Result<Self, InvalidKey> {
         let Some((first, rest)) = c.command.split_first() else {
-            return Err("command is empty; expected an argv like [\"/usr/bin/procmail\", \"-d\", \"{rcpt}\"]".into());
+            return Err(InvalidKey::at(
+                "command",
+                "is empty; expected an argv like [\"/usr/bin/procmail\", \"-d\", \"{rcpt}\"]",
+            ));
         };
         if first.is_empty() || first.contains('{') || first.contains('}') || first.contains('\0') {
-            return Err(format!(
-                "command[0] \"{}\" must be a program path or name without variables",
-                first.escape_debug()
+            return Err(InvalidKey::at_index(
+                "command",
+                0,
+                format!(
+                    "\"{}\" must be a program path or name without variables",
+                    first.escape_debug()
+                ),
             ));
         }
         let program = if first.contains('/') {
@@ -66,19 +78,21 @@ impl ExecSink {
         };
         let args = rest
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 if a.contains('\0') {
-                    return Err(format!(
-                        "command argument \"{}\" contains NUL",
-                        a.escape_debug()
+                    return Err(InvalidKey::at_index(
+                        "command",
+                        i + 1,
+                        format!("\"{}\" contains NUL", a.escape_debug()),
                     ));
                 }
                 Ok(Template::parse_lenient(a, VARS))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, InvalidKey>>()?;
         let per_rcpt = args.iter().any(|a| a.uses("rcpt") && !a.is_exactly("rcpt"));
         if c.timeout.0.is_zero() {
-            return Err("timeout must be more than 0s".into());
+            return Err(InvalidKey::at("timeout", "must be more than 0s"));
         }
         Ok(ExecSink {
             program,
@@ -144,7 +158,7 @@ impl ExecSink {
             .take()
             .map(|stdin| tokio::spawn(feed_stdin(src, stdin, self.line_endings, pgid)));
 
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_after(self.timeout);
         let mut kept = Vec::new();
         let mut buf = [0u8; 4096];
         let mut output_open = true;
@@ -156,8 +170,7 @@ impl ExecSink {
                 },
                 s = child.wait() => break s.map_err(|e| cannot("wait for it", &e))?,
                 () = tokio::time::sleep_until(deadline) => {
-                    kill_group(pgid);
-                    let _ = child.wait().await;
+                    stop(&mut child, pgid).await;
                     if let Some(f) = &feed {
                         f.abort();
                     }
@@ -200,6 +213,34 @@ impl ExecSink {
 fn keep(kept: &mut Vec<u8>, data: &[u8]) {
     let room = MAX_OUTPUT.saturating_sub(kept.len());
     kept.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// `now + timeout`, saturating: a timeout the clock cannot represent means "no deadline to
+/// speak of", never a panic. The config caps durations already; this is for sinks built in
+/// code, and for clocks with less range than ours.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(crate::config::units::MAX_DURATION))
+        // Unreachable on a clock that can count a century; timing out at once is still
+        // a temporary failure, retried, where a panic would fail every delivery.
+        .unwrap_or(now)
+}
+
+/// Kills a command that ran out of time and reaps it. The group kill reaches what it
+/// started; the command itself is killed as well because it may have left its group
+/// (setpgid/setsid), and then waiting for it without a bound is waiting for as long as it
+/// likes.
+async fn stop(child: &mut tokio::process::Child, pgid: Option<libc::pid_t>) {
+    kill_group(pgid);
+    // tokio knows whether the child was reaped already, so unlike kill(2) on a saved pid
+    // this can never hit a recycled pid.
+    let _ = child.start_kill();
+    if tokio::time::timeout(REAP_WAIT, child.wait()).await.is_err() {
+        // Only a process stuck in the kernel outlives SIGKILL this long; tokio reaps it in
+        // the background once it dies, so no zombie stays behind.
+        tracing::warn!(pid = ?child.id(), "killed command has not exited yet; not waiting longer");
+    }
 }
 
 fn kill_group(pgid: Option<libc::pid_t>) {
@@ -398,6 +439,7 @@ mod tests {
     use super::super::local::test_support::*;
     use super::*;
     use crate::config::Duration as CfgDuration;
+    use crate::config::error::path_string;
 
     fn sink(dir: &Path, command: &[&str], timeout: u64, endings: LineEndings) -> ExecSink {
         ExecSink::new(
@@ -579,6 +621,55 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn timeout_kills_a_command_that_left_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let pid_file = p.join("pid");
+        // Moves itself into its parent's process group, out of reach of the group kill.
+        let script = format!(
+            "import os, time\n\
+             open({:?}, 'w').write(str(os.getpid()))\n\
+             os.setpgid(0, os.getpgid(os.getppid()))\n\
+             time.sleep(10)\n",
+            pid_file.display().to_string()
+        );
+        let python = std::env::var("MAILCHUTE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let s = sink(p, &[&python, "-c", &script], 1, LineEndings::Lf);
+        let started = std::time::Instant::now();
+        let r = run(&s, p, b"x\r\n", "", &["a@x"]).await;
+        let e = r[0].as_ref().unwrap_err();
+        assert!(
+            e.is_temporary() && e.message.contains("timed out after 1s"),
+            "{e:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered after {:?}",
+            started.elapsed()
+        );
+        // Killed and reaped: not running, and not left as a zombie either.
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is still there"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_timeout_beyond_the_clock_does_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let mut s = sink(p, &["true"], 1, LineEndings::Lf);
+        // What "200000000000000d" meant before the config capped durations.
+        s.timeout = Duration::from_secs(200_000_000_000_000 * 86400);
+        let r = run(&s, p, b"x\r\n", "", &["a@x"]).await;
+        assert!(r[0].is_ok(), "{r:?}");
+        s.timeout = Duration::MAX;
+        let r = run(&s, p, b"x\r\n", "", &["a@x"]).await;
+        assert!(r[0].is_ok(), "{r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn argv_templating() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
@@ -649,6 +740,28 @@ mod tests {
     }
 
     #[test]
+    fn the_example_runs_procmail_once_per_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded =
+            crate::config::parse_str(crate::config::example(), "example.toml", dir.path()).unwrap();
+        let Some(crate::config::SinkConfig::Exec(c)) = loaded.config.sinks.get("procmail") else {
+            panic!("the example has no exec sink \"procmail\"");
+        };
+        let s = ExecSink::new(c, &ctx(dir.path())).unwrap();
+        assert!(s.per_rcpt, "procmail must run once per recipient");
+        let env = envelope("s@x", &["a@x", "b@y"]);
+        let d = Delivery {
+            id: "ID7",
+            envelope: &env,
+            rcpts: &env.rcpts,
+            message: Path::new("/dev/null"),
+            first_attempt: true,
+        };
+        let argv = s.argv(&d, &env.rcpts[..1]);
+        assert_eq!(argv, ["-f", "s@x", "RECIPIENT=a@x"]);
+    }
+
+    #[test]
     fn config_errors_and_codes() {
         let dir = tempfile::tempdir().unwrap();
         let c = |cmd: &[&str]| {
@@ -661,8 +774,10 @@ mod tests {
                 &ctx(dir.path()),
             )
         };
-        assert!(c(&[]).is_err());
-        assert!(c(&["{rcpt}"]).is_err());
+        let key = |cmd: &[&str]| c(cmd).err().map(|e| path_string(&e.key));
+        assert_eq!(key(&[]).as_deref(), Some("command"));
+        assert_eq!(key(&["{rcpt}"]).as_deref(), Some("command[0]"));
+        assert_eq!(key(&["x", "ok", "a\0b"]).as_deref(), Some("command[2]"));
         // Braces that are not our variables belong to the command (shell, awk).
         assert!(c(&["x", "{user}"]).is_ok_and(|s| !s.per_rcpt));
         assert!(c(&["x", "{rcpt}"]).is_ok_and(|s| !s.per_rcpt));

@@ -13,7 +13,9 @@
 
 use super::local::{self, Groups};
 use super::template::PathTemplate;
-use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
+use super::{
+    BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
+};
 use crate::config::{LineEndings, MaildirConfig};
 use crate::spool::commit::Committer;
 use std::fs::{self, OpenOptions};
@@ -33,11 +35,12 @@ pub struct MaildirSink {
 }
 
 impl MaildirSink {
-    pub fn new(c: &MaildirConfig, ctx: &SinkContext) -> Result<Self, String> {
-        let path = PathTemplate::new(&c.path, &ctx.base_dir)?;
+    pub fn new(c: &MaildirConfig, ctx: &SinkContext) -> Result<Self, InvalidKey> {
+        let path =
+            PathTemplate::new(&c.path, &ctx.base_dir).map_err(|m| InvalidKey::at("path", m))?;
         let folder = match c.folder.as_deref() {
             None | Some("") | Some("INBOX") => None,
-            Some(f) => Some(folder_dir(f)?),
+            Some(f) => Some(folder_dir(f).map_err(|m| InvalidKey::at("folder", m))?),
         };
         Ok(MaildirSink {
             path,

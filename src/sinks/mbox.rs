@@ -16,7 +16,9 @@
 use super::local::{self, CrlfToLf, MboxQuoter};
 use super::mbox_journal::{Journal, Leftover, Record};
 use super::template::PathTemplate;
-use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
+use super::{
+    BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
+};
 use crate::config::MboxConfig;
 use crate::spool::commit::fsync_dir;
 use std::fs::{File, OpenOptions};
@@ -33,9 +35,10 @@ pub struct MboxSink {
 }
 
 impl MboxSink {
-    pub fn new(c: &MboxConfig, ctx: &SinkContext) -> Result<Self, String> {
+    pub fn new(c: &MboxConfig, ctx: &SinkContext) -> Result<Self, InvalidKey> {
         Ok(MboxSink {
-            path: PathTemplate::new(&c.path, &ctx.base_dir)?,
+            path: PathTemplate::new(&c.path, &ctx.base_dir)
+                .map_err(|m| InvalidKey::at("path", m))?,
             create: c.create,
             lock_wait: local::LOCK_WAIT,
         })

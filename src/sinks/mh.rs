@@ -24,7 +24,9 @@
 
 use super::local;
 use super::template::PathTemplate;
-use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
+use super::{
+    BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
+};
 use crate::config::{LineEndings, MhConfig};
 use crate::spool::commit::Committer;
 use std::fs::{self, File, OpenOptions};
@@ -45,9 +47,10 @@ pub struct MhSink {
 }
 
 impl MhSink {
-    pub fn new(c: &MhConfig, ctx: &SinkContext) -> Result<Self, String> {
+    pub fn new(c: &MhConfig, ctx: &SinkContext) -> Result<Self, InvalidKey> {
         Ok(MhSink {
-            path: PathTemplate::new(&c.path, &ctx.base_dir)?,
+            path: PathTemplate::new(&c.path, &ctx.base_dir)
+                .map_err(|m| InvalidKey::at("path", m))?,
             line_endings: c.line_endings,
             create: c.create,
             committer: ctx.committer.clone(),

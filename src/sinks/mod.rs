@@ -1,7 +1,8 @@
 //! Sinks: where a message ends. A sink only knows "deliver this one message to these
 //! recipients" and decides itself whether a failure is temporary or permanent.
 
-use crate::config::SinkConfig;
+use crate::config::error::path_string;
+use crate::config::{Seg, SinkConfig};
 use crate::envelope::Envelope;
 use crate::spool::commit::Committer;
 use std::future::Future;
@@ -123,22 +124,65 @@ pub struct SinkContext {
     pub base_dir: PathBuf,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("sink {name}: {message}")]
-pub struct BuildError {
-    pub name: String,
+/// Why a `[sink.NAME]` table cannot become a sink, and the key inside the table to blame.
+/// Sinks know which of their keys is wrong; only the config layer knows the file and line,
+/// so the key travels with the message until someone can place it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidKey {
+    /// Key path inside the sink's table (`password_file`, `command[0]`); empty when the
+    /// table as a whole is wrong.
+    pub key: Vec<Seg>,
+    /// What is wrong and what was expected, without the key (the reader adds it).
     pub message: String,
 }
 
-/// Builds the sink a `[sink.NAME]` table describes.
+impl InvalidKey {
+    pub fn at(key: &str, message: impl Into<String>) -> Self {
+        InvalidKey {
+            key: vec![Seg::Key(key.to_string())],
+            message: message.into(),
+        }
+    }
+
+    /// An element of an array key, e.g. `command[2]`.
+    pub fn at_index(key: &str, index: usize, message: impl Into<String>) -> Self {
+        InvalidKey {
+            key: vec![Seg::Key(key.to_string()), Seg::Index(index)],
+            message: message.into(),
+        }
+    }
+}
+
+/// A sink that could not be built. `Display` names the key path but no file: callers that
+/// have the loaded config turn it into a located [`crate::config::ConfigError`].
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}", path_string(&self.path()), .problem.message)]
+pub struct BuildError {
+    /// The `NAME` of `[sink.NAME]`, as the config spells it.
+    pub name: String,
+    pub problem: InvalidKey,
+}
+
+impl BuildError {
+    /// The full key path of the problem: `sink.NAME.KEY`.
+    pub fn path(&self) -> Vec<Seg> {
+        let mut path = vec![Seg::Key("sink".into()), Seg::Key(self.name.clone())];
+        path.extend(self.problem.key.iter().cloned());
+        path
+    }
+}
+
+/// Builds the sink a `[sink.NAME]` table describes. Reads what the sink needs (secrets,
+/// CA files) but connects nowhere and creates nothing: `config check` relies on that.
 pub fn build(
     name: &str,
     config: &SinkConfig,
     ctx: &SinkContext,
 ) -> Result<Arc<dyn Sink>, BuildError> {
-    let err = |message: String| BuildError {
+    let err = |problem: InvalidKey| BuildError {
         name: name.to_string(),
-        message,
+        problem,
     };
     Ok(match config {
         SinkConfig::Maildir(c) => Arc::new(maildir::MaildirSink::new(c, ctx).map_err(err)?),

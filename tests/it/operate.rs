@@ -335,6 +335,113 @@ fn config_check_names_file_line_key_and_expectation() {
     assert_contains(&err, &[&file, "\"main\"", "\"nowhere\"", "not defined"]);
 }
 
+/// Sinks that the loader accepts but that cannot be built; each with the text on the line
+/// the error must point at, the key path it must name, and a word of its message.
+const UNBUILDABLE_SINKS: &[(&str, &str, &str, &str)] = &[
+    (
+        "type = \"smtp\"\naddress = \"127.0.0.1:25\"\nusername = \"u\"\npassword_file = \"/nonexistent\"",
+        "password_file",
+        "sink.up.password_file",
+        "/nonexistent",
+    ),
+    (
+        "type = \"smtp\"\naddress = \"127.0.0.1:25\"\nusername = \"u\"\npassword_env = \"MAILCHUTE_TEST_SURELY_UNSET\"",
+        "password_env",
+        "sink.up.password_env",
+        "not set",
+    ),
+    (
+        "type = \"smtp\"\naddress = \"127.0.0.1:25\"\nhelo = \"a b\"",
+        "helo",
+        "sink.up.helo",
+        "without spaces",
+    ),
+    (
+        "type = \"smtp\"\naddress = \"127.0.0.1:25\"\ntls = \"starttls\"\ntls_name = \"a b\"",
+        "tls_name",
+        "sink.up.tls_name",
+        "not a valid TLS server name",
+    ),
+    (
+        "type = \"smtp\"\naddress = \"127.0.0.1:25\"\ntls = \"starttls\"\nca_file = \"/nonexistent/ca.pem\"",
+        "ca_file",
+        "sink.up.ca_file",
+        "/nonexistent/ca.pem",
+    ),
+    // tls_name is not written: the error points at the table.
+    (
+        "type = \"smtp\"\naddress = \"unix:/x\"\ntls = \"starttls\"",
+        "[sink.up]",
+        "sink.up.tls_name",
+        "Unix socket",
+    ),
+    (
+        "type = \"maildir\"\npath = \"x/{user}\"",
+        "{user}",
+        "sink.up.path",
+        "unknown variable {user}",
+    ),
+    (
+        "type = \"exec\"\ncommand = [\"{rcpt}\"]",
+        "command",
+        "sink.up.command[0]",
+        "without variables",
+    ),
+];
+
+#[test]
+fn config_check_and_serve_refuse_sinks_that_cannot_be_built() {
+    let dir = tempfile::tempdir().unwrap();
+    // No route uses [sink.up]: it is built, and refused, all the same.
+    let good = one_listener("127.0.0.1:2525", "sync", "");
+    for (i, (sink, at, key, text)) in UNBUILDABLE_SINKS.iter().enumerate() {
+        let config = format!("{good}\n[sink.up]\n{sink}\n");
+        let line = line_of(&config, at);
+        let file = write_config(dir.path(), &format!("sink{i}.toml"), &config);
+        let want = format!("mailchute: {file}:{line}: {key}: ");
+        for args in [
+            ["config", "check", file.as_str()],
+            ["serve", "-c", file.as_str()],
+        ] {
+            let err = run_fails(dir.path(), &args, &[]);
+            assert!(
+                err.lines()
+                    .any(|l| l.starts_with(&want) && l.contains(text)),
+                "mailchute {args:?}: no line starting {want:?} and holding {text:?}:\n{err}"
+            );
+        }
+    }
+    // Neither command left anything behind (serve refuses before it writes).
+    assert!(!dir.path().join("data").exists() && !dir.path().join("Maildir").exists());
+}
+
+#[test]
+fn config_check_builds_sinks_without_connecting_or_creating() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    upstream.set_nonblocking(true).unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+    let config = format!(
+        "{}\n[sink.up]\ntype = \"smtp\"\naddress = \"127.0.0.1:{port}\"\ntls = \"starttls\"\n\
+         insecure = true\nusername = \"u\"\npassword_file = \"./secret\"\n\n\
+         [sink.per-user]\ntype = \"maildir\"\npath = \"./Users/{{local}}\"\n",
+        one_listener("127.0.0.1:2525", "sync", "")
+    );
+    let file = write_config(dir.path(), "ok.toml", &config);
+    run_ok(dir.path(), &["config", "check", &file], &[]);
+    assert!(
+        matches!(upstream.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "config check connected to the upstream"
+    );
+    let mut left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ok.toml", "secret"], "config check created files");
+}
+
 #[test]
 fn config_check_refuses_what_this_version_lacks() {
     let dir = tempfile::tempdir().unwrap();
@@ -658,6 +765,27 @@ fn sighup_reloads_routes_and_refuses_a_broken_config() {
     send(port, "y@b.test", &message("to-b-2", "Still routed.\r\n"));
     assert_eq!(maildir_count(&m.path("B")), 2, "log:\n{}", m.log());
 
+    // A sink that cannot be built is refused the same way, placed in the file.
+    let unbuildable = format!(
+        "{}\n[sink.c]\ntype = \"exec\"\ncommand = [\"{{rcpt}}\"]\n",
+        routes_config(port, true, "")
+    );
+    let line = line_of(&unbuildable, "{rcpt}");
+    fs::write(m.path("mailchute.toml"), &unbuildable).unwrap();
+    let want = format!(
+        "{}:{line}: sink.c.command[0]: ",
+        m.path("mailchute.toml").display()
+    );
+    sighup(pid);
+    wait_log(&m, "reload refused for sink.c", |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|s| s.contains("reload refused"))
+            && l.to_string().contains(&want)
+    });
+    send(port, "z@b.test", &message("to-b-3", "Still routed.\r\n"));
+    assert_eq!(maildir_count(&m.path("B")), 3, "log:\n{}", m.log());
+
     // A renamed listener needs a restart (its accept loop knows it by name): refused, and
     // the listener keeps serving.
     let renamed = routes_config(port, true, "").replace("name = \"mx\"", "name = \"mx2\"");
@@ -673,10 +801,10 @@ fn sighup_reloads_routes_and_refuses_a_broken_config() {
     });
     send(
         port,
-        "z@b.test",
-        &message("to-b-3", "After the rename.\r\n"),
+        "w@b.test",
+        &message("to-b-4", "After the rename.\r\n"),
     );
-    assert_eq!(maildir_count(&m.path("B")), 3, "log:\n{}", m.log());
+    assert_eq!(maildir_count(&m.path("B")), 4, "log:\n{}", m.log());
 }
 
 // ---- 6. queue CLI ----------------------------------------------------------------------

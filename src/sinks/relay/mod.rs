@@ -18,7 +18,9 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
-use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkContext, SinkError};
+use super::{
+    BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
+};
 use crate::config::{RelayConfig, RelayTls};
 use crate::envelope::{Body, Envelope};
 use conn::{Conn, Target};
@@ -72,43 +74,13 @@ struct Credentials {
 }
 
 impl RelaySink {
-    pub fn new(c: &RelayConfig, dialect: Dialect, ctx: &SinkContext) -> Result<Self, String> {
-        let target = Target::parse(&c.address)?;
+    pub fn new(c: &RelayConfig, dialect: Dialect, ctx: &SinkContext) -> Result<Self, InvalidKey> {
+        let target = Target::parse(&c.address).map_err(|m| InvalidKey::at("address", m))?;
         if c.timeout.0.is_zero() {
-            return Err("timeout must be more than 0".into());
+            return Err(InvalidKey::at("timeout", "must be more than 0"));
         }
-        let tls_config = match c.tls {
-            RelayTls::None => None,
-            _ if c.insecure => {
-                tracing::warn!(
-                    address = %target,
-                    "insecure = true: the upstream's TLS certificate is not checked"
-                );
-                Some(tls::unverified()?)
-            }
-            RelayTls::Opportunistic if c.ca_file.is_none() => Some(tls::unverified()?),
-            _ => {
-                let ca_file = c.ca_file.as_ref().map(|p| ctx.base_dir.join(p));
-                Some(tls::verifying(tls::load_roots(ca_file.as_deref())?)?)
-            }
-        };
-        let name = match (&c.tls_name, target.host()) {
-            (Some(name), _) => name.as_str(),
-            (None, Some(host)) => host,
-            (None, None) if matches!(c.tls, RelayTls::Starttls | RelayTls::Implicit) => {
-                return Err(format!(
-                    "address \"{}\" is a Unix socket: tls = \"{}\" needs tls_name to check the certificate against",
-                    c.address,
-                    if c.tls == RelayTls::Implicit {
-                        "implicit"
-                    } else {
-                        "starttls"
-                    }
-                ));
-            }
-            (None, None) => "localhost",
-        };
-        let server_name = tls::server_name(name)?;
+        let tls_config = tls_config(c, &target, ctx)?;
+        let server_name = server_name(c, &target)?;
         let credentials = match &c.username {
             None => None,
             Some(username) => Some(Credentials {
@@ -118,8 +90,12 @@ impl RelaySink {
         };
         let helo = c.helo.clone().unwrap_or_else(|| ctx.hostname.clone());
         if helo.is_empty() || helo.contains(|ch: char| ch.is_whitespace() || ch.is_control()) {
-            return Err(format!(
-                "helo \"{helo}\": expected a host name without spaces"
+            return Err(InvalidKey::at(
+                "helo",
+                format!(
+                    "\"{}\": expected a host name without spaces",
+                    helo.escape_debug()
+                ),
             ));
         }
         Ok(RelaySink {
@@ -705,30 +681,90 @@ fn temporary_status(reply: &Reply, fallback: &str) -> String {
     }
 }
 
-fn read_password(c: &RelayConfig, ctx: &SinkContext) -> Result<String, String> {
+/// The rustls config for `tls`: checking (against `ca_file` or the system roots) unless
+/// `insecure`, or opportunistic without a `ca_file`, where a failed check could only make us
+/// fall back to plain text. A missing system bundle is blamed on `tls`, the key that wants it.
+fn tls_config(
+    c: &RelayConfig,
+    target: &Target,
+    ctx: &SinkContext,
+) -> Result<Option<Arc<ClientConfig>>, InvalidKey> {
+    let setup = |m: String| InvalidKey::at("tls", m);
+    Ok(match c.tls {
+        RelayTls::None => None,
+        _ if c.insecure => {
+            tracing::warn!(
+                address = %target,
+                "insecure = true: the upstream's TLS certificate is not checked"
+            );
+            Some(tls::unverified().map_err(setup)?)
+        }
+        RelayTls::Opportunistic if c.ca_file.is_none() => Some(tls::unverified().map_err(setup)?),
+        _ => {
+            let ca_file = c.ca_file.as_ref().map(|p| ctx.base_dir.join(p));
+            let roots_key = if ca_file.is_some() { "ca_file" } else { "tls" };
+            let roots =
+                tls::load_roots(ca_file.as_deref()).map_err(|m| InvalidKey::at(roots_key, m))?;
+            Some(tls::verifying(roots).map_err(setup)?)
+        }
+    })
+}
+
+/// The name to check the upstream's certificate against: `tls_name`, else the host part
+/// of `address`. A Unix socket has no host, so TLS that checks needs `tls_name`.
+fn server_name(c: &RelayConfig, target: &Target) -> Result<ServerName<'static>, InvalidKey> {
+    let (name, key) = match (&c.tls_name, target.host()) {
+        (Some(name), _) => (name.as_str(), "tls_name"),
+        (None, Some(host)) => (host, "address"),
+        (None, None) if matches!(c.tls, RelayTls::Starttls | RelayTls::Implicit) => {
+            let mode = if c.tls == RelayTls::Implicit {
+                "implicit"
+            } else {
+                "starttls"
+            };
+            return Err(InvalidKey::at(
+                "tls_name",
+                format!(
+                    "is missing: address \"{}\" is a Unix socket, and tls = \"{mode}\" needs \
+                     tls_name to check the certificate against",
+                    c.address
+                ),
+            ));
+        }
+        (None, None) => ("localhost", "address"),
+    };
+    tls::server_name(name).map_err(|m| InvalidKey::at(key, m))
+}
+
+/// The AUTH password, read once at build time (see [`Credentials`]); errors name the key
+/// that points at the secret.
+fn read_password(c: &RelayConfig, ctx: &SinkContext) -> Result<String, InvalidKey> {
     match (&c.password_env, &c.password_file) {
-        (Some(_), Some(_)) => Err("set password_env or password_file, not both".into()),
-        (None, None) => Err("username is set: password_env or password_file is required".into()),
-        (Some(var), None) => match std::env::var(var) {
-            Ok(p) if !p.is_empty() => Ok(p),
-            Ok(_) => Err(format!("password_env {var}: the variable is empty")),
-            Err(std::env::VarError::NotPresent) => {
-                Err(format!("password_env {var}: the variable is not set"))
+        (Some(_), Some(_)) => Err(InvalidKey::at(
+            "password_file",
+            "set password_env or password_file, not both",
+        )),
+        (None, None) => Err(InvalidKey::at(
+            "username",
+            "is set: password_env or password_file is required",
+        )),
+        (Some(var), None) => {
+            let bad = |why: &str| InvalidKey::at("password_env", format!("{var}: {why}"));
+            match std::env::var(var) {
+                Ok(p) if !p.is_empty() => Ok(p),
+                Ok(_) => Err(bad("the variable is empty")),
+                Err(std::env::VarError::NotPresent) => Err(bad("the variable is not set")),
+                Err(std::env::VarError::NotUnicode(_)) => Err(bad("the value is not UTF-8")),
             }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(format!("password_env {var}: the value is not UTF-8"))
-            }
-        },
+        }
         (None, Some(file)) => {
             let path = ctx.base_dir.join(file);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("password_file {}: {e}", path.display()))?;
+            let bad =
+                |why: String| InvalidKey::at("password_file", format!("{}: {why}", path.display()));
+            let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
             let first = text.lines().next().unwrap_or("").trim();
             if first.is_empty() {
-                return Err(format!(
-                    "password_file {}: the first line is empty",
-                    path.display()
-                ));
+                return Err(bad("the first line is empty".into()));
             }
             Ok(first.to_string())
         }

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::config::RelayConfig;
+use crate::config::error::path_string;
 use crate::envelope::{ClientInfo, XForward};
 use crate::sinks::Severity;
 use crate::spool::commit::Committer;
@@ -452,38 +453,54 @@ fn build_time_validation() {
     let dir = tempfile::tempdir().unwrap();
     let c = ctx(dir.path());
     let new = |t: &str| RelaySink::new(&relay_config(t), Dialect::Smtp, &c).err();
-    assert!(new("address = \"host\"").unwrap().contains("host:port"));
-    assert!(new("address = \"unix:rel\"").unwrap().contains("absolute"));
-    assert!(
-        new("address = \"127.0.0.1:25\"\nusername = \"u\"")
-            .unwrap()
-            .contains("password_env or password_file")
+    // Each error names the key to fix, so the config layer can point at its line.
+    let fails = |t: &str, key: &str, text: &str| {
+        let e = new(t).unwrap_or_else(|| panic!("{t:?} was accepted"));
+        assert_eq!(path_string(&e.key), key, "{t:?}: {e:?}");
+        assert!(e.message.contains(text), "{t:?}: {e:?}");
+    };
+    fails("address = \"host\"", "address", "host:port");
+    fails("address = \"unix:rel\"", "address", "absolute");
+    fails(
+        "address = \"127.0.0.1:25\"\nusername = \"u\"",
+        "username",
+        "password_env or password_file",
     );
-    assert!(
-        new("address = \"127.0.0.1:25\"\nusername = \"u\"\npassword_env = \"MAILCHUTE_TEST_SURELY_UNSET\"")
-            .unwrap()
-            .contains("not set")
+    fails(
+        "address = \"127.0.0.1:25\"\nusername = \"u\"\npassword_env = \"MAILCHUTE_TEST_SURELY_UNSET\"",
+        "password_env",
+        "not set",
     );
-    assert!(
-        new("address = \"127.0.0.1:25\"\nusername = \"u\"\npassword_file = \"missing\"")
-            .unwrap()
-            .contains("missing")
+    fails(
+        "address = \"127.0.0.1:25\"\nusername = \"u\"\npassword_file = \"missing\"",
+        "password_file",
+        "missing",
     );
-    assert!(
-        new("address = \"127.0.0.1:25\"\ntls = \"starttls\"\nca_file = \"nope.pem\"")
-            .unwrap()
-            .contains("nope.pem")
+    fails(
+        "address = \"127.0.0.1:25\"\ntls = \"starttls\"\nca_file = \"nope.pem\"",
+        "ca_file",
+        "nope.pem",
     );
     std::fs::write(dir.path().join("empty.pem"), "not a cert\n").unwrap();
-    assert!(
-        new("address = \"127.0.0.1:25\"\ntls = \"implicit\"\nca_file = \"empty.pem\"")
-            .unwrap()
-            .contains("no PEM certificate")
+    fails(
+        "address = \"127.0.0.1:25\"\ntls = \"implicit\"\nca_file = \"empty.pem\"",
+        "ca_file",
+        "no PEM certificate",
     );
-    assert!(
-        new("address = \"unix:/run/x.sock\"\ntls = \"starttls\"")
-            .unwrap()
-            .contains("tls_name")
+    fails(
+        "address = \"unix:/run/x.sock\"\ntls = \"starttls\"",
+        "tls_name",
+        "Unix socket",
+    );
+    fails(
+        "address = \"127.0.0.1:25\"\ntls_name = \"a b\"",
+        "tls_name",
+        "not a valid TLS server name",
+    );
+    fails(
+        "address = \"127.0.0.1:25\"\nhelo = \"a b\"",
+        "helo",
+        "without spaces",
     );
     assert!(new("address = \"127.0.0.1:25\"").is_none());
     assert!(new("address = \"[::1]:25\"\ntls = \"none\"").is_none());
