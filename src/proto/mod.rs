@@ -64,6 +64,11 @@
 //!   ends the transaction, and every BDAT chunk the client pipelined behind it is read,
 //!   dropped and answered with the same reply, uncounted, up to BDAT LAST (LMTP: once per
 //!   recipient there) or any other command (RFC 3030 2).
+//! - **Each recipient once.** A RCPT for an address already accepted in the transaction
+//!   gets `250` without a `Rcpt` question and adds nothing to [`Session::rcpts`], so the
+//!   message is delivered to it once. LMTP still owes a reply per accepted RCPT after the
+//!   data: the I/O layer gives one per `rcpts()` entry, and the session answers a repeated
+//!   RCPT with its address's reply.
 //! - `max_line_length` applies to DATA and to BDAT, except for BODY=BINARYMIME, whose
 //!   content has no lines.
 //!

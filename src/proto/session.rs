@@ -163,7 +163,13 @@ pub struct Session {
     esmtp: bool,
     xforward: XForward,
     mail_from: Option<String>,
+    /// The envelope's recipients: each accepted address once, so a repeated RCPT is not
+    /// a second delivery.
     rcpts: Vec<String>,
+    /// For each RCPT answered 250, in order, the index of its address in `rcpts`. LMTP owes
+    /// one reply per accepted RCPT after the data (RFC 2033 4.2); a repeated one gets its
+    /// address's reply, which is the only real outcome for it.
+    accepted: Vec<usize>,
     /// Some RCPT was refused by the I/O layer, so "no valid recipients" is the honest
     /// answer to DATA (rather than "need RCPT").
     rcpt_refused: bool,
@@ -202,6 +208,7 @@ impl Session {
             xforward: XForward::default(),
             mail_from: None,
             rcpts: Vec::new(),
+            accepted: Vec::new(),
             rcpt_refused: false,
             body: Body::SevenBit,
             smtputf8: false,
@@ -300,6 +307,7 @@ impl Session {
     pub fn accept_rcpt(&mut self) {
         match std::mem::replace(&mut self.state, State::Command) {
             State::Ask(Question::Rcpt { to }) => {
+                self.accepted.push(self.rcpts.len());
                 self.rcpts.push(to);
                 self.reply(Reply::new(250, "2.1.5", "Ok"));
             }
@@ -373,23 +381,24 @@ impl Session {
         }
     }
 
-    /// Answers `DataEnd`. SMTP: one reply (the first is used). LMTP: one per accepted
-    /// recipient, in [`Session::rcpts`] order; missing ones become `451 4.3.0`, extra ones
-    /// are dropped. The transaction is reset; HELO and TLS state stay.
+    /// Answers `DataEnd`. SMTP: one reply (the first is used). LMTP: one per entry of
+    /// [`Session::rcpts`], in that order; missing ones become `451 4.3.0`, extra ones are
+    /// dropped. The session answers every accepted RCPT with its address's reply (a
+    /// repeated RCPT gets the same as the first). The transaction is reset; HELO and TLS
+    /// state stay.
     pub fn finish_message(&mut self, replies: Vec<Reply>) {
         if !matches!(self.state, State::AwaitFinish) {
             return;
         }
         self.state = State::Command;
-        let wanted = self.final_replies();
-        let mut replies = replies.into_iter();
-        for _ in 0..wanted {
-            let r = match replies.next() {
-                Some(r) if valid_final(&r) => r.with_default_enhanced(),
-                Some(_) => Reply::new(451, "4.3.0", "Error: internal error, bad delivery status"),
-                None => Reply::new(451, "4.3.0", "Error: no delivery status"),
-            };
-            self.reply(r);
+        match self.cfg.protocol {
+            Protocol::Lmtp if !self.accepted.is_empty() => {
+                for i in std::mem::take(&mut self.accepted) {
+                    self.reply(final_reply(replies.get(i)));
+                }
+            }
+            // SMTP; and never no reply at all.
+            _ => self.reply(final_reply(replies.first())),
         }
         self.reset_transaction();
     }
@@ -456,7 +465,7 @@ impl Session {
         self.mail_from.as_deref()
     }
 
-    /// Accepted recipients, in order.
+    /// Accepted recipients, in order, each address once.
     pub fn rcpts(&self) -> &[String] {
         &self.rcpts
     }
@@ -507,6 +516,7 @@ impl Session {
     fn reset_transaction(&mut self) {
         self.mail_from = None;
         self.rcpts.clear();
+        self.accepted.clear();
         self.rcpt_refused = false;
         self.body = Body::SevenBit;
         self.smtputf8 = false;
@@ -521,7 +531,7 @@ impl Session {
     fn final_replies(&self) -> usize {
         match self.cfg.protocol {
             Protocol::Smtp => 1,
-            Protocol::Lmtp => self.rcpts.len().max(1),
+            Protocol::Lmtp => self.accepted.len().max(1),
         }
     }
 
@@ -791,7 +801,7 @@ impl Session {
         if self.bdat_used {
             return self.error(Reply::new(503, "5.5.1", "Error: RCPT after BDAT"));
         }
-        if self.cfg.max_recipients > 0 && self.rcpts.len() >= self.cfg.max_recipients {
+        if self.cfg.max_recipients > 0 && self.accepted.len() >= self.cfg.max_recipients {
             return self.reply(Reply::new(452, "4.5.3", "Error: too many recipients"));
         }
         if !to.is_ascii() && !self.smtputf8 {
@@ -800,6 +810,12 @@ impl Session {
                 "5.6.7",
                 "Error: non-ASCII recipient address requires SMTPUTF8",
             ));
+        }
+        if let Some(i) = self.rcpts.iter().position(|r| *r == to) {
+            // Already accepted (as Postfix does, 250 without asking again): the message
+            // goes to it once, and the reply after the data is that one delivery's.
+            self.accepted.push(i);
+            return self.reply(Reply::new(250, "2.1.5", "Ok"));
         }
         self.state = State::Ask(Question::Rcpt { to });
     }
@@ -992,6 +1008,16 @@ fn refusal(r: Reply) -> Reply {
         r.with_default_enhanced()
     } else {
         Reply::new(451, "4.3.0", "Error: internal error")
+    }
+}
+
+/// A final reply to a message as the I/O layer gave it, made safe: 2xx, 4xx or 5xx, and
+/// a temporary failure when it gave none.
+fn final_reply(r: Option<&Reply>) -> Reply {
+    match r {
+        Some(r) if valid_final(r) => r.clone().with_default_enhanced(),
+        Some(_) => Reply::new(451, "4.3.0", "Error: internal error, bad delivery status"),
+        None => Reply::new(451, "4.3.0", "Error: no delivery status"),
     }
 }
 

@@ -1320,3 +1320,72 @@ fn doc_example_loop() {
         "{out}"
     );
 }
+
+#[test]
+fn repeated_rcpt_is_one_recipient() {
+    let mut c = greeted(SessionConfig {
+        max_recipients: 3,
+        ..cfg()
+    });
+    let out = c.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<d@x>\r\nRCPT TO:<d@x>\r\nRCPT TO:<D@x>\r\n");
+    assert_eq!(
+        out,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+    );
+    // Asked once; another spelling of the local part may be another mailbox.
+    assert_eq!(
+        c.take_events()[1..],
+        [Ev::Rcpt("d@x".into()), Ev::Rcpt("D@x".into())]
+    );
+    assert_eq!(c.s.rcpts(), ["d@x", "D@x"]);
+    // Every RCPT answered 250 counts toward the limit, as the client counts them.
+    assert_eq!(
+        c.send(b"RCPT TO:<e@x>\r\n"),
+        "452 4.5.3 Error: too many recipients\r\n"
+    );
+    let out = c.send(b"DATA\r\nhi\r\n.\r\n");
+    assert!(out.ends_with("250 2.0.0 Ok: queued\r\n"), "{out}");
+    assert_eq!(
+        c.take_events()[1..],
+        [Ev::DataEnd {
+            msg: b"hi\r\n".to_vec(),
+            from: "a@x".into(),
+            rcpts: vec!["d@x".into(), "D@x".into()]
+        }]
+    );
+}
+
+/// The reviewer's case: LMTP, the sink fails for d@x; its repeated RCPT must not be told
+/// "delivered".
+#[test]
+fn lmtp_repeated_rcpt_gets_its_address_reply() {
+    let mut c = greeted(lmtp());
+    c.finish = Some(vec![
+        Reply::new(451, "4.2.0", "d: try later"),
+        Reply::new(250, "2.0.0", "e: delivered"),
+    ]);
+    let out = c.send(
+        b"MAIL FROM:<a@x>\r\nRCPT TO:<d@x>\r\nRCPT TO:<e@x>\r\nRCPT TO:<d@x>\r\nDATA\r\nhi\r\n.\r\n",
+    );
+    assert_eq!(
+        out,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n\
+         354 End data with <CR><LF>.<CR><LF>\r\n\
+         451 4.2.0 d: try later\r\n250 2.0.0 e: delivered\r\n451 4.2.0 d: try later\r\n"
+    );
+    assert!(matches!(
+        c.take_events().last(),
+        Some(Ev::DataEnd { rcpts, .. }) if rcpts == &["d@x", "e@x"]
+    ));
+    // Refused by the session itself: one reply per accepted RCPT too.
+    let mut c = greeted(SessionConfig {
+        max_message_size: 1,
+        ..lmtp()
+    });
+    let out = c.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<d@x>\r\nRCPT TO:<d@x>\r\nBDAT 2 LAST\r\nhi");
+    let big = "552 5.3.4 Error: message size exceeds fixed maximum message size\r\n";
+    assert!(
+        out.ends_with(&format!("250 2.1.5 Ok\r\n{big}{big}")),
+        "{out}"
+    );
+}
