@@ -167,7 +167,7 @@ pub struct Session {
     /// a second delivery.
     rcpts: Vec<String>,
     /// For each RCPT answered 250, in order, the index of its address in `rcpts`. LMTP owes
-    /// one reply per accepted RCPT after the data (RFC 2033 4.2); a repeated one gets its
+    /// one reply per accepted RCPT after the data (RFC 2033); a repeated one gets its
     /// address's reply, which is the only real outcome for it.
     accepted: Vec<usize>,
     /// Some RCPT was refused by the I/O layer, so "no valid recipients" is the honest
@@ -986,7 +986,7 @@ impl Session {
     }
 }
 
-/// RFC 5321 4.3.2 allows 552/554/451/452/550 at the end of the data, so not 500 (a
+/// RFC 5321 4.3.2 allows 552/554/451/452/450/550 at the end of the data, not 500 (a
 /// command error): 554 "transaction failed", and RFC 3463 X.6.0 "other or undefined media
 /// error" as the content is at fault. (X.3.4 with 552 means the size limit.)
 fn line_too_long() -> Reply {
