@@ -37,14 +37,69 @@ enum State {
     DotCr,
 }
 
+/// Counts message line lengths against a limit, for DATA and BDAT alike. A line ends at LF
+/// (a bare LF too: a downstream server may treat it as a line end); its length excludes
+/// the LF and one CR right before it.
+#[derive(Debug, Clone)]
+pub struct LineLimit {
+    /// Bytes of the current line so far.
+    len: u64,
+    /// 0 = unlimited.
+    max: u64,
+}
+
+impl LineLimit {
+    pub fn new(max: u64) -> LineLimit {
+        LineLimit { len: 0, max }
+    }
+
+    /// Counts one content byte; true if it makes the current line too long.
+    pub fn byte(&mut self, b: u8) -> bool {
+        if b == b'\n' {
+            self.len = 0;
+            return false;
+        }
+        self.len += 1;
+        // A CR one past the limit may be the CR of the line's CR LF.
+        self.max > 0
+            && self.len > self.max
+            && !(b == b'\r' && self.len == self.max.saturating_add(1))
+    }
+
+    /// Counts `bytes` as [`LineLimit::byte`] would one by one; true if any line in them
+    /// is too long. Scans for LFs rather than looking at every byte.
+    pub fn bytes(&mut self, bytes: &[u8]) -> bool {
+        if self.max == 0 {
+            return false;
+        }
+        let mut over = false;
+        let mut rest = bytes;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            over |= self.segment(&rest[..i]);
+            self.len = 0;
+            rest = &rest[i + 1..];
+        }
+        over | self.segment(rest)
+    }
+
+    /// Adds a piece of a line that holds no LF.
+    fn segment(&mut self, seg: &[u8]) -> bool {
+        let Some(&last) = seg.last() else {
+            return false;
+        };
+        self.len = self.len.saturating_add(seg.len() as u64);
+        let allowed_cr = self.max.saturating_add(1);
+        self.len > allowed_cr || (self.len == allowed_cr && last != b'\r')
+    }
+}
+
 /// Incremental DATA decoder. Feed it whatever arrived; it reports how much it consumed and
 /// hands out message bytes as ranges of the input, so nothing is copied.
 #[derive(Debug, Clone)]
 pub struct DotReader {
     state: State,
-    /// Bytes of the current line so far, excluding the dropped dot and the line end.
-    line_len: u64,
-    max_line: u64,
+    /// The current line's length, excluding the dropped dot and the line end.
+    line: LineLimit,
     /// Unstuffed message bytes so far (including those not emitted after an overflow).
     size: u64,
     max_size: u64,
@@ -57,8 +112,7 @@ impl DotReader {
     pub fn new(max_size: u64, max_line: u64) -> DotReader {
         DotReader {
             state: State::LineStart,
-            line_len: 0,
-            max_line,
+            line: LineLimit::new(max_line),
             size: 0,
             max_size,
             too_big: false,
@@ -91,17 +145,8 @@ impl DotReader {
         if self.max_size > 0 && self.size > self.max_size {
             self.too_big = true;
         }
-        if b == b'\n' {
-            self.line_len = 0;
-        } else {
-            self.line_len += 1;
-            // A CR one past the limit may be the CR of the line's CR LF.
-            if self.max_line > 0
-                && self.line_len > self.max_line
-                && !(b == b'\r' && self.line_len == self.max_line + 1)
-            {
-                self.line_too_long = true;
-            }
+        if self.line.byte(b) {
+            self.line_too_long = true;
         }
     }
 
@@ -312,6 +357,42 @@ pub(crate) mod tests {
         assert!(ended && r.too_big());
         assert_eq!(rest, b"QUIT\r\n");
         assert_eq!(r.size(), 14);
+    }
+
+    #[test]
+    fn line_limit_counts_slices_as_bytes() {
+        // Every split of these inputs, counted slice by slice, must agree with counting
+        // byte by byte: a line may end (CR, LF) in the next slice.
+        let inputs: [&[u8]; 8] = [
+            b"1234\r\n12345\r\n",
+            b"1234\r\r\n",
+            b"1234\rx\n",
+            b"12345\n",
+            b"1234\n1234\r\n1234",
+            b"\r\r\r\r\r\n",
+            b"\n\n\n12\r\n",
+            b"123\r\n1234\r",
+        ];
+        for input in inputs {
+            let mut one = LineLimit::new(4);
+            let want = input.iter().fold(false, |over, &b| one.byte(b) | over);
+            for split in 0..=input.len() {
+                let (a, b) = input.split_at(split);
+                let mut l = LineLimit::new(4);
+                let got = l.bytes(a) | l.bytes(b);
+                assert_eq!(
+                    got,
+                    want,
+                    "{:?} split at {split}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+        assert!(!LineLimit::new(0).bytes(&[b'x'; 10_000]));
+        let mut l = LineLimit::new(4);
+        assert!(!l.bytes(b"1234\r"));
+        assert!(!l.bytes(b"\n"), "the CR LF of a full line, split");
+        assert!(l.bytes(b"12345"));
     }
 
     #[test]

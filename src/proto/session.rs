@@ -4,7 +4,7 @@
 use crate::config::Protocol;
 use crate::envelope::{Body, XForward};
 use crate::proto::command::{Command, MailParams, ParseError, parse_command};
-use crate::proto::data::{DotReader, DotStep};
+use crate::proto::data::{DotReader, DotStep, LineLimit};
 use crate::proto::reply::Reply;
 
 /// Longest command line we accept, excluding its line end. RFC 5321 says 512, but MAIL
@@ -93,6 +93,19 @@ struct ChunkFailure {
     counted: bool,
 }
 
+/// A BDAT chunk failed and ended its transaction, but the client may have pipelined more
+/// chunks of it. RFC 3030 2: "the receiver SMTP MUST be prepared to accept and discard
+/// additional BDAT chunks already in the pipeline after the failed BDAT". Each gets the
+/// failed chunk's reply again, not counted as an error, up to BDAT LAST or any other
+/// command.
+#[derive(Debug, Clone)]
+struct FailedChunks {
+    reply: Reply,
+    /// How many times BDAT LAST repeats it: LMTP answers it once per recipient accepted
+    /// before the failure, as it would have on success.
+    last_replies: usize,
+}
+
 #[derive(Debug, Clone)]
 enum State {
     /// Reading command lines.
@@ -150,7 +163,13 @@ pub struct Session {
     esmtp: bool,
     xforward: XForward,
     mail_from: Option<String>,
+    /// The envelope's recipients: each accepted address once, so a repeated RCPT is not
+    /// a second delivery.
     rcpts: Vec<String>,
+    /// For each RCPT answered 250, in order, the index of its address in `rcpts`. LMTP owes
+    /// one reply per accepted RCPT after the data (RFC 2033); a repeated one gets its
+    /// address's reply, which is the only real outcome for it.
+    accepted: Vec<usize>,
     /// Some RCPT was refused by the I/O layer, so "no valid recipients" is the honest
     /// answer to DATA (rather than "need RCPT").
     rcpt_refused: bool,
@@ -160,6 +179,11 @@ pub struct Session {
     bdat_used: bool,
     /// Bytes announced by the BDAT chunks of this transaction so far.
     bdat_size: u64,
+    /// Line lengths of the BDAT message; its limit is 0 for BODY=BINARYMIME, which has no
+    /// lines (RFC 3030 3).
+    bdat_lines: LineLimit,
+    /// Set after a failed BDAT chunk, until BDAT LAST or another command.
+    failed_chunks: Option<FailedChunks>,
 }
 
 impl Session {
@@ -184,11 +208,14 @@ impl Session {
             xforward: XForward::default(),
             mail_from: None,
             rcpts: Vec::new(),
+            accepted: Vec::new(),
             rcpt_refused: false,
             body: Body::SevenBit,
             smtputf8: false,
             bdat_used: false,
             bdat_size: 0,
+            bdat_lines: LineLimit::new(0),
+            failed_chunks: None,
         };
         greeting.render_into(&mut s.out);
         s
@@ -280,6 +307,7 @@ impl Session {
     pub fn accept_rcpt(&mut self) {
         match std::mem::replace(&mut self.state, State::Command) {
             State::Ask(Question::Rcpt { to }) => {
+                self.accepted.push(self.rcpts.len());
                 self.rcpts.push(to);
                 self.reply(Reply::new(250, "2.1.5", "Ok"));
             }
@@ -313,6 +341,10 @@ impl Session {
                 self.msg_open = true;
                 self.bdat_used = true;
                 self.bdat_size = size;
+                self.bdat_lines = LineLimit::new(match self.body {
+                    Body::BinaryMime => 0,
+                    _ => self.cfg.max_line_length,
+                });
                 self.state = State::Bdat {
                     remaining: size,
                     size,
@@ -349,26 +381,24 @@ impl Session {
         }
     }
 
-    /// Answers `DataEnd`. SMTP: one reply (the first is used). LMTP: one per accepted
-    /// recipient, in [`Session::rcpts`] order; missing ones become `451 4.3.0`, extra ones
-    /// are dropped. The transaction is reset; HELO and TLS state stay.
+    /// Answers `DataEnd`. SMTP: one reply (the first is used). LMTP: one per entry of
+    /// [`Session::rcpts`], in that order; missing ones become `451 4.3.0`, extra ones are
+    /// dropped. The session answers every accepted RCPT with its address's reply (a
+    /// repeated RCPT gets the same as the first). The transaction is reset; HELO and TLS
+    /// state stay.
     pub fn finish_message(&mut self, replies: Vec<Reply>) {
         if !matches!(self.state, State::AwaitFinish) {
             return;
         }
         self.state = State::Command;
-        let wanted = match self.cfg.protocol {
-            Protocol::Smtp => 1,
-            Protocol::Lmtp => self.rcpts.len().max(1),
-        };
-        let mut replies = replies.into_iter();
-        for _ in 0..wanted {
-            let r = match replies.next() {
-                Some(r) if valid_final(&r) => r.with_default_enhanced(),
-                Some(_) => Reply::new(451, "4.3.0", "Error: internal error, bad delivery status"),
-                None => Reply::new(451, "4.3.0", "Error: no delivery status"),
-            };
-            self.reply(r);
+        match self.cfg.protocol {
+            Protocol::Lmtp if !self.accepted.is_empty() => {
+                for i in std::mem::take(&mut self.accepted) {
+                    self.reply(final_reply(replies.get(i)));
+                }
+            }
+            // SMTP; and never no reply at all.
+            _ => self.reply(final_reply(replies.first())),
         }
         self.reset_transaction();
     }
@@ -435,7 +465,7 @@ impl Session {
         self.mail_from.as_deref()
     }
 
-    /// Accepted recipients, in order.
+    /// Accepted recipients, in order, each address once.
     pub fn rcpts(&self) -> &[String] {
         &self.rcpts
     }
@@ -486,6 +516,7 @@ impl Session {
     fn reset_transaction(&mut self) {
         self.mail_from = None;
         self.rcpts.clear();
+        self.accepted.clear();
         self.rcpt_refused = false;
         self.body = Body::SevenBit;
         self.smtputf8 = false;
@@ -495,13 +526,17 @@ impl Session {
         self.xforward = XForward::default();
     }
 
-    /// The reply that ends a message (after DATA's dot or BDAT LAST): LMTP sends one per
+    /// How many replies end a message (after DATA's dot or BDAT LAST): LMTP sends one per
     /// accepted recipient.
-    fn end_of_message_reply(&mut self, r: Reply) {
-        let n = match self.cfg.protocol {
+    fn final_replies(&self) -> usize {
+        match self.cfg.protocol {
             Protocol::Smtp => 1,
-            Protocol::Lmtp => self.rcpts.len().max(1),
-        };
+            Protocol::Lmtp => self.accepted.len().max(1),
+        }
+    }
+
+    /// Queues `r` as the reply that ends a message, `n` times.
+    fn end_of_message_reply(&mut self, r: Reply, n: usize) {
         for _ in 0..n {
             self.reply(r.clone());
         }
@@ -529,6 +564,7 @@ impl Session {
                         Some(i) => {
                             self.pos += i + 1;
                             self.state = State::Command;
+                            self.failed_chunks = None;
                             self.error(Reply::new(500, "5.5.2", "Error: line too long"));
                         }
                         None => {
@@ -551,27 +587,48 @@ impl Session {
                         }
                     }
                 }
-                State::Bdat {
-                    remaining, fail, ..
-                } => {
-                    if *remaining == 0 {
-                        self.end_of_chunk();
-                        continue;
-                    }
-                    let avail = self.buf.len() - self.pos;
-                    if avail == 0 {
-                        return Step::NeedInput;
-                    }
-                    let n = (*remaining).min(avail as u64) as usize;
-                    *remaining -= n as u64;
-                    let start = self.pos;
-                    self.pos += n;
-                    if fail.is_none() {
-                        return Step::Data(start..start + n);
+                State::Bdat { .. } => {
+                    if let Some(step) = self.read_chunk() {
+                        return step;
                     }
                 }
             }
         }
+    }
+
+    /// Reads what is buffered of the current BDAT chunk. `None` when the chunk ended or
+    /// the bytes read are dropped (keep going).
+    fn read_chunk(&mut self) -> Option<Step> {
+        let State::Bdat {
+            remaining, fail, ..
+        } = &mut self.state
+        else {
+            return None;
+        };
+        if *remaining == 0 {
+            self.end_of_chunk();
+            return None;
+        }
+        let avail = self.buf.len() - self.pos;
+        if avail == 0 {
+            return Some(Step::NeedInput);
+        }
+        let n = (*remaining).min(avail as u64) as usize;
+        *remaining -= n as u64;
+        let range = self.pos..self.pos + n;
+        self.pos += n;
+        if fail.is_some() {
+            return None;
+        }
+        if self.bdat_lines.bytes(&self.buf[range.clone()]) {
+            // The rest of the chunk is still read and dropped, then the refusal.
+            *fail = Some(ChunkFailure {
+                reply: line_too_long(),
+                counted: false,
+            });
+            return None;
+        }
+        Some(Step::Data(range))
     }
 
     /// Reads and handles one command line. `None` when a line was handled (keep going).
@@ -592,6 +649,7 @@ impl Session {
             end -= 1;
         }
         if end - start > MAX_COMMAND_LINE {
+            self.failed_chunks = None;
             self.error(Reply::new(500, "5.5.2", "Error: line too long"));
             return None;
         }
@@ -600,6 +658,10 @@ impl Session {
     }
 
     fn handle(&mut self, cmd: Result<Command, ParseError>) -> Option<Step> {
+        if !matches!(cmd, Ok(Command::Bdat { .. })) {
+            // The client saw the failure and moved on (RFC 3030: it sends no more chunks).
+            self.failed_chunks = None;
+        }
         let cmd = match cmd {
             Ok(c) => c,
             Err(e) => {
@@ -739,7 +801,7 @@ impl Session {
         if self.bdat_used {
             return self.error(Reply::new(503, "5.5.1", "Error: RCPT after BDAT"));
         }
-        if self.cfg.max_recipients > 0 && self.rcpts.len() >= self.cfg.max_recipients {
+        if self.cfg.max_recipients > 0 && self.accepted.len() >= self.cfg.max_recipients {
             return self.reply(Reply::new(452, "4.5.3", "Error: too many recipients"));
         }
         if !to.is_ascii() && !self.smtputf8 {
@@ -748,6 +810,12 @@ impl Session {
                 "5.6.7",
                 "Error: non-ASCII recipient address requires SMTPUTF8",
             ));
+        }
+        if let Some(i) = self.rcpts.iter().position(|r| *r == to) {
+            // Already accepted (as Postfix does, 250 without asking again): the message
+            // goes to it once, and the reply after the data is that one delivery's.
+            self.accepted.push(i);
+            return self.reply(Reply::new(250, "2.1.5", "Ok"));
         }
         self.state = State::Ask(Question::Rcpt { to });
     }
@@ -794,6 +862,20 @@ impl Session {
 
     fn bdat(&mut self, size: u64, last: bool) {
         let max = self.cfg.max_message_size;
+        if let Some(f) = &self.failed_chunks {
+            // Pipelined behind a failed chunk: the same answer, and not another error.
+            let reply = f.reply.clone();
+            self.state = State::Bdat {
+                remaining: size,
+                size,
+                last,
+                fail: Some(ChunkFailure {
+                    reply,
+                    counted: false,
+                }),
+            };
+            return;
+        }
         let fail = match self.data_refusal() {
             Some((reply, counted)) => Some(ChunkFailure { reply, counted }),
             None if max > 0 && self.bdat_size.saturating_add(size) > max => Some(ChunkFailure {
@@ -820,15 +902,19 @@ impl Session {
     }
 
     /// The DATA terminator was read.
-    fn end_of_data(&mut self, too_big_msg: bool, line_too_long: bool) {
+    fn end_of_data(&mut self, too_big_msg: bool, long_line: bool) {
         self.msg_open = false;
-        if too_big_msg || line_too_long {
+        if too_big_msg || long_line {
             self.abort_pending = true;
-            self.end_of_message_reply(if too_big_msg {
-                too_big()
-            } else {
-                Reply::new(500, "5.5.2", "Error: line too long")
-            });
+            let n = self.final_replies();
+            self.end_of_message_reply(
+                if too_big_msg {
+                    too_big()
+                } else {
+                    line_too_long()
+                },
+                n,
+            );
             self.reset_transaction();
             self.state = State::Command;
         } else {
@@ -846,11 +932,19 @@ impl Session {
         };
         match fail {
             Some(ChunkFailure { reply, counted }) => {
+                let last_replies = match self.failed_chunks.take() {
+                    Some(f) => f.last_replies,
+                    None => self.final_replies(),
+                };
                 self.abort_open_message();
                 if last {
-                    self.end_of_message_reply(reply);
+                    self.end_of_message_reply(reply, last_replies);
                 } else {
-                    self.reply(reply);
+                    self.reply(reply.clone());
+                    self.failed_chunks = Some(FailedChunks {
+                        reply,
+                        last_replies,
+                    });
                 }
                 self.reset_transaction();
                 if counted {
@@ -892,6 +986,13 @@ impl Session {
     }
 }
 
+/// RFC 5321 4.3.2 allows 552/554/451/452/450/550 at the end of the data, not 500 (a
+/// command error): 554 "transaction failed", and RFC 3463 X.6.0 "other or undefined media
+/// error" as the content is at fault. (X.3.4 with 552 means the size limit.)
+fn line_too_long() -> Reply {
+    Reply::new(554, "5.6.0", "Error: message line too long")
+}
+
 fn too_big() -> Reply {
     Reply::new(
         552,
@@ -907,6 +1008,16 @@ fn refusal(r: Reply) -> Reply {
         r.with_default_enhanced()
     } else {
         Reply::new(451, "4.3.0", "Error: internal error")
+    }
+}
+
+/// A final reply to a message as the I/O layer gave it, made safe: 2xx, 4xx or 5xx, and
+/// a temporary failure when it gave none.
+fn final_reply(r: Option<&Reply>) -> Reply {
+    match r {
+        Some(r) if valid_final(r) => r.clone().with_default_enhanced(),
+        Some(_) => Reply::new(451, "4.3.0", "Error: internal error, bad delivery status"),
+        None => Reply::new(451, "4.3.0", "Error: no delivery status"),
     }
 }
 

@@ -627,8 +627,10 @@ fn size_limit_drains_then_552() {
     assert!(out.ends_with("250 2.0.0 Ok: queued\r\n"), "{out}");
 }
 
+const LINE_TOO_LONG: &str = "554 5.6.0 Error: message line too long\r\n";
+
 #[test]
-fn line_limit_drains_then_500() {
+fn line_limit_drains_then_554() {
     let mut c = greeted(SessionConfig {
         max_line_length: 10,
         ..cfg()
@@ -636,8 +638,70 @@ fn line_limit_drains_then_500() {
     let out = c.send(
         b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n0123456789\r\n01234567890\r\nx\r\n.\r\n",
     );
-    assert!(out.ends_with("500 5.5.2 Error: line too long\r\n"), "{out}");
+    assert!(out.ends_with(LINE_TOO_LONG), "{out}");
     assert_eq!(c.take_events().last(), Some(&Ev::DataAborted));
+}
+
+#[test]
+fn line_limit_applies_to_bdat() {
+    let mut c = greeted(SessionConfig {
+        max_line_length: 10,
+        ..cfg()
+    });
+    // Ten bytes and CR LF, split across chunks, is within the limit.
+    let out =
+        c.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 11\r\n0123456789\rBDAT 1 LAST\r\n\n");
+    assert!(out.ends_with("250 2.0.0 Ok: queued\r\n"), "{out}");
+    c.take_events();
+    // Eleven bytes, six in one chunk and five in the next: refused at the end of the
+    // chunk where the line grew too long; the rest of that chunk is read and dropped.
+    let out = c.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 6\r\n012345BDAT 8\r\n67890\r\nxBDAT 0 LAST\r\nNOOP\r\n");
+    assert_eq!(
+        out,
+        format!(
+            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 6 octets received\r\n{LINE_TOO_LONG}{LINE_TOO_LONG}250 2.0.0 Ok\r\n"
+        )
+    );
+    assert_eq!(c.take_events()[2..], [Ev::DataStart, Ev::DataAborted]);
+    assert_eq!(c.msg, b"");
+    // A long line in the one LAST chunk: LMTP answers once per recipient.
+    let mut c = greeted(SessionConfig {
+        max_line_length: 10,
+        ..lmtp()
+    });
+    let out = c.send(
+        b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nBDAT 13 LAST\r\n01234567890\r\n",
+    );
+    assert!(
+        out.ends_with(&format!("250 2.1.5 Ok\r\n{LINE_TOO_LONG}{LINE_TOO_LONG}")),
+        "{out}"
+    );
+}
+
+#[test]
+fn binarymime_has_no_line_limit() {
+    let mut c = greeted(SessionConfig {
+        max_line_length: 10,
+        ..cfg()
+    });
+    let body = [b'x'; 100];
+    let mut input =
+        b"MAIL FROM:<a@b> BODY=BINARYMIME\r\nRCPT TO:<c@d>\r\nBDAT 100 LAST\r\n".to_vec();
+    input.extend_from_slice(&body);
+    let out = c.send(&input);
+    assert!(out.ends_with("250 2.0.0 Ok: queued\r\n"), "{out}");
+    assert_eq!(
+        c.take_events().last(),
+        Some(&Ev::DataEnd {
+            msg: body.to_vec(),
+            from: "a@b".into(),
+            rcpts: vec!["c@d".into()]
+        })
+    );
+    // ...but the next transaction, 8BITMIME again, has.
+    let mut input = b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 100 LAST\r\n".to_vec();
+    input.extend_from_slice(&body);
+    assert!(c.send(&input).ends_with(LINE_TOO_LONG));
 }
 
 #[test]
@@ -706,6 +770,7 @@ fn bdat_size_limit_and_rejected_start() {
         max_message_size: 5,
         ..cfg()
     });
+    // The failed chunk is LAST: the transfer is over, a BDAT after it is out of order.
     let out = c.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3\r\nabcBDAT 3 LAST\r\ndefBDAT 1 LAST\r\nxNOOP\r\n");
     assert_eq!(
         out,
@@ -715,15 +780,85 @@ fn bdat_size_limit_and_rejected_start() {
     );
     assert_eq!(c.take_events()[2..], [Ev::DataStart, Ev::DataAborted]);
 
-    // The I/O layer refuses the first chunk: its bytes are dropped, then the reply.
+    // The I/O layer refuses the first chunk: its bytes are dropped, then the reply; the
+    // chunk pipelined behind it gets the same reply.
     c.answers = vec![None, None, Some(Reply::new(451, "4.3.0", "spool full"))];
     let out = c.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 2\r\nabBDAT 1 LAST\r\nxNOOP\r\n");
     assert_eq!(
         out,
         "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n451 4.3.0 spool full\r\n\
-         503 5.5.1 Error: need MAIL command\r\n250 2.0.0 Ok\r\n"
+         451 4.3.0 spool full\r\n250 2.0.0 Ok\r\n"
     );
     assert_eq!(c.take_events()[2..], [Ev::DataStart]);
+}
+
+/// The reviewer's case: 25 pipelined chunks of 100 bytes against a 1000-byte limit.
+#[test]
+fn chunks_pipelined_after_a_failed_chunk_get_its_reply() {
+    let mut c = greeted(SessionConfig {
+        max_message_size: 1000,
+        max_errors: 10,
+        ..lmtp()
+    });
+    let mut input = b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\n".to_vec();
+    for _ in 0..25 {
+        input.extend_from_slice(b"BDAT 100\r\n");
+        input.extend_from_slice(&[b'y'; 100]);
+    }
+    input.extend_from_slice(b"BDAT 0 LAST\r\nNOOP\r\n");
+    let out = c.send(&input);
+    let big = "552 5.3.4 Error: message size exceeds fixed maximum message size\r\n";
+    let want = format!(
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n{}{}{}250 2.0.0 Ok\r\n",
+        "250 2.0.0 100 octets received\r\n".repeat(10),
+        // Chunk 11 fails, 12 to 25 get the same; LAST once per recipient, as LMTP would.
+        big.repeat(15),
+        big.repeat(2),
+    );
+    assert_eq!(out, want);
+    assert!(!c.s.is_closed());
+    assert_eq!(c.take_events()[3..], [Ev::DataStart, Ev::DataAborted]);
+    // None of it counted as an error: nine more are still allowed.
+    let out = c.send(&b"FOO\r\n".repeat(9));
+    assert!(!out.contains("421"), "{out}");
+    assert!(!c.s.is_closed());
+    // And the session goes on.
+    let out = c.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nBDAT 2 LAST\r\nhi");
+    assert!(
+        out.ends_with("250 2.1.5 Ok\r\n250 2.0.0 Ok: queued\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn failed_chunks_end_at_another_command() {
+    let mut c = greeted(SessionConfig {
+        max_errors: 3,
+        ..cfg()
+    });
+    // No valid recipient: the first chunk gets 554, the pipelined ones too, uncounted.
+    c.answers = vec![None, Some(Reply::new(550, "5.1.1", "unknown"))];
+    let out =
+        c.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nBDAT 1\r\nxBDAT 1\r\nxBDAT 1\r\nxBDAT 1\r\nx");
+    let none = "554 5.5.1 Error: no valid recipients\r\n";
+    assert_eq!(
+        out,
+        format!("250 2.1.0 Ok\r\n550 5.1.1 unknown\r\n{}", none.repeat(4))
+    );
+    // Any other command ends the failed transfer: a BDAT after it is out of order again.
+    let out = c.send(b"NOOP\r\nBDAT 1\r\nxBDAT 1 LAST\r\nx");
+    let need = "503 5.5.1 Error: need MAIL command\r\n";
+    assert_eq!(out, format!("250 2.0.0 Ok\r\n{need}{need}"));
+    assert!(
+        !c.s.is_closed(),
+        "a chunk behind a failed one is not an error"
+    );
+    // The first BDAT without a transaction counted: two more errors close.
+    let out = c.send(b"RSET\r\nBDAT 1 LAST\r\nxFOO\r\n");
+    assert!(
+        out.ends_with("421 4.7.0 mx.test Error: too many errors\r\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -1182,6 +1317,75 @@ fn doc_example_loop() {
     let out = String::from_utf8(out).unwrap();
     assert!(
         out.ends_with("250 2.0.0 Ok: queued\r\n221 2.0.0 Bye\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn repeated_rcpt_is_one_recipient() {
+    let mut c = greeted(SessionConfig {
+        max_recipients: 3,
+        ..cfg()
+    });
+    let out = c.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<d@x>\r\nRCPT TO:<d@x>\r\nRCPT TO:<D@x>\r\n");
+    assert_eq!(
+        out,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+    );
+    // Asked once; another spelling of the local part may be another mailbox.
+    assert_eq!(
+        c.take_events()[1..],
+        [Ev::Rcpt("d@x".into()), Ev::Rcpt("D@x".into())]
+    );
+    assert_eq!(c.s.rcpts(), ["d@x", "D@x"]);
+    // Every RCPT answered 250 counts toward the limit, as the client counts them.
+    assert_eq!(
+        c.send(b"RCPT TO:<e@x>\r\n"),
+        "452 4.5.3 Error: too many recipients\r\n"
+    );
+    let out = c.send(b"DATA\r\nhi\r\n.\r\n");
+    assert!(out.ends_with("250 2.0.0 Ok: queued\r\n"), "{out}");
+    assert_eq!(
+        c.take_events()[1..],
+        [Ev::DataEnd {
+            msg: b"hi\r\n".to_vec(),
+            from: "a@x".into(),
+            rcpts: vec!["d@x".into(), "D@x".into()]
+        }]
+    );
+}
+
+/// The reviewer's case: LMTP, the sink fails for d@x; its repeated RCPT must not be told
+/// "delivered".
+#[test]
+fn lmtp_repeated_rcpt_gets_its_address_reply() {
+    let mut c = greeted(lmtp());
+    c.finish = Some(vec![
+        Reply::new(451, "4.2.0", "d: try later"),
+        Reply::new(250, "2.0.0", "e: delivered"),
+    ]);
+    let out = c.send(
+        b"MAIL FROM:<a@x>\r\nRCPT TO:<d@x>\r\nRCPT TO:<e@x>\r\nRCPT TO:<d@x>\r\nDATA\r\nhi\r\n.\r\n",
+    );
+    assert_eq!(
+        out,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n\
+         354 End data with <CR><LF>.<CR><LF>\r\n\
+         451 4.2.0 d: try later\r\n250 2.0.0 e: delivered\r\n451 4.2.0 d: try later\r\n"
+    );
+    assert!(matches!(
+        c.take_events().last(),
+        Some(Ev::DataEnd { rcpts, .. }) if rcpts == &["d@x", "e@x"]
+    ));
+    // Refused by the session itself: one reply per accepted RCPT too.
+    let mut c = greeted(SessionConfig {
+        max_message_size: 1,
+        ..lmtp()
+    });
+    let out = c.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<d@x>\r\nRCPT TO:<d@x>\r\nBDAT 2 LAST\r\nhi");
+    let big = "552 5.3.4 Error: message size exceeds fixed maximum message size\r\n";
+    assert!(
+        out.ends_with(&format!("250 2.1.5 Ok\r\n{big}{big}")),
         "{out}"
     );
 }

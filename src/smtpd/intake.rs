@@ -12,6 +12,7 @@ use crate::pipeline::Pipeline;
 use crate::sinks::{RcptResults, SinkError};
 use crate::spool::queue::{Deliverer, Queue, backoff_ms};
 use crate::spool::store::{FailedRcpt, Pending, QueueEntry, Spool, SpooledMessage};
+use std::collections::HashMap;
 
 /// One final answer, before it becomes protocol bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,17 +271,18 @@ struct Summary {
 impl Summary {
     fn new(rcpts: &[String], units: &[Pending], results: &[RcptResults]) -> Summary {
         let mut per_rcpt = vec![RcptState::default(); rcpts.len()];
+        // An address's outcome is kept at its first index in the envelope.
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (i, r) in rcpts.iter().enumerate() {
+            first.entry(r.as_str()).or_insert(i);
+        }
         let mut retry = Vec::new();
         let mut failed = Vec::new();
         for (unit, results) in units.iter().zip(results) {
             let mut left = Vec::new();
             let mut last_error = None;
             for (rcpt, result) in unit.rcpts.iter().zip(results) {
-                let Some(state) = rcpts
-                    .iter()
-                    .position(|r| r == rcpt)
-                    .map(|i| &mut per_rcpt[i])
-                else {
+                let Some(state) = first.get(rcpt.as_str()).map(|&i| &mut per_rcpt[i]) else {
                     continue;
                 };
                 match result {
@@ -310,6 +312,16 @@ impl Summary {
                     attempted: true,
                     ..unit.clone()
                 });
+            }
+        }
+        // An address listed twice (the SMTP session lists each once, but an envelope may
+        // come from elsewhere) has one outcome: a later copy must never read as a default
+        // "delivered" while its first copy failed.
+        for (i, r) in rcpts.iter().enumerate() {
+            if let Some(&f) = first.get(r.as_str())
+                && f != i
+            {
+                per_rcpt[i] = per_rcpt[f].clone();
             }
         }
         Summary {
@@ -430,6 +442,20 @@ mod tests {
             &[vec![Err(SinkError::permanent("5.1.1", "no such user"))]],
         );
         assert_eq!(p.overall("ID").code, 550);
+    }
+
+    #[test]
+    fn a_repeated_address_shares_its_outcome() {
+        let rcpts = vec!["d@x".to_string(), "e@x".to_string(), "d@x".to_string()];
+        let units = vec![unit("box", &["d@x", "e@x", "d@x"])];
+        let results = vec![vec![
+            Err(SinkError::temporary("4.2.0", "down")),
+            ok(),
+            Err(SinkError::temporary("4.2.0", "down")),
+        ]];
+        let s = Summary::new(&rcpts, &units, &results);
+        let codes: Vec<u16> = s.per_rcpt.iter().map(|r| r.answer("ID").code).collect();
+        assert_eq!(codes, [451, 250, 451]);
     }
 
     #[test]

@@ -67,9 +67,16 @@ fn finish(result: HeaderResult<'_>) -> Parsed {
             }
         }
         HeaderResult::V2(Ok(h)) => {
-            let source = match h.addresses {
-                v2::Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
-                v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+            // LOCAL: the balancer speaks for itself (health checks); the spec says the
+            // receiver must use the real connection endpoints and ignore any addresses.
+            let source = match (h.command, h.addresses) {
+                (v2::Command::Local, _) => None,
+                (_, v2::Addresses::IPv4(a)) => {
+                    Some(SocketAddr::from((a.source_address, a.source_port)))
+                }
+                (_, v2::Addresses::IPv6(a)) => {
+                    Some(SocketAddr::from((a.source_address, a.source_port)))
+                }
                 _ => None,
             };
             Parsed::Done {
@@ -127,6 +134,40 @@ mod tests {
             }
         );
         assert_eq!(parse(&h[..14]), Parsed::Incomplete);
+    }
+
+    /// A v2 header: signature, then `ver_cmd`, family/protocol 0x11 (TCP over IPv4) and an
+    /// address block 192.0.2.1:56324 → 198.51.100.2:25.
+    fn v2_tcp4_header(ver_cmd: u8) -> Vec<u8> {
+        let mut h = vec![
+            0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+        ];
+        h.extend([ver_cmd, 0x11, 0x00, 12]);
+        h.extend([192, 0, 2, 1, 198, 51, 100, 2]);
+        h.extend(56324u16.to_be_bytes());
+        h.extend(25u16.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn v2_local_ignores_the_address_block() {
+        // haproxy proxy-protocol.txt 2.2: for LOCAL "the receiver must accept this
+        // connection as valid and must use the real connection endpoints and discard the
+        // protocol block including the family", even when the sender filled it in.
+        assert_eq!(
+            parse(&v2_tcp4_header(0x20)),
+            Parsed::Done {
+                len: 28,
+                source: None
+            }
+        );
+        assert_eq!(
+            parse(&v2_tcp4_header(0x21)),
+            Parsed::Done {
+                len: 28,
+                source: Some("192.0.2.1:56324".parse().unwrap())
+            }
+        );
     }
 
     #[test]

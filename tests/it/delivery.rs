@@ -534,6 +534,53 @@ fn lmtp_sync_answers_each_recipient() {
     );
 }
 
+/// A repeated RCPT is one recipient: delivered once, and after the data it gets its
+/// address's real reply (here a sink that fails for now: 451, never "delivered").
+#[test]
+fn lmtp_sync_repeated_rcpt_gets_its_real_outcome() {
+    let port = free_port();
+    let cfg = config(&format!(
+        "{}{}{}{}{}",
+        listener(port, "lmtp", "sync", ""),
+        route("ok", &["@ok.test"], &["box"]),
+        route("tmp", &["@tmp.test"], &["broken"]),
+        maildir_sink("box", "./Maildir"),
+        // Cannot create a directory below a device: a temporary failure.
+        maildir_sink("broken", "/dev/null/Maildir"),
+    ));
+    let m = Mailchute::start(&cfg);
+    let msg = message("lmtp-repeated-rcpt", "Two addresses, each given twice.\r\n");
+
+    let mut c = RawSmtp::connect(port);
+    c.expect("LHLO client.test", 250);
+    c.expect("MAIL FROM:<from@client.test>", 250);
+    let rcpts = ["d@tmp.test", "e@ok.test", "d@tmp.test", "e@ok.test"];
+    for rcpt in rcpts {
+        c.expect(&format!("RCPT TO:<{rcpt}>"), 250);
+    }
+    c.expect("DATA", 354);
+    c.send(&dot_stuff(&msg));
+    let replies: Vec<Reply> = rcpts.iter().map(|_| c.read_reply()).collect();
+    c.quit();
+    let codes: Vec<u16> = replies.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        [451, 250, 451, 250],
+        "replies in RCPT order: {replies:?}\n--- log ---\n{}",
+        m.log()
+    );
+
+    let stored = read_maildir(&m.path("Maildir"));
+    assert_eq!(stored.len(), 1, "e@ok.test's one copy");
+    assert_stored(&stored[0], &crlf_to_lf(&msg));
+    // The client was told to retry d: nothing kept for it.
+    assert!(
+        queue_files(&m).is_empty(),
+        "spool/queue: {:?}",
+        queue_files(&m)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. DSN end to end
 // ---------------------------------------------------------------------------------------

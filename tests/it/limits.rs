@@ -163,6 +163,20 @@ impl Wire {
         );
     }
 
+    /// Asserts the server ends the connection with a FIN after its last reply, not a reset
+    /// (which can destroy a reply the client has not read yet).
+    fn assert_closed_cleanly(&mut self, context: &str) {
+        let mut rest = Vec::new();
+        if let Err(e) = self.reader.read_to_end(&mut rest) {
+            panic!("{context}: connection not closed cleanly: {e} (got {rest:?})");
+        }
+        assert!(
+            rest.is_empty(),
+            "{context}: bytes after the last reply: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
     fn quit(mut self) {
         self.expect("QUIT", 221);
         self.assert_closed("after QUIT");
@@ -325,6 +339,32 @@ fn proxy_v1_header_gives_the_real_client() {
 #[test]
 fn proxy_v2_header_gives_the_real_client() {
     proxied_session(&proxy_v2_header(), "proxy-v2");
+}
+
+#[test]
+fn proxy_v2_local_header_keeps_the_connection_endpoints() {
+    let port = free_port();
+    let u = start_unprobed(|_| sync_config(port, PROXY_LISTENER, MAILDIR_SINK));
+    // LOCAL (0x20) with an address block filled in anyway: it must be ignored.
+    let mut header = proxy_v2_header();
+    header[12] = 0x20;
+    let msg = message("proxy-local", "A health check that sends mail.\r\n");
+    let mut c = Wire::connect(port);
+    c.send(&header);
+    c.greeting();
+    c.ehlo("client.example");
+    let r = c.transaction("from@client.test", &["rcpt@test"], &msg);
+    assert_eq!(r.code, 250, "end of DATA: {r:?}");
+    c.quit();
+    let received = single_stored(&u.m, &msg);
+    assert!(
+        received.starts_with("Received: from client.example ([127.0.0.1])"),
+        "LOCAL header: the client is the connection's peer: {received:?}"
+    );
+    assert!(
+        !received.contains("192.0.2.7") && !received.contains("via proxy"),
+        "LOCAL header's address block was used: {received:?}"
+    );
 }
 
 /// Sends `header` and a whole session without waiting, then expects the connection to be
@@ -655,6 +695,56 @@ fn max_connections_per_ip_counts_each_client_address() {
     again.quit();
     other_ip.quit();
     drop(u);
+}
+
+/// Behind a load balancer every connection comes from the balancer's address: the per-IP
+/// limit must count the clients the PROXY headers name, and a refusal must reach the
+/// client although the balancer sent the header (and the client a command) before it.
+#[test]
+fn proxy_listener_limits_count_the_proxied_clients() {
+    let port = free_port();
+    let u = start_unprobed(|_| {
+        let extra = format!("{PROXY_LISTENER}max_connections = 3\nmax_connections_per_ip = 1\n");
+        sync_config(port, &extra, MAILDIR_SINK)
+    });
+    let proxied = |client: &str, early: &str| {
+        let mut c = Wire::connect(port);
+        c.send(format!("PROXY TCP4 {client} 127.0.0.1 40000 25\r\n{early}").as_bytes());
+        c
+    };
+    let mut a = proxied("192.0.2.7", "");
+    a.greeting();
+    let mut b = proxied("192.0.2.8", "");
+    let r = b.reply();
+    assert!(
+        r.as_ref().is_some_and(|r| r.code == 220),
+        "a second client behind the same balancer: {r:?}\n--- log ---\n{}",
+        u.m.log()
+    );
+
+    let mut same_client = proxied("192.0.2.7", "EHLO client.example\r\n");
+    let r = same_client
+        .reply()
+        .unwrap_or_else(|| panic!("second connection of 192.0.2.7: closed without a 421"));
+    assert_reply(&r, 421, "4.7.0", "second connection of 192.0.2.7");
+    assert!(r.lines[0].contains("from your address"), "{r:?}");
+    same_client.assert_closed_cleanly("after the per-IP 421");
+
+    let mut c = proxied("192.0.2.9", "");
+    c.greeting();
+    let mut over_total = proxied("192.0.2.10", "EHLO client.example\r\n");
+    let r = over_total
+        .reply()
+        .unwrap_or_else(|| panic!("fourth connection: closed without a 421"));
+    assert_reply(&r, 421, "4.7.0", "fourth connection of max_connections = 3");
+    over_total.assert_closed_cleanly("after the max_connections 421");
+
+    a.quit();
+    let again = connect_until_greeted(|| proxied("192.0.2.7", ""), "192.0.2.7 after close");
+    again.quit();
+    b.ehlo("client.example");
+    b.quit();
+    c.quit();
 }
 
 // ---------------------------------------------------------------------------------------

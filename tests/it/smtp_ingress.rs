@@ -230,6 +230,81 @@ fn bdat_single_last_chunk() {
     assert_single_lf(&m, &msg);
 }
 
+/// The first word after the code: the enhanced status.
+fn enhanced(r: &Reply) -> &str {
+    r.lines[0].split_whitespace().nth(1).unwrap_or("")
+}
+
+/// RFC 3030 2: chunks pipelined behind a failed one are read, dropped and answered, not
+/// counted as protocol errors (which would end in 421 at `max_errors`).
+#[test]
+fn pipelined_bdat_chunks_after_an_oversized_one() {
+    let port = free_port();
+    let cfg = sync_config(
+        port,
+        "max_message_size = 1000\nmax_errors = 10\n",
+        MAILDIR_SINK,
+    )
+    .replace("protocol = \"smtp\"\n", "protocol = \"lmtp\"\n");
+    let m = Mailchute::start(&cfg);
+    let mut c = RawSmtp::connect(port);
+    c.expect("LHLO client.test", 250);
+    let mut batch = b"MAIL FROM:<from@client.test>\r\nRCPT TO:<rcpt@test>\r\n".to_vec();
+    for _ in 0..25 {
+        batch.extend_from_slice(b"BDAT 100\r\n");
+        batch.extend_from_slice(&[b'x'; 100]);
+    }
+    batch.extend_from_slice(b"BDAT 0 LAST\r\n");
+    c.send(&batch);
+    let replies: Vec<Reply> = (0..2 + 25 + 1).map(|_| c.read_reply()).collect();
+    let codes: Vec<u16> = replies.iter().map(|r| r.code).collect();
+    let mut want = vec![250; 2 + 10];
+    want.extend([552; 15 + 1]);
+    assert_eq!(codes, want, "{replies:?}");
+    assert!(
+        replies[12..].iter().all(|r| enhanced(r) == "5.3.4"),
+        "{replies:?}"
+    );
+    // Still in session, with no error counted.
+    c.expect("NOOP", 250);
+    let msg = message("after-oversized-chunks", "This one fits.\r\n");
+    c.expect("MAIL FROM:<from@client.test>", 250);
+    c.expect("RCPT TO:<rcpt@test>", 250);
+    c.send(format!("BDAT {} LAST\r\n", msg.len()).as_bytes());
+    c.send(&msg);
+    assert_eq!(c.read_reply().code, 250, "log:\n{}", m.log());
+    c.quit();
+    assert_single_lf(&m, &msg);
+}
+
+/// `max_line_length` holds for BDAT as for DATA (the same 554 5.6.0), but not for
+/// BODY=BINARYMIME, which has no lines.
+#[test]
+fn line_length_limit_in_data_and_bdat() {
+    let (m, port) = start_maildir("max_line_length = 100\n");
+    let long = message("long-line", &format!("{}\r\n", "y".repeat(101)));
+    let mut c = RawSmtp::connect(port);
+    c.ehlo("client.test");
+    let r = c.data_raw("from@client.test", &["rcpt@test"], &dot_stuff(&long));
+    assert_eq!((r.code, enhanced(&r)), (554, "5.6.0"), "DATA: {r:?}");
+    c.expect("MAIL FROM:<from@client.test>", 250);
+    c.expect("RCPT TO:<rcpt@test>", 250);
+    c.send(format!("BDAT {} LAST\r\n", long.len()).as_bytes());
+    c.send(&long);
+    let r = c.read_reply();
+    assert_eq!((r.code, enhanced(&r)), (554, "5.6.0"), "BDAT: {r:?}");
+    assert_eq!(read_maildir(&m.path("Maildir")).len(), 0);
+
+    c.expect("MAIL FROM:<from@client.test> BODY=BINARYMIME", 250);
+    c.expect("RCPT TO:<rcpt@test>", 250);
+    c.send(format!("BDAT {} LAST\r\n", long.len()).as_bytes());
+    c.send(&long);
+    let r = c.read_reply();
+    assert_eq!(r.code, 250, "BINARYMIME: {r:?}");
+    c.quit();
+    assert_single_lf(&m, &long);
+}
+
 #[test]
 fn eightbit_body_and_smtputf8_address() {
     let (m, port) = start_maildir("");
