@@ -849,6 +849,34 @@ fn relay_upstream_without_greeting_times_out_with_451_4_4_2() {
     assert!(queue_files(&m).is_empty(), "{:?}", queue_files(&m));
 }
 
+/// XFORWARD PROTO is what our client spoke: ESMTP after EHLO, SMTP after HELO (smtp-sink
+/// advertises XFORWARD and logs the commands it gets with -v).
+#[test]
+fn relay_xforward_proto_is_what_the_client_spoke() {
+    let up_port = free_port();
+    let up = smtp_sink(up_port, &["-v"]);
+    let port = free_port();
+    let m = Mailchute::start(&relay_config(
+        port,
+        &format!("address = \"127.0.0.1:{up_port}\""),
+    ));
+    let msg = message("relay-proto", "x\r\n");
+    let r = send(port, "from@client.test", &["someone@far.test"], &msg);
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+    let mut c = RawSmtp::connect(port);
+    c.expect("HELO client.test", 250);
+    let r = c.data_raw("from@client.test", &["someone@far.test"], &dot_stuff(&msg));
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+    c.quit();
+    let log = up.log();
+    let protos: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split(" PROTO=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert_eq!(protos, ["ESMTP", "SMTP"], "{log}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. disk full
 // ---------------------------------------------------------------------------------------

@@ -768,12 +768,7 @@ fn xforward_attributes(env: &Envelope) -> Vec<(&'static str, String)> {
     if let Some(port) = port {
         attrs.push(("PORT", port.to_string()));
     }
-    let proto = if client.protocol.starts_with("esmtp") || client.protocol.starts_with("lmtp") {
-        "ESMTP"
-    } else {
-        "SMTP"
-    };
-    attrs.push(("PROTO", proto.to_string()));
+    attrs.push(("PROTO", xforward_proto(&client.protocol).to_string()));
     if let Some(helo) = &client.helo {
         attrs.push(("HELO", helo.clone()));
     }
@@ -785,6 +780,26 @@ fn xforward_attributes(env: &Envelope) -> Vec<(&'static str, String)> {
     };
     attrs.push(("SOURCE", source.to_string()));
     attrs
+}
+
+/// PROTO for the protocol our client spoke, as the ingress names it for the Received
+/// header: "SMTP", "ESMTP", "ESMTPS", "LMTP", "LMTPS" (RFC 3848; compared ignoring case).
+///
+/// The base name, without RFC 3848's TLS/AUTH suffixes (they describe the hop, not the
+/// protocol), as Postfix's own smtpd keeps and forwards it ("proto=ESMTP" in its logs).
+/// The XFORWARD README allows any protocol name, so LMTP stays LMTP. What no client spoke
+/// to us (our own DSNs are "local") is `[UNAVAILABLE]`.
+fn xforward_proto(protocol: &str) -> &'static str {
+    let p = protocol.to_ascii_uppercase();
+    if p.starts_with("ESMTP") {
+        "ESMTP"
+    } else if p.starts_with("LMTP") {
+        "LMTP"
+    } else if p == "SMTP" {
+        "SMTP"
+    } else {
+        "[UNAVAILABLE]"
+    }
 }
 
 impl Sink for RelaySink {

@@ -40,7 +40,7 @@ fn envelope(rcpts: &[&str], size: u64) -> Envelope {
         client: ClientInfo {
             addr: Some("192.0.2.7:40123".into()),
             helo: Some("client.example.net".into()),
-            protocol: "esmtp".into(),
+            protocol: "ESMTP".into(),
             ..ClientInfo::default()
         },
         listener: "test".into(),
@@ -538,6 +538,43 @@ fn xforward_lines_respect_advertised_attributes_and_length() {
         sink.xforward_lines(&some, &env),
         vec!["XFORWARD ADDR=198.51.100.1".to_string()]
     );
+}
+
+/// PROTO is the protocol the client spoke, from what the ingress really stores (upper case,
+/// with RFC 3848's S/A suffixes), without the suffixes.
+#[test]
+fn xforward_proto_follows_the_client_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RelaySink::new(
+        &relay_config("address = \"127.0.0.1:25\""),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let reply = parse_reply(b"250-x\r\n250 XFORWARD PROTO\r\n")
+        .unwrap()
+        .unwrap()
+        .0;
+    let caps = Capabilities::from_ehlo(&reply);
+    let mut env = envelope(&["a@b"], 1);
+    for (protocol, proto) in [
+        ("SMTP", "SMTP"),
+        ("ESMTP", "ESMTP"),
+        ("ESMTPS", "ESMTP"),
+        ("ESMTPSA", "ESMTP"),
+        ("esmtp", "ESMTP"),
+        ("LMTP", "LMTP"),
+        ("LMTPS", "LMTP"),
+        // A DSN of our own: no client spoke any protocol.
+        ("local", "[UNAVAILABLE]"),
+    ] {
+        env.client.protocol = protocol.into();
+        assert_eq!(
+            sink.xforward_lines(&caps, &env),
+            vec![format!("XFORWARD PROTO={proto}")],
+            "{protocol}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
