@@ -2,8 +2,8 @@
 //!
 //! One connection per delivery: connect (TCP or Unix socket, TLS implicit / STARTTLS /
 //! opportunistic), EHLO/LHLO, AUTH, XFORWARD, MAIL, RCPT per recipient, DATA streamed from
-//! the spool file with dot-stuffing, QUIT. The upstream's own code, enhanced status and text
-//! come back in each recipient's result.
+//! the spool file with dot-stuffing, QUIT. The `timeout` bounds the whole attempt. The
+//! upstream's own code, enhanced status and text come back in each recipient's result.
 //!
 //! Duplicates: once the final "." is sent the upstream may have the message even if its
 //! reply never reaches us (connection lost, timeout, our crash). We then report a temporary

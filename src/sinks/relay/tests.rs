@@ -679,13 +679,44 @@ fn acceptor(files: &TlsFiles) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Script {
     implicit: Option<tokio_rustls::TlsAcceptor>,
     starttls: Option<tokio_rustls::TlsAcceptor>,
     greeting: &'static str,
     /// Extensions after the first EHLO line.
     caps: Vec<&'static str>,
+    /// Which reply comes one byte at a time.
+    slow: Slow,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Slow {
+    #[default]
+    Nothing,
+    Greeting,
+    /// The reply after the final ".".
+    FinalReply,
+}
+
+/// How long a slow reply waits between its bytes.
+const TRICKLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Writes `reply`, one byte per [`TRICKLE`] when `slow`.
+async fn reply_to(
+    io: &mut BufReader<Box<dyn conn::Io>>,
+    reply: &[u8],
+    slow: bool,
+) -> std::io::Result<()> {
+    if !slow {
+        return io.get_mut().write_all(reply).await;
+    }
+    for b in reply {
+        io.get_mut().write_all(&[*b]).await?;
+        io.get_mut().flush().await?;
+        tokio::time::sleep(TRICKLE).await;
+    }
+    Ok(())
 }
 
 /// Serves one connection per accept until the test ends; records every line received
@@ -723,7 +754,9 @@ async fn serve(
     log: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let mut io = BufReader::new(stream);
-    io.get_mut().write_all(script.greeting.as_bytes()).await?;
+    let greeting = script.greeting.as_bytes();
+    reply_to(&mut io, greeting, script.slow == Slow::Greeting).await?;
+    let slow_final = script.slow == Slow::FinalReply;
     let mut tls_done = script.implicit.is_some();
     let mut in_data = false;
     // AUTH LOGIN: lines still to come (username, password).
@@ -737,7 +770,7 @@ async fn serve(
         if in_data {
             if line == ".\r\n" {
                 in_data = false;
-                io.get_mut().write_all(b"250 2.0.0 Ok: queued\r\n").await?;
+                reply_to(&mut io, b"250 2.0.0 Ok: queued\r\n", slow_final).await?;
             }
             continue;
         }
@@ -822,6 +855,7 @@ async fn starttls_verified_with_ca_file_then_auth() {
         starttls: Some(acceptor(&files)),
         greeting: "220 test.server ESMTP\r\n",
         caps: vec!["PIPELINING", "AUTH LOGIN", "XFORWARD ADDR"],
+        ..Script::default()
     })
     .await;
     // Any variable that is set will do; the test must not change the environment.
@@ -875,6 +909,7 @@ async fn implicit_tls_checks_the_name() {
         starttls: None,
         greeting: "220 test.server ESMTP\r\n",
         caps: vec![],
+        ..Script::default()
     })
     .await;
     let config = |extra: &str| {
@@ -929,6 +964,7 @@ async fn starttls_required_but_missing_and_opportunistic_fallback() {
         starttls: None,
         greeting: "220 test.server ESMTP\r\n",
         caps: vec!["PIPELINING"],
+        ..Script::default()
     })
     .await;
     let c = ctx(dir.path());
@@ -968,6 +1004,7 @@ async fn opportunistic_starttls_accepts_self_signed() {
         starttls: Some(acceptor(&files)),
         greeting: "220 test.server ESMTP\r\n",
         caps: vec![],
+        ..Script::default()
     })
     .await;
     let sink = RelaySink::new(
@@ -1005,6 +1042,7 @@ async fn malformed_and_refused_greetings() {
             starttls: None,
             greeting,
             caps: vec![],
+            ..Script::default()
         })
         .await;
         let sink = RelaySink::new(
@@ -1049,6 +1087,7 @@ async fn address_with_line_break_is_never_sent() {
         starttls: None,
         greeting: "220 test.server ESMTP\r\n",
         caps: vec![],
+        ..Script::default()
     })
     .await;
     let sink = RelaySink::new(
@@ -1112,6 +1151,7 @@ async fn self_signed_server_certificate_as_ca_file() {
         starttls: None,
         greeting: "220 test.server ESMTP\r\n",
         caps: vec![],
+        ..Script::default()
     })
     .await;
     let c = ctx(dir.path());
@@ -1137,4 +1177,71 @@ async fn self_signed_server_certificate_as_ca_file() {
     assert_eq!(err.status, "4.7.5", "{err:?}");
     let err = sink(&other.ca, "").healthcheck().await.unwrap_err();
     assert_eq!(err.status, "4.7.5", "{err:?}");
+}
+
+/// `timeout` bounds the whole attempt, not each read: a greeting that trickles in a byte
+/// every 200 ms (about 10 s in all) is cut off at 1 s.
+#[tokio::test]
+async fn trickling_upstream_is_cut_off_at_the_attempt_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, _log) = scripted_server(Script {
+        greeting: "220 test.server ESMTP and a greeting that takes a while\r\n",
+        slow: Slow::Greeting,
+        ..Script::default()
+    })
+    .await;
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"1s\"")),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["a@example.com"], 3);
+    let started = Instant::now();
+    let results = deliver(&sink, dir.path(), &env, b"x\r\n").await;
+    let took = started.elapsed();
+    let err = results[0].as_ref().unwrap_err();
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    assert!(err.is_temporary(), "{err:?}");
+    assert_eq!(err.status, "4.4.2", "{err:?}");
+    assert!(
+        err.message.contains(&format!("127.0.0.1:{port}"))
+            && err.message.contains("timeout of 1 s"),
+        "{err:?}"
+    );
+}
+
+/// The deadline also covers the reply to the final dot, and running out there still says
+/// that a retry may duplicate the message.
+#[tokio::test]
+async fn attempt_timeout_after_the_final_dot_warns_of_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = scripted_server(Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING"],
+        slow: Slow::FinalReply,
+        ..Script::default()
+    })
+    .await;
+    // The 22-byte final reply takes about 4.4 s; each byte comes well within 2 s.
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"2s\"")),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["a@example.com"], 3);
+    let started = Instant::now();
+    let results = deliver(&sink, dir.path(), &env, b"x\r\n").await;
+    let took = started.elapsed();
+    let err = results[0].as_ref().unwrap_err();
+    assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
+    assert!(
+        err.is_temporary() && err.status == "4.4.2" && err.message.contains("may duplicate"),
+        "{err:?}"
+    );
+    assert!(
+        logged(&log).contains(&".".to_string()),
+        "the content was sent"
+    );
 }
