@@ -2,8 +2,9 @@
 //!
 //! One connection per delivery: connect (TCP or Unix socket, TLS implicit / STARTTLS /
 //! opportunistic), EHLO/LHLO, AUTH, XFORWARD, MAIL, RCPT per recipient, DATA streamed from
-//! the spool file with dot-stuffing, QUIT. The `timeout` bounds the whole attempt. The
-//! upstream's own code, enhanced status and text come back in each recipient's result.
+//! the spool file with canonical CRLF line ends and dot-stuffing, QUIT. The `timeout`
+//! bounds the whole attempt. The upstream's own code, enhanced status and text come back
+//! in each recipient's result.
 //!
 //! Duplicates: once the final "." is sent the upstream may have the message even if its
 //! reply never reaches us (connection lost, timeout, our crash). We then report a temporary
@@ -618,7 +619,7 @@ impl RelaySink {
         results
     }
 
-    /// Streams the spool file, dot-stuffed, and the final ".".
+    /// Streams the spool file, line ends made CRLF and dot-stuffed, and the final ".".
     async fn send_data(&self, s: &mut Session, d: &Delivery<'_>) -> Result<(), SinkError> {
         let spool_error = |e: std::io::Error| {
             SinkError::from_io(format!("spool file {}", d.message.display()), &e)

@@ -688,6 +688,8 @@ struct Script {
     caps: Vec<&'static str>,
     /// Which reply comes one byte at a time.
     slow: Slow,
+    /// The message content exactly as it came: the DATA lines up to and with the ".".
+    wire: Arc<Mutex<Vec<u8>>>,
 }
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -762,13 +764,15 @@ async fn serve(
     // AUTH LOGIN: lines still to come (username, password).
     let mut login_pending = 0;
     loop {
-        let mut line = String::new();
-        if io.read_line(&mut line).await? == 0 {
+        let mut raw = Vec::new();
+        if io.read_until(b'\n', &mut raw).await? == 0 {
             return Ok(());
         }
+        let line = String::from_utf8_lossy(&raw).into_owned();
         log.lock().unwrap().push(line.trim_end().to_string());
         if in_data {
-            if line == ".\r\n" {
+            script.wire.lock().unwrap().extend_from_slice(&raw);
+            if raw == b".\r\n" {
                 in_data = false;
                 reply_to(&mut io, b"250 2.0.0 Ok: queued\r\n", slow_final).await?;
             }
@@ -1179,6 +1183,16 @@ async fn self_signed_server_certificate_as_ca_file() {
     assert_eq!(err.status, "4.7.5", "{err:?}");
 }
 
+/// An SMTP sink for a scripted server on `port`, with a short timeout.
+fn scripted_sink(dir: &Path, port: u16) -> RelaySink {
+    RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"5s\"")),
+        Dialect::Smtp,
+        &ctx(dir),
+    )
+    .unwrap()
+}
+
 /// `timeout` bounds the whole attempt, not each read: a greeting that trickles in a byte
 /// every 200 ms (about 10 s in all) is cut off at 1 s.
 #[tokio::test]
@@ -1243,5 +1257,27 @@ async fn attempt_timeout_after_the_final_dot_warns_of_a_duplicate() {
     assert!(
         logged(&log).contains(&".".to_string()),
         "the content was sent"
+    );
+}
+
+/// RFC 5321 §2.3.8: on the wire every line ends in CRLF. A bare LF or a lone CR in the
+/// spooled message goes out as CRLF, and a line that then starts with "." is stuffed.
+#[tokio::test]
+async fn bare_lf_and_lone_cr_go_out_as_crlf() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING", "8BITMIME"],
+        ..Script::default()
+    };
+    let wire = Arc::clone(&script.wire);
+    let (port, _log) = scripted_server(script).await;
+    let env = envelope(&["a@example.com"], 40);
+    let message = b"Subject: x\r\n\r\nbare\nlone\r.\rend\r\n\n.\nlast";
+    let results = deliver(&scripted_sink(dir.path(), port), dir.path(), &env, message).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&wire.lock().unwrap()),
+        "Subject: x\r\n\r\nbare\r\nlone\r\n..\r\nend\r\n\r\n..\r\nlast\r\n.\r\n"
     );
 }
