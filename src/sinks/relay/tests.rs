@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Instant;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
 
@@ -688,7 +688,8 @@ struct Script {
     caps: Vec<&'static str>,
     /// Which reply comes one byte at a time.
     slow: Slow,
-    /// The message content exactly as it came: the DATA lines up to and with the ".".
+    /// The message content exactly as it came: the DATA lines up to and with the ".",
+    /// or the BDAT chunks.
     wire: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -697,7 +698,7 @@ enum Slow {
     #[default]
     Nothing,
     Greeting,
-    /// The reply after the final ".".
+    /// The reply after the final "." (or BDAT LAST).
     FinalReply,
 }
 
@@ -827,6 +828,19 @@ async fn serve(
             "DATA" => {
                 in_data = true;
                 "354 go ahead\r\n".into()
+            }
+            "BDAT" => {
+                let mut words = line.split_whitespace().skip(1);
+                let size: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+                let mut chunk = vec![0u8; size];
+                io.read_exact(&mut chunk).await?;
+                script.wire.lock().unwrap().extend_from_slice(&chunk);
+                if last {
+                    reply_to(&mut io, b"250 2.0.0 Ok: queued\r\n", slow_final).await?;
+                    continue;
+                }
+                "250 2.0.0 chunk ok\r\n".into()
             }
             "QUIT" => {
                 io.get_mut().write_all(b"221 bye\r\n").await?;
@@ -1258,6 +1272,94 @@ async fn attempt_timeout_after_the_final_dot_warns_of_a_duplicate() {
         logged(&log).contains(&".".to_string()),
         "the content was sent"
     );
+}
+
+/// RFC 6152: 8-bit content never goes to an upstream without 8BITMIME. A message declared
+/// 8BITMIME that is 7-bit after all goes, without BODY=.
+#[tokio::test]
+async fn eight_bit_content_needs_8bitmime_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = scripted_server(Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING"],
+        ..Script::default()
+    })
+    .await;
+    let sink = scripted_sink(dir.path(), port);
+    let mut env = envelope(&["a@example.com"], 20);
+    env.body = Body::EightBitMime;
+    let results = deliver(
+        &sink,
+        dir.path(),
+        &env,
+        b"Subject: x\r\n\r\ncaf\xc3\xa9\r\n",
+    )
+    .await;
+    let err = results[0].as_ref().unwrap_err();
+    assert_eq!(
+        (err.severity.clone(), err.status.as_str()),
+        (Severity::Permanent, "5.6.3"),
+        "{err:?}"
+    );
+    assert!(err.message.contains("8BITMIME"), "{err:?}");
+    assert!(!logged(&log).iter().any(|l| l.starts_with("MAIL")));
+
+    let results = deliver(&sink, dir.path(), &env, b"Subject: x\r\n\r\nplain\r\n").await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let log = logged(&log);
+    assert!(
+        log.contains(&"MAIL FROM:<sender@example.org>".to_string()),
+        "{log:?}"
+    );
+}
+
+/// BODY=BINARYMIME (received by BDAT) goes by BDAT with its bytes untouched, and only to an
+/// upstream with BINARYMIME and CHUNKING; never as DATA.
+#[tokio::test]
+async fn binarymime_goes_by_bdat_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = scripted_server(Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING", "8BITMIME", "CHUNKING"],
+        ..Script::default()
+    })
+    .await;
+    let message = b"Subject: bin\r\n\r\n\x00\xff bare\nlone\r.\r\n.\r\nend".to_vec();
+    let mut env = envelope(&["a@example.com", "b@example.com"], message.len() as u64);
+    env.body = Body::BinaryMime;
+    let results = deliver(&scripted_sink(dir.path(), port), dir.path(), &env, &message).await;
+    for r in &results {
+        let err = r.as_ref().unwrap_err();
+        assert_eq!(
+            (err.severity.clone(), err.status.as_str()),
+            (Severity::Permanent, "5.6.3"),
+            "{err:?}"
+        );
+        assert!(err.message.contains("BINARYMIME"), "{err:?}");
+    }
+    assert!(!logged(&log).iter().any(|l| l.starts_with("MAIL")));
+
+    let script = Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING", "8BITMIME", "BINARYMIME", "CHUNKING"],
+        ..Script::default()
+    };
+    let wire = Arc::clone(&script.wire);
+    let (port, log) = scripted_server(script).await;
+    let results = deliver(&scripted_sink(dir.path(), port), dir.path(), &env, &message).await;
+    assert!(results.iter().all(is_ok), "{results:?}");
+    let log = logged(&log);
+    let mail_at = log
+        .iter()
+        .position(|l| l == "MAIL FROM:<sender@example.org> BODY=BINARYMIME")
+        .unwrap_or_else(|| panic!("{log:?}"));
+    assert_eq!(
+        log[mail_at + 3],
+        format!("BDAT {} LAST", message.len()),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l == "DATA"), "{log:?}");
+    assert_eq!(*wire.lock().unwrap(), message);
 }
 
 /// RFC 5321 §2.3.8: on the wire every line ends in CRLF. A bare LF or a lone CR in the
