@@ -50,7 +50,8 @@ pub struct ClientInfo {
     pub uid: Option<u32>,
     /// HELO/EHLO/LHLO argument.
     pub helo: Option<String>,
-    /// "smtp", "esmtp", "esmtps", "lmtp", ... as used in the Received header `with` clause.
+    /// "SMTP", "ESMTP", "ESMTPS", "LMTP", "LMTPS" (RFC 3848, upper case) as used in the
+    /// Received header `with` clause; "local" for messages mailchute made itself (DSNs).
     pub protocol: String,
     /// TLS version and cipher when the session was encrypted, e.g. "TLSv1.3 TLS13_AES_256_GCM_SHA384".
     pub tls: Option<String>,

@@ -365,6 +365,8 @@ pub struct RelayConfig {
     /// Pass the client facts on with XFORWARD when the upstream advertises it.
     #[serde(default = "yes")]
     pub xforward: bool,
+    /// Limit on one whole delivery attempt (connect to last reply), not on each read:
+    /// an upstream that trickles bytes must not hold a delivery for longer.
     #[serde(default = "default_relay_timeout")]
     pub timeout: Duration,
 }

@@ -21,7 +21,7 @@ fn envelope(id: &str, from: &str, rcpts: &[&str], size: u64) -> Envelope {
         rcpts: rcpts.iter().map(|r| r.to_string()).collect(),
         client: ClientInfo {
             addr: Some("192.0.2.1".into()),
-            protocol: "esmtp".into(),
+            protocol: "ESMTP".into(),
             ..ClientInfo::default()
         },
         listener: "smtp".into(),

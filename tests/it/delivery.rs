@@ -896,6 +896,70 @@ fn relay_upstream_without_greeting_times_out_with_451_4_4_2() {
     assert!(queue_files(&m).is_empty(), "{:?}", queue_files(&m));
 }
 
+/// XFORWARD PROTO is what our client spoke: ESMTP after EHLO, SMTP after HELO (smtp-sink
+/// advertises XFORWARD and logs the commands it gets with -v).
+#[test]
+fn relay_xforward_proto_is_what_the_client_spoke() {
+    let up_port = free_port();
+    let up = smtp_sink(up_port, &["-v"]);
+    let port = free_port();
+    let m = Mailchute::start(&relay_config(
+        port,
+        &format!("address = \"127.0.0.1:{up_port}\""),
+    ));
+    let msg = message("relay-proto", "x\r\n");
+    let r = send(port, "from@client.test", &["someone@far.test"], &msg);
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+    let mut c = RawSmtp::connect(port);
+    c.expect("HELO client.test", 250);
+    let r = c.data_raw("from@client.test", &["someone@far.test"], &dot_stuff(&msg));
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+    c.quit();
+    let log = up.log();
+    let protos: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split(" PROTO=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert_eq!(protos, ["ESMTP", "SMTP"], "{log}");
+}
+
+/// BODY=8BITMIME to an upstream without 8BITMIME (smtp-sink -8): 8-bit content is refused
+/// for good (550 5.6.3), a message that is 7-bit after all goes without BODY=.
+#[test]
+fn relay_8bit_content_to_upstream_without_8bitmime() {
+    let up_port = free_port();
+    let up = smtp_sink(up_port, &["-8", "-v"]);
+    let port = free_port();
+    let m = Mailchute::start(&relay_config(
+        port,
+        &format!("address = \"127.0.0.1:{up_port}\""),
+    ));
+    let send_8bit = |body: &str| {
+        let mut c = RawSmtp::connect(port);
+        c.ehlo("client.test");
+        c.expect("MAIL FROM:<from@client.test> BODY=8BITMIME", 250);
+        c.expect("RCPT TO:<someone@far.test>", 250);
+        c.expect("DATA", 354);
+        c.send(&dot_stuff(&message("relay-8bit", body)));
+        let r = c.read_reply();
+        c.quit();
+        r
+    };
+    let r = send_8bit("caf\u{e9}\r\n");
+    assert_eq!(r.code, 550, "{r:?}\n{}", m.log());
+    assert_eq!(status(&r), "5.6.3", "{r:?}");
+    assert!(!up.log().contains("MAIL FROM"), "{}", up.log());
+
+    let r = send_8bit("plain\r\n");
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+    let log = up.log();
+    let mail: Vec<&str> = log.lines().filter(|l| l.contains("MAIL FROM")).collect();
+    assert_eq!(mail.len(), 1, "{log}");
+    assert!(!mail[0].contains("BODY="), "{log}");
+    assert!(queue_files(&m).is_empty(), "{:?}", queue_files(&m));
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. disk full
 // ---------------------------------------------------------------------------------------

@@ -151,3 +151,37 @@ fn mailchute_relays_to_postfix_with_xforward() {
     );
     assert!(stored.ends_with(&String::from_utf8_lossy(&crlf_to_lf(&msg)).into_owned()));
 }
+
+/// A message that came in with a bare LF and a lone CR reaches a Postfix that refuses bare
+/// newlines (`smtpd_forbid_bare_newline = reject`, its smuggling defence): the relay sends
+/// every line end as CRLF, and a lone-CR "." line arrives stuffed, as an ordinary line.
+#[test]
+fn mailchute_relays_bare_line_ends_to_a_strict_postfix_as_crlf() {
+    let pf = Postfix::builder()
+        .virtual_mailbox("rcpt@test")
+        .main("smtpd_forbid_bare_newline", "reject")
+        .main("smtpd_forbid_bare_newline_exclusions", "")
+        .start();
+    let port = free_port();
+    let sink = format!("type = \"smtp\"\naddress = \"127.0.0.1:{}\"\n", pf.port);
+    let m = Mailchute::start(&sync_config(port, "", &sink));
+    let mut msg = message("bare-line-ends", "");
+    msg.extend_from_slice(b"bare LF\nlone CR\r.\rend\r\n");
+    let mut c = RawSmtp::connect(port);
+    c.ehlo("client.test");
+    let r = c.data_raw("from@client.test", &["rcpt@test"], &dot_stuff(&msg));
+    c.quit();
+    assert_eq!(r.code, 250, "{r:?}\n{}\nmaillog:\n{}", m.log(), pf.log());
+    pf.wait_queue_empty(Duration::from_secs(30));
+    let msgs = read_maildir(&pf.maildir("rcpt@test"));
+    assert_eq!(msgs.len(), 1, "maillog:\n{}", pf.log());
+    // Postfix stores LF line ends: each bare LF and lone CR became one line end.
+    let mut canonical = message("bare-line-ends", "");
+    canonical.extend_from_slice(b"bare LF\r\nlone CR\r\n.\r\nend\r\n");
+    let stored = String::from_utf8_lossy(&msgs[0]);
+    let expected = String::from_utf8_lossy(&crlf_to_lf(&canonical)).into_owned();
+    assert!(
+        stored.ends_with(&expected),
+        "{stored:?}\nexpected end {expected:?}"
+    );
+}

@@ -1,5 +1,6 @@
-//! One client connection: bytes to and from the server with a deadline on every step,
-//! replies parsed by [`super::reply`], and the switch to TLS.
+//! One client connection: bytes to and from the server, every step bounded by one deadline
+//! for the whole delivery attempt, replies parsed by [`super::reply`], and the switch to
+//! TLS.
 
 use super::reply::{Reply, parse_reply};
 use crate::sinks::SinkError;
@@ -13,7 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
+
+/// QUIT is a courtesy once the outcome is known: it may not hold a delivery longer.
+const QUIT_MAX: Duration = Duration::from_secs(10);
 
 /// Anything we can speak SMTP over: TCP, a Unix socket, or TLS on either.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -85,8 +90,12 @@ pub struct Conn {
     stream: Box<dyn Io>,
     /// Bytes received but not yet parsed into a reply.
     buf: Vec<u8>,
-    /// Bound on every connect, read and write.
-    timeout: Duration,
+    /// When the delivery attempt gives up, whatever step it is at. One deadline rather
+    /// than a bound per read or write: an upstream trickling a byte at a time would
+    /// otherwise hold a delivery for as long as it likes.
+    deadline: Instant,
+    /// The configured `timeout` the deadline came from, for error messages.
+    limit: Duration,
     /// The address as the operator wrote it, for every error message.
     pub peer: String,
     /// TLS is up (implicit or after STARTTLS).
@@ -96,17 +105,19 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub async fn connect(target: &Target, timeout: Duration) -> Result<Conn, SinkError> {
+    /// Connects; the attempt, and its deadline `limit` from now, starts here.
+    pub async fn connect(target: &Target, limit: Duration) -> Result<Conn, SinkError> {
         let peer = target.to_string();
+        let deadline = Instant::now() + limit;
         let (stream, local): (Box<dyn Io>, bool) = match target {
             Target::Unix(path) => {
-                let s = bounded(timeout, tokio::net::UnixStream::connect(path))
+                let s = by_deadline(deadline, limit, tokio::net::UnixStream::connect(path))
                     .await
                     .map_err(|e| connect_error(&peer, e))?;
                 (Box::new(s), true)
             }
             Target::Tcp { host, port } => {
-                let s = bounded(timeout, connect_tcp(host, *port))
+                let s = by_deadline(deadline, limit, connect_tcp(host, *port))
                     .await
                     .map_err(|e| connect_error(&peer, e))?;
                 // We batch commands ourselves; Nagle would only add delay between them.
@@ -118,7 +129,8 @@ impl Conn {
         Ok(Conn {
             stream,
             buf: Vec::with_capacity(1024),
-            timeout,
+            deadline,
+            limit,
             peer,
             encrypted: false,
             local,
@@ -145,12 +157,14 @@ impl Conn {
         let Conn {
             stream,
             buf,
-            timeout,
+            deadline,
+            limit,
             peer,
             local,
             ..
         } = self;
-        let tls = bounded(timeout, TlsConnector::from(config).connect(name, stream))
+        let handshake = TlsConnector::from(config).connect(name, stream);
+        let tls = by_deadline(deadline, limit, handshake)
             .await
             .map_err(|e| SinkError::temporary("4.7.5", format!("TLS with {peer} failed: {e}")))?;
         if let (Some(version), Some(suite)) = (
@@ -162,7 +176,8 @@ impl Conn {
         Ok(Conn {
             stream: Box::new(tls),
             buf,
-            timeout,
+            deadline,
+            limit,
             peer,
             encrypted: true,
             local,
@@ -187,7 +202,7 @@ impl Conn {
                     ));
                 }
             }
-            let n = bounded(self.timeout, self.stream.read(&mut chunk))
+            let n = by_deadline(self.deadline, self.limit, self.stream.read(&mut chunk))
                 .await
                 .map_err(|e| self.io_error("reading a reply from", e))?;
             if n == 0 {
@@ -203,8 +218,7 @@ impl Conn {
     /// Sends bytes as they are (commands with their CRLF, or DATA content).
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         let stream = &mut self.stream;
-        let timeout = self.timeout;
-        let result = bounded(timeout, async {
+        let result = by_deadline(self.deadline, self.limit, async {
             stream.write_all(bytes).await?;
             stream.flush().await
         })
@@ -225,10 +239,9 @@ impl Conn {
 
     /// Says goodbye; the server's answer does not matter any more.
     pub async fn quit(mut self) {
-        let short = self.timeout.min(Duration::from_secs(10));
-        self.timeout = short;
+        self.deadline = self.deadline.min(Instant::now() + QUIT_MAX);
         if self.command("QUIT", None).await.is_ok() {
-            let _ = bounded(short, self.stream.shutdown()).await;
+            let _ = by_deadline(self.deadline, self.limit, self.stream.shutdown()).await;
         }
     }
 
@@ -264,19 +277,24 @@ fn connect_error(peer: &str, e: io::Error) -> SinkError {
     SinkError::temporary(status, format!("connecting to {peer}: {e}"))
 }
 
-/// Runs `fut` with a deadline; running out of time is an `io::ErrorKind::TimedOut`.
-pub async fn bounded<T, E>(
-    timeout: Duration,
+/// Runs `fut` until `deadline`; running out of time is an `io::ErrorKind::TimedOut` that
+/// names the configured `limit`.
+async fn by_deadline<T, E>(
+    deadline: Instant,
+    limit: Duration,
     fut: impl Future<Output = Result<T, E>>,
 ) -> io::Result<T>
 where
     E: Into<io::Error>,
 {
-    match tokio::time::timeout(timeout, fut).await {
+    match tokio::time::timeout_at(deadline, fut).await {
         Ok(r) => r.map_err(Into::into),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("no progress for {} s", timeout.as_secs_f64()),
+            format!(
+                "the delivery attempt took longer than its timeout of {} s",
+                limit.as_secs_f64()
+            ),
         )),
     }
 }

@@ -1,26 +1,31 @@
 //! Sans-I/O encoders for what the client sends: the DATA stream (dot-stuffing, RFC 5321
 //! §4.5.2) and xtext (RFC 3461 §4, used by XFORWARD values).
 
-/// Dot-stuffs a message fed in arbitrary chunks; the output does not depend on where the
-/// chunks split.
+/// Turns a message fed in arbitrary chunks into DATA content: every line end becomes CRLF
+/// and every line that starts with "." gets another one. The output does not depend on
+/// where the chunks split.
+///
+/// RFC 5321 §2.3.8 allows CR and LF on the wire only as CRLF, and servers differ on what a
+/// bare LF or a lone CR means: Postfix with `smtpd_forbid_bare_newline = reject` refuses
+/// the message, others take either as a line end. Passed on as they are, "\n.\n" or
+/// "\r.\r" would reach such a server as an unstuffed "." line (SMTP smuggling). So a bare
+/// LF becomes CRLF (what Postfix's own relaying does) and so does a lone CR (Postfix keeps
+/// it inside the line; we do not, because only a line end cannot be read two ways). Hence
+/// "\r\r\n" is an empty line, never a terminator.
 #[derive(Debug, Clone)]
 pub struct DotStuffer {
-    /// The next byte starts a line. A line starts after CRLF and also after a bare LF:
-    /// servers that accept bare LF as a line end would otherwise see a "." line where we
-    /// meant none (the SMTP smuggling family of bugs).
+    /// The next byte starts a line (at the very start, and after every line end we sent).
     at_line_start: bool,
-    /// The last two bytes sent, to know whether the data already ends in CRLF.
-    tail: [u8; 2],
-    /// Bytes of message fed so far (an empty message needs no final CRLF).
-    fed: u64,
+    /// The last chunk ended in CR: whether it was CRLF or a lone CR depends on the next
+    /// byte. Either way it ends a line; only whether to swallow a following LF is open.
+    pending_cr: bool,
 }
 
 impl Default for DotStuffer {
     fn default() -> Self {
         DotStuffer {
             at_line_start: true,
-            tail: [0, 0],
-            fed: 0,
+            pending_cr: false,
         }
     }
 }
@@ -30,40 +35,51 @@ impl DotStuffer {
         Self::default()
     }
 
-    /// Appends the stuffed form of `chunk` to `out`.
+    /// Appends the canonical, stuffed form of `chunk` to `out`.
     pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        out.reserve(chunk.len() + chunk.len() / 64 + 1);
+        out.reserve(chunk.len() + chunk.len() / 64 + 2);
         let mut rest = chunk;
+        if self.pending_cr && !rest.is_empty() {
+            self.pending_cr = false;
+            if rest[0] == b'\n' {
+                rest = &rest[1..];
+            }
+            self.end_line(out);
+        }
         while !rest.is_empty() {
             if self.at_line_start && rest[0] == b'.' {
                 out.push(b'.');
             }
-            // Copy up to and including the next LF in one go.
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    out.extend_from_slice(&rest[..=i]);
-                    self.at_line_start = true;
-                    rest = &rest[i + 1..];
+            self.at_line_start = false;
+            // Copy up to the next CR or LF in one go.
+            let Some(i) = rest.iter().position(|&b| b == b'\r' || b == b'\n') else {
+                out.extend_from_slice(rest);
+                return;
+            };
+            out.extend_from_slice(&rest[..i]);
+            let used = match (rest[i], rest.get(i + 1)) {
+                (b'\r', Some(b'\n')) => 2,
+                (b'\r', None) => {
+                    self.pending_cr = true;
+                    return;
                 }
-                None => {
-                    out.extend_from_slice(rest);
-                    self.at_line_start = false;
-                    rest = &[];
-                }
-            }
-        }
-        self.fed += chunk.len() as u64;
-        match chunk.len() {
-            0 => {}
-            1 => self.tail = [self.tail[1], chunk[0]],
-            n => self.tail = [chunk[n - 2], chunk[n - 1]],
+                // A bare LF or a lone CR.
+                _ => 1,
+            };
+            self.end_line(out);
+            rest = &rest[i + used..];
         }
     }
 
-    /// The bytes that end the DATA stream: a CRLF if the message did not end with one,
-    /// then ".CRLF".
+    fn end_line(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\r\n");
+        self.at_line_start = true;
+    }
+
+    /// The bytes that end the DATA stream: the end of the last line if it is still open
+    /// (a message without a final line end, or ending in CR), then ".CRLF".
     pub fn finish(&self) -> &'static [u8] {
-        if self.fed == 0 || self.tail == *b"\r\n" {
+        if self.at_line_start && !self.pending_cr {
             b".\r\n"
         } else {
             b"\r\n.\r\n"
@@ -106,10 +122,36 @@ mod tests {
             stuff_whole(b"x\r\n.\r\n..y\r\na.b\r\n"),
             b"x\r\n..\r\n...y\r\na.b\r\n.\r\n"
         );
-        // Bare LF starts a line too; bare CR does not.
-        assert_eq!(stuff_whole(b"x\n.\n"), b"x\n..\n\r\n.\r\n");
-        assert_eq!(stuff_whole(b"x\r.y\r\n"), b"x\r.y\r\n.\r\n");
-        assert_eq!(stuff_whole(b"x\r"), b"x\r\r\n.\r\n");
+    }
+
+    #[test]
+    fn bare_lf_and_lone_cr_become_crlf_line_ends() {
+        assert_eq!(stuff_whole(b"x\n.\n"), b"x\r\n..\r\n.\r\n");
+        assert_eq!(stuff_whole(b"a\nb"), b"a\r\nb\r\n.\r\n");
+        assert_eq!(stuff_whole(b"x\r.y\r\n"), b"x\r\n..y\r\n.\r\n");
+        // The smuggling probe: a lone-CR "." line is stuffed like any other.
+        assert_eq!(
+            stuff_whole(b"a\r\n\r.\r\nMAIL FROM:<e@x>\r\n"),
+            b"a\r\n\r\n..\r\nMAIL FROM:<e@x>\r\n.\r\n"
+        );
+        assert_eq!(stuff_whole(b"x\r"), b"x\r\n.\r\n");
+        assert_eq!(stuff_whole(b"\r"), b"\r\n.\r\n");
+        assert_eq!(stuff_whole(b"\n"), b"\r\n.\r\n");
+        assert_eq!(stuff_whole(b"x\r\r\n"), b"x\r\n\r\n.\r\n");
+        assert_eq!(stuff_whole(b"x\n\r\n"), b"x\r\n\r\n.\r\n");
+        assert_eq!(stuff_whole(b"x\n\r"), b"x\r\n\r\n.\r\n");
+    }
+
+    #[test]
+    fn cr_at_a_chunk_end_waits_for_the_next_byte() {
+        let mut s = DotStuffer::new();
+        let mut out = Vec::new();
+        s.encode(b"a\r", &mut out);
+        s.encode(b"", &mut out);
+        s.encode(b"\n.b\r", &mut out);
+        s.encode(b".c", &mut out);
+        out.extend_from_slice(s.finish());
+        assert_eq!(out, b"a\r\n..b\r\n..c\r\n.\r\n");
     }
 
     /// A small deterministic PRNG (xorshift), so the test needs no crate.
@@ -146,31 +188,56 @@ mod tests {
             }
             out.extend_from_slice(s.finish());
             assert_eq!(out, whole, "message {msg:?}");
-            // Unstuffing gives the message back (plus a CRLF when it lacked one).
-            assert_eq!(unstuff(&whole), with_final_crlf(&msg));
+            // Nothing but CRLF line ends on the wire, and unstuffing gives the message
+            // back with its line ends made canonical.
+            assert!(only_crlf(&whole), "message {msg:?} gave {whole:?}");
+            assert_eq!(unstuff(&whole), canonical(&msg), "message {msg:?}");
         }
     }
 
-    fn with_final_crlf(msg: &[u8]) -> Vec<u8> {
-        let mut m = msg.to_vec();
-        if !m.is_empty() && !m.ends_with(b"\r\n") {
-            m.extend_from_slice(b"\r\n");
-        }
-        m
+    fn only_crlf(data: &[u8]) -> bool {
+        data.iter().enumerate().all(|(i, &b)| match b {
+            b'\r' => data.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && data[i - 1] == b'\r',
+            _ => true,
+        })
     }
 
-    /// What a server does: drop the first "." of each line, stop at the ".CRLF" line.
+    /// The message as the upstream should store it, written the obvious way: every CRLF,
+    /// bare LF and lone CR is one CRLF, and a last line without one gets one.
+    fn canonical(msg: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < msg.len() {
+            match msg[i] {
+                b'\r' if msg.get(i + 1) == Some(&b'\n') => {
+                    out.extend_from_slice(b"\r\n");
+                    i += 2;
+                    continue;
+                }
+                b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        if !out.is_empty() && !out.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// What a strict server does: drop the first "." of each CRLF line, stop at ".CRLF".
     fn unstuff(data: &[u8]) -> Vec<u8> {
         let body = data.strip_suffix(b".\r\n").unwrap();
         let mut out = Vec::new();
         let mut start = true;
-        for &b in body {
+        for (i, &b) in body.iter().enumerate() {
             if start && b == b'.' {
                 start = false;
                 continue;
             }
             out.push(b);
-            start = b == b'\n';
+            start = b == b'\n' && i > 0 && body[i - 1] == b'\r';
         }
         out
     }

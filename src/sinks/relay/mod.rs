@@ -2,8 +2,9 @@
 //!
 //! One connection per delivery: connect (TCP or Unix socket, TLS implicit / STARTTLS /
 //! opportunistic), EHLO/LHLO, AUTH, XFORWARD, MAIL, RCPT per recipient, DATA streamed from
-//! the spool file with dot-stuffing, QUIT. The upstream's own code, enhanced status and text
-//! come back in each recipient's result.
+//! the spool file with canonical CRLF line ends and dot-stuffing (or one BDAT chunk for a
+//! BODY=BINARYMIME message), QUIT. The `timeout` bounds the whole attempt. The upstream's
+//! own code, enhanced status and text come back in each recipient's result.
 //!
 //! Duplicates: once the final "." is sent the upstream may have the message even if its
 //! reply never reaches us (connection lost, timeout, our crash). We then report a temporary
@@ -29,6 +30,7 @@ use reply::{Capabilities, Reply};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -65,6 +67,25 @@ pub struct RelaySink {
 
 /// Per-recipient results while a transaction runs; `None` = not decided yet.
 type Partial = Vec<Option<Result<Delivered, SinkError>>>;
+
+/// What the MAIL/RCPT/DATA phase leaves to do.
+enum Next {
+    /// Send the content. The reply to DATA, or `None` for BDAT (its command goes with the
+    /// content).
+    Content(Option<Reply>),
+    /// Nothing: every recipient has its result (refused, or the connection was lost).
+    Done,
+}
+
+/// How the message content goes to the upstream, from its BODY= and what the upstream
+/// offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    /// DATA, with canonical line ends and dot-stuffing; `body` is the BODY= value to send.
+    Data { body: Option<&'static str> },
+    /// BDAT (RFC 3030) with BODY=BINARYMIME: the bytes as they are, in one LAST chunk.
+    Bdat,
+}
 
 struct Credentials {
     username: String,
@@ -414,6 +435,10 @@ impl RelaySink {
                 ),
             )));
         }
+        let transfer = match self.transfer(&s.caps, env.body, d.message).await {
+            Ok(t) => t,
+            Err(e) => return all(Err(e)),
+        };
         if self.xforward && s.caps.has("XFORWARD") {
             for line in self.xforward_lines(&s.caps, env) {
                 match s.conn.command(&line, None).await {
@@ -437,10 +462,10 @@ impl RelaySink {
         if s.caps.has("SIZE") {
             mail.push_str(&format!(" SIZE={size}"));
         }
-        if matches!(env.body, Body::EightBitMime | Body::BinaryMime) && s.caps.has("8BITMIME") {
-            // BINARYMIME needs BDAT, which we do not speak; 8BITMIME is the closest DATA
-            // can carry.
-            mail.push_str(" BODY=8BITMIME");
+        match transfer {
+            Transfer::Data { body: Some(body) } => mail.push_str(&format!(" BODY={body}")),
+            Transfer::Data { body: None } => {}
+            Transfer::Bdat => mail.push_str(" BODY=BINARYMIME"),
         }
         if env.smtputf8 {
             mail.push_str(" SMTPUTF8");
@@ -474,68 +499,21 @@ impl RelaySink {
             return results;
         }
         let mut accepted: Vec<usize> = Vec::new();
-
-        let data_reply = if s.caps.has("PIPELINING") {
-            let mut batch = String::new();
-            for line in std::iter::once(&mail).chain(rcpt_lines.iter().map(|(_, l)| l)) {
-                batch.push_str(line);
-                batch.push_str("\r\n");
-            }
-            batch.push_str("DATA\r\n");
-            if let Err(e) = s.conn.send(batch.as_bytes()).await {
-                return lost(s, results, e);
-            }
-            let mail_reply = match s.conn.read_reply().await {
-                Ok(r) => r,
-                Err(e) => return lost(s, results, e),
-            };
-            for &(i, _) in &rcpt_lines {
-                match s.conn.read_reply().await {
-                    Ok(r) if mail_reply.is_positive() && r.is_positive() => accepted.push(i),
-                    Ok(r) if mail_reply.is_positive() => {
-                        results[i] = Some(Err(self.reply_error(&r, "RCPT")))
-                    }
-                    Ok(_) => results[i] = Some(Err(self.reply_error(&mail_reply, "MAIL"))),
-                    Err(e) => return lost(s, results, e),
-                }
-            }
-            let data_reply = match s.conn.read_reply().await {
-                Ok(r) => r,
-                Err(e) => return lost(s, results, e),
-            };
-            if accepted.is_empty() {
-                if data_reply.code == 354 {
-                    // A server that says 354 with no recipient still wants the end of DATA.
-                    if s.conn.send(b".\r\n").await.is_err() || s.conn.read_reply().await.is_err() {
-                        s.usable = false;
-                    }
-                }
-                return results;
-            }
-            data_reply
+        let data = transfer != Transfer::Bdat;
+        let next = if s.caps.has("PIPELINING") {
+            self.envelope_pipelined(s, &mail, &rcpt_lines, data, &mut results, &mut accepted)
+                .await
         } else {
-            match s.conn.command(&mail, None).await {
-                Ok(r) if r.is_positive() => {}
-                Ok(r) => return lost_quietly(results, self.reply_error(&r, "MAIL")),
-                Err(e) => return lost(s, results, e),
-            }
-            for (i, line) in &rcpt_lines {
-                match s.conn.command(line, None).await {
-                    Ok(r) if r.is_positive() => accepted.push(*i),
-                    Ok(r) => results[*i] = Some(Err(self.reply_error(&r, "RCPT"))),
-                    Err(e) => return lost(s, results, e),
-                }
-            }
-            if accepted.is_empty() {
-                return results;
-            }
-            match s.conn.command("DATA", None).await {
-                Ok(r) => r,
-                Err(e) => return lost(s, results, e),
-            }
+            self.envelope_lockstep(s, &mail, &rcpt_lines, data, &mut results, &mut accepted)
+                .await
         };
-
-        if data_reply.code != 354 {
+        let data_reply = match next {
+            Next::Content(reply) => reply,
+            Next::Done => return results,
+        };
+        if let Some(data_reply) = data_reply
+            && data_reply.code != 354
+        {
             let e = self.reply_error(&data_reply, "DATA");
             for &i in &accepted {
                 results[i] = Some(Err(e.clone()));
@@ -545,13 +523,130 @@ impl RelaySink {
 
         // From here on the upstream may end up with the message whatever we see: every
         // failure is temporary (see the module comment about duplicates).
-        if let Err(e) = self.send_data(s, d).await {
+        let sent = match transfer {
+            Transfer::Data { .. } => self.send_data(s, d).await,
+            Transfer::Bdat => self.send_bdat(s, d, size).await,
+        };
+        if let Err(e) = sent {
             s.usable = false;
             for &i in &accepted {
                 results[i] = Some(Err(e.clone()));
             }
             return results;
         }
+        let stage = if data { "end of DATA" } else { "BDAT" };
+        self.final_replies(s, d, &accepted, stage, &mut results)
+            .await;
+        results
+    }
+
+    /// MAIL, every RCPT and DATA (unless `data` is false: BDAT) in one batch, then their
+    /// replies in order.
+    async fn envelope_pipelined(
+        &self,
+        s: &mut Session,
+        mail: &str,
+        rcpt_lines: &[(usize, String)],
+        data: bool,
+        results: &mut Partial,
+        accepted: &mut Vec<usize>,
+    ) -> Next {
+        let mut batch = String::new();
+        for line in std::iter::once(mail).chain(rcpt_lines.iter().map(|(_, l)| l.as_str())) {
+            batch.push_str(line);
+            batch.push_str("\r\n");
+        }
+        // BDAT could go in the batch too, but then the content would be sent even when
+        // every RCPT was refused.
+        if data {
+            batch.push_str("DATA\r\n");
+        }
+        if let Err(e) = s.conn.send(batch.as_bytes()).await {
+            return lose(s, results, e);
+        }
+        let mail_reply = match s.conn.read_reply().await {
+            Ok(r) => r,
+            Err(e) => return lose(s, results, e),
+        };
+        for &(i, _) in rcpt_lines {
+            match s.conn.read_reply().await {
+                Ok(r) if mail_reply.is_positive() && r.is_positive() => accepted.push(i),
+                Ok(r) if mail_reply.is_positive() => {
+                    results[i] = Some(Err(self.reply_error(&r, "RCPT")))
+                }
+                Ok(_) => results[i] = Some(Err(self.reply_error(&mail_reply, "MAIL"))),
+                Err(e) => return lose(s, results, e),
+            }
+        }
+        if !data {
+            return if accepted.is_empty() {
+                Next::Done
+            } else {
+                Next::Content(None)
+            };
+        }
+        let data_reply = match s.conn.read_reply().await {
+            Ok(r) => r,
+            Err(e) => return lose(s, results, e),
+        };
+        if !accepted.is_empty() {
+            return Next::Content(Some(data_reply));
+        }
+        if data_reply.code == 354 {
+            // A server that says 354 with no recipient still wants the end of DATA.
+            if s.conn.send(b".\r\n").await.is_err() || s.conn.read_reply().await.is_err() {
+                s.usable = false;
+            }
+        }
+        Next::Done
+    }
+
+    /// MAIL, each RCPT and DATA (unless `data` is false: BDAT), one reply at a time.
+    async fn envelope_lockstep(
+        &self,
+        s: &mut Session,
+        mail: &str,
+        rcpt_lines: &[(usize, String)],
+        data: bool,
+        results: &mut Partial,
+        accepted: &mut Vec<usize>,
+    ) -> Next {
+        match s.conn.command(mail, None).await {
+            Ok(r) if r.is_positive() => {}
+            Ok(r) => {
+                fill_undecided(results, self.reply_error(&r, "MAIL"));
+                return Next::Done;
+            }
+            Err(e) => return lose(s, results, e),
+        }
+        for (i, line) in rcpt_lines {
+            match s.conn.command(line, None).await {
+                Ok(r) if r.is_positive() => accepted.push(*i),
+                Ok(r) => results[*i] = Some(Err(self.reply_error(&r, "RCPT"))),
+                Err(e) => return lose(s, results, e),
+            }
+        }
+        if accepted.is_empty() {
+            return Next::Done;
+        }
+        if !data {
+            return Next::Content(None);
+        }
+        match s.conn.command("DATA", None).await {
+            Ok(r) => Next::Content(Some(r)),
+            Err(e) => lose(s, results, e),
+        }
+    }
+
+    /// The replies after the content: one for SMTP, one per accepted recipient for LMTP.
+    async fn final_replies(
+        &self,
+        s: &mut Session,
+        d: &Delivery<'_>,
+        accepted: &[usize],
+        stage: &str,
+        results: &mut Partial,
+    ) {
         let finals = match self.dialect {
             Dialect::Smtp => 1,
             Dialect::Lmtp => accepted.len(),
@@ -561,7 +656,7 @@ impl RelaySink {
                 Ok(r) if r.is_positive() => Ok(Delivered {
                     detail: format!("upstream {} said: {}", self.target, r.one_line()),
                 }),
-                Ok(r) => Err(self.reply_error(&r, "end of DATA")),
+                Ok(r) => Err(self.reply_error(&r, stage)),
                 Err(e) => {
                     s.usable = false;
                     let e = SinkError::temporary(
@@ -579,22 +674,108 @@ impl RelaySink {
                     for &i in &accepted[k..] {
                         results[i] = Some(Err(e.clone()));
                     }
-                    return results;
+                    return;
                 }
             };
             match self.dialect {
                 Dialect::Smtp => {
-                    for &i in &accepted {
+                    for &i in accepted {
                         results[i] = Some(outcome.clone());
                     }
                 }
                 Dialect::Lmtp => results[accepted[k]] = Some(outcome),
             }
         }
-        results
     }
 
-    /// Streams the spool file, dot-stuffed, and the final ".".
+    /// What goes out for the message's BODY= (RFC 6152 §3, RFC 3030 §3): 8-bit content
+    /// only to an upstream that offers 8BITMIME, binary only with BINARYMIME and CHUNKING.
+    /// We do not convert content, so anything else is refused for good (5.6.3), never sent
+    /// as what it is not.
+    async fn transfer(
+        &self,
+        caps: &Capabilities,
+        body: Body,
+        message: &Path,
+    ) -> Result<Transfer, SinkError> {
+        match body {
+            Body::SevenBit => Ok(Transfer::Data { body: None }),
+            Body::EightBitMime if caps.has("8BITMIME") => Ok(Transfer::Data {
+                body: Some("8BITMIME"),
+            }),
+            // Many clients declare 8BITMIME for every message: one with no 8-bit byte in
+            // it is 7-bit data and may go without BODY=.
+            Body::EightBitMime => match is_seven_bit(message).await {
+                Ok(true) => Ok(Transfer::Data { body: None }),
+                Ok(false) => Err(SinkError::permanent(
+                    "5.6.3",
+                    format!(
+                        "the message has 8-bit content and upstream {} does not support 8BITMIME",
+                        self.target
+                    ),
+                )),
+                Err(e) => Err(SinkError::from_io(
+                    format!("spool file {}", message.display()),
+                    &e,
+                )),
+            },
+            Body::BinaryMime if caps.has("BINARYMIME") && caps.has("CHUNKING") => {
+                Ok(Transfer::Bdat)
+            }
+            Body::BinaryMime => Err(SinkError::permanent(
+                "5.6.3",
+                format!(
+                    "the message is BODY=BINARYMIME and upstream {} does not support \
+                     BINARYMIME with CHUNKING",
+                    self.target
+                ),
+            )),
+        }
+    }
+
+    /// Sends the whole spool file as one `BDAT <size> LAST` chunk: the bytes as they are,
+    /// neither stuffed nor with line ends touched. One chunk because the size is known and
+    /// every chunk costs a reply.
+    async fn send_bdat(
+        &self,
+        s: &mut Session,
+        d: &Delivery<'_>,
+        size: u64,
+    ) -> Result<(), SinkError> {
+        let spool_error = |e: std::io::Error| {
+            SinkError::from_io(format!("spool file {}", d.message.display()), &e)
+        };
+        let mut file = tokio::fs::File::open(d.message)
+            .await
+            .map_err(spool_error)?;
+        s.conn
+            .send(format!("BDAT {size} LAST\r\n").as_bytes())
+            .await?;
+        let mut input = vec![0u8; DATA_CHUNK];
+        let mut left = size;
+        loop {
+            let got = file.read(&mut input).await.map_err(spool_error)?;
+            // A count that does not match would make the upstream read message bytes as
+            // commands, or commands as message bytes. Dropping the connection mid-chunk
+            // makes it discard what it got.
+            if got as u64 > left || (got == 0 && left > 0) {
+                return Err(SinkError::temporary(
+                    "4.3.0",
+                    format!(
+                        "spool file {} changed size while being sent",
+                        d.message.display()
+                    ),
+                ));
+            }
+            if got == 0 {
+                return Ok(());
+            }
+            s.conn.send(&input[..got]).await?;
+            left -= got as u64;
+        }
+    }
+
+    /// Streams the spool file, line ends made CRLF and dot-stuffed, and the final ".".
     async fn send_data(&self, s: &mut Session, d: &Delivery<'_>) -> Result<(), SinkError> {
         let spool_error = |e: std::io::Error| {
             SinkError::from_io(format!("spool file {}", d.message.display()), &e)
@@ -638,17 +819,35 @@ impl RelaySink {
     }
 }
 
-/// The connection failed before DATA: every recipient without a result gets `e`.
-fn lost(s: &mut Session, results: Partial, e: SinkError) -> Partial {
-    s.usable = false;
-    lost_quietly(results, e)
+/// Whether the file holds 7-bit data only: no byte with the high bit set (line ends do not
+/// matter, the DATA encoder makes them CRLF).
+async fn is_seven_bit(path: &Path) -> std::io::Result<bool> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut buf = vec![0u8; DATA_CHUNK];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if !buf[..n].is_ascii() {
+            return Ok(false);
+        }
+    }
 }
 
-fn lost_quietly(results: Partial, e: SinkError) -> Partial {
-    results
-        .into_iter()
-        .map(|r| r.or_else(|| Some(Err(e.clone()))))
-        .collect()
+/// The connection failed before the content: every recipient without a result gets `e`,
+/// and the session is not used again.
+fn lose(s: &mut Session, results: &mut Partial, e: SinkError) -> Next {
+    s.usable = false;
+    fill_undecided(results, e);
+    Next::Done
+}
+
+/// Every recipient without a result gets `e`.
+fn fill_undecided(results: &mut Partial, e: SinkError) {
+    for r in results.iter_mut().filter(|r| r.is_none()) {
+        *r = Some(Err(e.clone()));
+    }
 }
 
 /// An address goes on a command line: it must not end the line (which would let it
@@ -804,12 +1003,7 @@ fn xforward_attributes(env: &Envelope) -> Vec<(&'static str, String)> {
     if let Some(port) = port {
         attrs.push(("PORT", port.to_string()));
     }
-    let proto = if client.protocol.starts_with("esmtp") || client.protocol.starts_with("lmtp") {
-        "ESMTP"
-    } else {
-        "SMTP"
-    };
-    attrs.push(("PROTO", proto.to_string()));
+    attrs.push(("PROTO", xforward_proto(&client.protocol).to_string()));
     if let Some(helo) = &client.helo {
         attrs.push(("HELO", helo.clone()));
     }
@@ -821,6 +1015,26 @@ fn xforward_attributes(env: &Envelope) -> Vec<(&'static str, String)> {
     };
     attrs.push(("SOURCE", source.to_string()));
     attrs
+}
+
+/// PROTO for the protocol our client spoke, as the ingress names it for the Received
+/// header: "SMTP", "ESMTP", "ESMTPS", "LMTP", "LMTPS" (RFC 3848; compared ignoring case).
+///
+/// The base name, without RFC 3848's TLS/AUTH suffixes (they describe the hop, not the
+/// protocol), as Postfix's own smtpd keeps and forwards it ("proto=ESMTP" in its logs).
+/// The XFORWARD README allows any protocol name, so LMTP stays LMTP. What no client spoke
+/// to us (our own DSNs are "local") is `[UNAVAILABLE]`.
+fn xforward_proto(protocol: &str) -> &'static str {
+    let p = protocol.to_ascii_uppercase();
+    if p.starts_with("ESMTP") {
+        "ESMTP"
+    } else if p.starts_with("LMTP") {
+        "LMTP"
+    } else if p == "SMTP" {
+        "SMTP"
+    } else {
+        "[UNAVAILABLE]"
+    }
 }
 
 impl Sink for RelaySink {

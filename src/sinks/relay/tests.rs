@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Instant;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
 
@@ -41,7 +41,7 @@ fn envelope(rcpts: &[&str], size: u64) -> Envelope {
         client: ClientInfo {
             addr: Some("192.0.2.7:40123".into()),
             helo: Some("client.example.net".into()),
-            protocol: "esmtp".into(),
+            protocol: "ESMTP".into(),
             ..ClientInfo::default()
         },
         listener: "test".into(),
@@ -557,6 +557,43 @@ fn xforward_lines_respect_advertised_attributes_and_length() {
     );
 }
 
+/// PROTO is the protocol the client spoke, from what the ingress really stores (upper case,
+/// with RFC 3848's S/A suffixes), without the suffixes.
+#[test]
+fn xforward_proto_follows_the_client_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RelaySink::new(
+        &relay_config("address = \"127.0.0.1:25\""),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let reply = parse_reply(b"250-x\r\n250 XFORWARD PROTO\r\n")
+        .unwrap()
+        .unwrap()
+        .0;
+    let caps = Capabilities::from_ehlo(&reply);
+    let mut env = envelope(&["a@b"], 1);
+    for (protocol, proto) in [
+        ("SMTP", "SMTP"),
+        ("ESMTP", "ESMTP"),
+        ("ESMTPS", "ESMTP"),
+        ("ESMTPSA", "ESMTP"),
+        ("esmtp", "ESMTP"),
+        ("LMTP", "LMTP"),
+        ("LMTPS", "LMTP"),
+        // A DSN of our own: no client spoke any protocol.
+        ("local", "[UNAVAILABLE]"),
+    ] {
+        env.client.protocol = protocol.into();
+        assert_eq!(
+            sink.xforward_lines(&caps, &env),
+            vec![format!("XFORWARD PROTO={proto}")],
+            "{protocol}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // A scripted server for what smtp-sink cannot do: TLS, STARTTLS, odd replies.
 
@@ -659,13 +696,47 @@ fn acceptor(files: &TlsFiles) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Script {
     implicit: Option<tokio_rustls::TlsAcceptor>,
     starttls: Option<tokio_rustls::TlsAcceptor>,
     greeting: &'static str,
     /// Extensions after the first EHLO line.
     caps: Vec<&'static str>,
+    /// Which reply comes one byte at a time.
+    slow: Slow,
+    /// The message content exactly as it came: the DATA lines up to and with the ".",
+    /// or the BDAT chunks.
+    wire: Arc<Mutex<Vec<u8>>>,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Slow {
+    #[default]
+    Nothing,
+    Greeting,
+    /// The reply after the final "." (or BDAT LAST).
+    FinalReply,
+}
+
+/// How long a slow reply waits between its bytes.
+const TRICKLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Writes `reply`, one byte per [`TRICKLE`] when `slow`.
+async fn reply_to(
+    io: &mut BufReader<Box<dyn conn::Io>>,
+    reply: &[u8],
+    slow: bool,
+) -> std::io::Result<()> {
+    if !slow {
+        return io.get_mut().write_all(reply).await;
+    }
+    for b in reply {
+        io.get_mut().write_all(&[*b]).await?;
+        io.get_mut().flush().await?;
+        tokio::time::sleep(TRICKLE).await;
+    }
+    Ok(())
 }
 
 /// Serves one connection per accept until the test ends; records every line received
@@ -703,21 +774,25 @@ async fn serve(
     log: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let mut io = BufReader::new(stream);
-    io.get_mut().write_all(script.greeting.as_bytes()).await?;
+    let greeting = script.greeting.as_bytes();
+    reply_to(&mut io, greeting, script.slow == Slow::Greeting).await?;
+    let slow_final = script.slow == Slow::FinalReply;
     let mut tls_done = script.implicit.is_some();
     let mut in_data = false;
     // AUTH LOGIN: lines still to come (username, password).
     let mut login_pending = 0;
     loop {
-        let mut line = String::new();
-        if io.read_line(&mut line).await? == 0 {
+        let mut raw = Vec::new();
+        if io.read_until(b'\n', &mut raw).await? == 0 {
             return Ok(());
         }
+        let line = String::from_utf8_lossy(&raw).into_owned();
         log.lock().unwrap().push(line.trim_end().to_string());
         if in_data {
-            if line == ".\r\n" {
+            script.wire.lock().unwrap().extend_from_slice(&raw);
+            if raw == b".\r\n" {
                 in_data = false;
-                io.get_mut().write_all(b"250 2.0.0 Ok: queued\r\n").await?;
+                reply_to(&mut io, b"250 2.0.0 Ok: queued\r\n", slow_final).await?;
             }
             continue;
         }
@@ -771,6 +846,19 @@ async fn serve(
                 in_data = true;
                 "354 go ahead\r\n".into()
             }
+            "BDAT" => {
+                let mut words = line.split_whitespace().skip(1);
+                let size: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+                let mut chunk = vec![0u8; size];
+                io.read_exact(&mut chunk).await?;
+                script.wire.lock().unwrap().extend_from_slice(&chunk);
+                if last {
+                    reply_to(&mut io, b"250 2.0.0 Ok: queued\r\n", slow_final).await?;
+                    continue;
+                }
+                "250 2.0.0 chunk ok\r\n".into()
+            }
             "QUIT" => {
                 io.get_mut().write_all(b"221 bye\r\n").await?;
                 return Ok(());
@@ -802,6 +890,7 @@ async fn starttls_verified_with_ca_file_then_auth() {
         starttls: Some(acceptor(&files)),
         greeting: "220 test.server ESMTP\r\n",
         caps: vec!["PIPELINING", "AUTH LOGIN", "XFORWARD ADDR"],
+        ..Script::default()
     })
     .await;
     // Any variable that is set will do; the test must not change the environment.
@@ -855,6 +944,7 @@ async fn implicit_tls_checks_the_name() {
         starttls: None,
         greeting: "220 test.server ESMTP\r\n",
         caps: vec![],
+        ..Script::default()
     })
     .await;
     let config = |extra: &str| {
@@ -909,6 +999,7 @@ async fn starttls_required_but_missing_and_opportunistic_fallback() {
         starttls: None,
         greeting: "220 test.server ESMTP\r\n",
         caps: vec!["PIPELINING"],
+        ..Script::default()
     })
     .await;
     let c = ctx(dir.path());
@@ -948,6 +1039,7 @@ async fn opportunistic_starttls_accepts_self_signed() {
         starttls: Some(acceptor(&files)),
         greeting: "220 test.server ESMTP\r\n",
         caps: vec![],
+        ..Script::default()
     })
     .await;
     let sink = RelaySink::new(
@@ -985,6 +1077,7 @@ async fn malformed_and_refused_greetings() {
             starttls: None,
             greeting,
             caps: vec![],
+            ..Script::default()
         })
         .await;
         let sink = RelaySink::new(
@@ -1029,6 +1122,7 @@ async fn address_with_line_break_is_never_sent() {
         starttls: None,
         greeting: "220 test.server ESMTP\r\n",
         caps: vec![],
+        ..Script::default()
     })
     .await;
     let sink = RelaySink::new(
@@ -1092,6 +1186,7 @@ async fn self_signed_server_certificate_as_ca_file() {
         starttls: None,
         greeting: "220 test.server ESMTP\r\n",
         caps: vec![],
+        ..Script::default()
     })
     .await;
     let c = ctx(dir.path());
@@ -1117,4 +1212,191 @@ async fn self_signed_server_certificate_as_ca_file() {
     assert_eq!(err.status, "4.7.5", "{err:?}");
     let err = sink(&other.ca, "").healthcheck().await.unwrap_err();
     assert_eq!(err.status, "4.7.5", "{err:?}");
+}
+
+/// An SMTP sink for a scripted server on `port`, with a short timeout.
+fn scripted_sink(dir: &Path, port: u16) -> RelaySink {
+    RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"5s\"")),
+        Dialect::Smtp,
+        &ctx(dir),
+    )
+    .unwrap()
+}
+
+/// `timeout` bounds the whole attempt, not each read: a greeting that trickles in a byte
+/// every 200 ms (about 10 s in all) is cut off at 1 s.
+#[tokio::test]
+async fn trickling_upstream_is_cut_off_at_the_attempt_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, _log) = scripted_server(Script {
+        greeting: "220 test.server ESMTP and a greeting that takes a while\r\n",
+        slow: Slow::Greeting,
+        ..Script::default()
+    })
+    .await;
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"1s\"")),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["a@example.com"], 3);
+    let started = Instant::now();
+    let results = deliver(&sink, dir.path(), &env, b"x\r\n").await;
+    let took = started.elapsed();
+    let err = results[0].as_ref().unwrap_err();
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    assert!(err.is_temporary(), "{err:?}");
+    assert_eq!(err.status, "4.4.2", "{err:?}");
+    assert!(
+        err.message.contains(&format!("127.0.0.1:{port}"))
+            && err.message.contains("timeout of 1 s"),
+        "{err:?}"
+    );
+}
+
+/// The deadline also covers the reply to the final dot, and running out there still says
+/// that a retry may duplicate the message.
+#[tokio::test]
+async fn attempt_timeout_after_the_final_dot_warns_of_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = scripted_server(Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING"],
+        slow: Slow::FinalReply,
+        ..Script::default()
+    })
+    .await;
+    // The 22-byte final reply takes about 4.4 s; each byte comes well within 2 s.
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"2s\"")),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let env = envelope(&["a@example.com"], 3);
+    let started = Instant::now();
+    let results = deliver(&sink, dir.path(), &env, b"x\r\n").await;
+    let took = started.elapsed();
+    let err = results[0].as_ref().unwrap_err();
+    assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
+    assert!(
+        err.is_temporary() && err.status == "4.4.2" && err.message.contains("may duplicate"),
+        "{err:?}"
+    );
+    assert!(
+        logged(&log).contains(&".".to_string()),
+        "the content was sent"
+    );
+}
+
+/// RFC 6152: 8-bit content never goes to an upstream without 8BITMIME. A message declared
+/// 8BITMIME that is 7-bit after all goes, without BODY=.
+#[tokio::test]
+async fn eight_bit_content_needs_8bitmime_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = scripted_server(Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING"],
+        ..Script::default()
+    })
+    .await;
+    let sink = scripted_sink(dir.path(), port);
+    let mut env = envelope(&["a@example.com"], 20);
+    env.body = Body::EightBitMime;
+    let results = deliver(
+        &sink,
+        dir.path(),
+        &env,
+        b"Subject: x\r\n\r\ncaf\xc3\xa9\r\n",
+    )
+    .await;
+    let err = results[0].as_ref().unwrap_err();
+    assert_eq!(
+        (err.severity.clone(), err.status.as_str()),
+        (Severity::Permanent, "5.6.3"),
+        "{err:?}"
+    );
+    assert!(err.message.contains("8BITMIME"), "{err:?}");
+    assert!(!logged(&log).iter().any(|l| l.starts_with("MAIL")));
+
+    let results = deliver(&sink, dir.path(), &env, b"Subject: x\r\n\r\nplain\r\n").await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let log = logged(&log);
+    assert!(
+        log.contains(&"MAIL FROM:<sender@example.org>".to_string()),
+        "{log:?}"
+    );
+}
+
+/// BODY=BINARYMIME (received by BDAT) goes by BDAT with its bytes untouched, and only to an
+/// upstream with BINARYMIME and CHUNKING; never as DATA.
+#[tokio::test]
+async fn binarymime_goes_by_bdat_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = scripted_server(Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING", "8BITMIME", "CHUNKING"],
+        ..Script::default()
+    })
+    .await;
+    let message = b"Subject: bin\r\n\r\n\x00\xff bare\nlone\r.\r\n.\r\nend".to_vec();
+    let mut env = envelope(&["a@example.com", "b@example.com"], message.len() as u64);
+    env.body = Body::BinaryMime;
+    let results = deliver(&scripted_sink(dir.path(), port), dir.path(), &env, &message).await;
+    for r in &results {
+        let err = r.as_ref().unwrap_err();
+        assert_eq!(
+            (err.severity.clone(), err.status.as_str()),
+            (Severity::Permanent, "5.6.3"),
+            "{err:?}"
+        );
+        assert!(err.message.contains("BINARYMIME"), "{err:?}");
+    }
+    assert!(!logged(&log).iter().any(|l| l.starts_with("MAIL")));
+
+    let script = Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING", "8BITMIME", "BINARYMIME", "CHUNKING"],
+        ..Script::default()
+    };
+    let wire = Arc::clone(&script.wire);
+    let (port, log) = scripted_server(script).await;
+    let results = deliver(&scripted_sink(dir.path(), port), dir.path(), &env, &message).await;
+    assert!(results.iter().all(is_ok), "{results:?}");
+    let log = logged(&log);
+    let mail_at = log
+        .iter()
+        .position(|l| l == "MAIL FROM:<sender@example.org> BODY=BINARYMIME")
+        .unwrap_or_else(|| panic!("{log:?}"));
+    assert_eq!(
+        log[mail_at + 3],
+        format!("BDAT {} LAST", message.len()),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l == "DATA"), "{log:?}");
+    assert_eq!(*wire.lock().unwrap(), message);
+}
+
+/// RFC 5321 §2.3.8: on the wire every line ends in CRLF. A bare LF or a lone CR in the
+/// spooled message goes out as CRLF, and a line that then starts with "." is stuffed.
+#[tokio::test]
+async fn bare_lf_and_lone_cr_go_out_as_crlf() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING", "8BITMIME"],
+        ..Script::default()
+    };
+    let wire = Arc::clone(&script.wire);
+    let (port, _log) = scripted_server(script).await;
+    let env = envelope(&["a@example.com"], 40);
+    let message = b"Subject: x\r\n\r\nbare\nlone\r.\rend\r\n\n.\nlast";
+    let results = deliver(&scripted_sink(dir.path(), port), dir.path(), &env, message).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&wire.lock().unwrap()),
+        "Subject: x\r\n\r\nbare\r\nlone\r\n..\r\nend\r\n\r\n..\r\nlast\r\n.\r\n"
+    );
 }
