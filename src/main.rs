@@ -96,7 +96,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            rt.block_on(mailchute::serve::run(loaded))?;
+            let result = rt.block_on(mailchute::serve::run(loaded));
+            // A blocking task still writing (a delivery cut short by a second signal) must
+            // not hold the exit: what it was doing is still in the spool.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Example) => {

@@ -6,12 +6,11 @@ use crate::sinks::SinkContext;
 use crate::smtpd::settings::{ListenerSettings, listener_name};
 use crate::smtpd::{Server, State, listener};
 use crate::spool::commit::Committer;
-use crate::spool::queue::{Deliverer, Queue};
+use crate::spool::queue::{Deliverer, Queue, SHUTDOWN_GRACE};
 use crate::spool::store::Spool;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,9 +20,6 @@ pub struct ServeError(pub String);
 fn fail(e: impl std::fmt::Display) -> ServeError {
     ServeError(e.to_string())
 }
-
-/// How long shutdown waits for sessions in DATA and deliveries under way.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     let config = &loaded.config;
@@ -112,11 +108,26 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     tracing::info!(
         "shutting down: no new connections; finishing sessions and deliveries under way"
     );
-    server.shutdown(SHUTDOWN_GRACE).await;
-    queue.shutdown().await;
+    // Sessions and deliveries drain together, so the whole stop takes at most one grace
+    // period; a second signal cuts it short (what is unfinished stays in the spool, or was
+    // never acknowledged).
+    let drain = async {
+        tokio::join!(server.shutdown(SHUTDOWN_GRACE), queue.shutdown());
+    };
+    tokio::select! {
+        () = drain => {}
+        _ = term.recv() => second_signal(),
+        _ = int.recv() => second_signal(),
+    }
     drop(pid_file);
     tracing::info!("stopped");
     Ok(())
+}
+
+fn second_signal() {
+    tracing::warn!(
+        "second signal: stopping now; unfinished deliveries stay queued, unfinished sessions get no answer"
+    );
 }
 
 fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: &Arc<Committer>) {

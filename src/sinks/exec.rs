@@ -150,6 +150,9 @@ impl ExecSink {
         // output would never reach end-of-file.
         drop(cmd);
         let pgid = child.id().map(|p| p as libc::pid_t);
+        // Dropped unfinished (the daemon stops, the delivery is cancelled): kill_on_drop
+        // reaches only the command, not what it started.
+        let mut group = GroupGuard(pgid);
         let mut output = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
             .map_err(|e| cannot("read its output", &e))?;
 
@@ -168,9 +171,13 @@ impl ExecSink {
                     Ok(0) | Err(_) => output_open = false,
                     Ok(n) => keep(&mut kept, &buf[..n]),
                 },
-                s = child.wait() => break s.map_err(|e| cannot("wait for it", &e))?,
+                s = child.wait() => {
+                    group.0 = None;
+                    break s.map_err(|e| cannot("wait for it", &e))?;
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     stop(&mut child, pgid).await;
+                    group.0 = None;
                     if let Some(f) = &feed {
                         f.abort();
                     }
@@ -240,6 +247,15 @@ async fn stop(child: &mut tokio::process::Child, pgid: Option<libc::pid_t>) {
         // Only a process stuck in the kernel outlives SIGKILL this long; tokio reaps it in
         // the background once it dies, so no zombie stays behind.
         tracing::warn!(pid = ?child.id(), "killed command has not exited yet; not waiting longer");
+    }
+}
+
+/// Kills the command's process group when dropped while armed (`Some`).
+struct GroupGuard(Option<libc::pid_t>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
     }
 }
 

@@ -1059,6 +1059,68 @@ fn sigterm_during_data_finishes_the_message() {
     assert_stored(&msgs[0], &crlf_to_lf(&msg));
 }
 
+/// A delivery that takes its time holds the stop for at most the grace period; a second
+/// SIGTERM stops at once, and the message stays in the spool for the next start.
+#[test]
+fn second_sigterm_stops_at_once_and_keeps_the_message_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = one_listener(&format!("127.0.0.1:{port}"), "queued", "").replace(
+        "[sink.box]\ntype = \"maildir\"\npath = \"./Maildir\"\n",
+        // sh forks the sleep (there is more after it): a grandchild, in the command's
+        // group; its argument is unique to this run.
+        &format!(
+            "[sink.box]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 60.{port}; true\"]\ntimeout = \"5m\"\n"
+        ),
+    );
+    let file = write_config(dir.path(), "mailchute.toml", &config);
+    let mut serve = Serve::start(dir.path(), &["-c", &file], &[], port);
+    let r = send(port, "rcpt@test", &message("slow", "Delivered slowly.\r\n"));
+    let id = reply_id(&r);
+    let log_has = |serve: &Serve, what: &str| serve.log().contains(what);
+    let marker = format!("sleep\x0060.{port}\x00");
+    let sleeping = || {
+        std::fs::read_dir("/proc").unwrap().any(|p| {
+            std::fs::read(p.unwrap().path().join("cmdline")).is_ok_and(|c| c == marker.as_bytes())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sleeping() {
+        assert!(
+            Instant::now() < deadline,
+            "exec sink never started\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    serve.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        serve.try_status().is_none(),
+        "the first SIGTERM waits for the delivery"
+    );
+    serve.signal(libc::SIGTERM);
+    let st = serve.wait_exit(Duration::from_secs(10));
+    assert!(st.success(), "exit {st}\n{}", serve.log());
+    assert!(log_has(&serve, "second signal"), "{}", serve.log());
+    // The abandoned command and what it started are gone too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sleeping() {
+        assert!(
+            Instant::now() < deadline,
+            "the exec sink's sleep outlived mailchute"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        dir.path()
+            .join(format!("data/spool/queue/{id}.json"))
+            .exists(),
+        "the message left the spool\n{}",
+        serve.log()
+    );
+}
+
 // ---- 9. nothing to listen on, --help ----------------------------------------------------
 
 #[test]
