@@ -127,9 +127,60 @@ pub fn split_address(addr: &str) -> (&str, &str) {
     }
 }
 
+/// A quoted local part that needs no quotes, unquoted: `"alice"` and `alice` are the same
+/// mailbox (RFC 5321 4.1.2), and must route and file alike. A local part that does need
+/// its quotes (`"a b"`, `"a@b"`) is returned as it is.
+pub fn unquote_local(local: &str) -> std::borrow::Cow<'_, str> {
+    let Some(inner) = local
+        .strip_prefix('"')
+        .and_then(|l| l.strip_suffix('"'))
+        .filter(|_| local.len() >= 2)
+    else {
+        return local.into();
+    };
+    let mut plain = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped) => plain.push(escaped),
+                None => return local.into(),
+            },
+            c => plain.push(c),
+        }
+    }
+    if is_dot_atom(&plain) {
+        plain.into()
+    } else {
+        local.into()
+    }
+}
+
+/// RFC 5322 dot-atom-text: atext runs separated by single dots (UTF-8 allowed, RFC 6531).
+fn is_dot_atom(s: &str) -> bool {
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    !s.is_empty()
+        && s.split('.')
+            .all(|part| !part.is_empty() && part.chars().all(atext))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotes_that_are_not_needed_are_dropped() {
+        assert_eq!(unquote_local("\"alice\""), "alice");
+        assert_eq!(unquote_local("\"a.b\""), "a.b");
+        assert_eq!(unquote_local("\"\\a\""), "a");
+        assert_eq!(unquote_local("alice"), "alice");
+        for kept in [
+            "\"a b\"", "\"a@b\"", "\"..\"", "\".a\"", "\"\"", "\"", "\"a\\\"",
+        ] {
+            assert_eq!(unquote_local(kept), kept, "{kept}");
+        }
+    }
 
     #[test]
     fn ids_are_unique_and_sortable() {

@@ -2,7 +2,7 @@
 //! exact address, then `@domain`, then `/regex/` in file order, then `*`.
 
 use crate::config::{LocalPartCase, MatchRule, RouteConfig};
-use crate::envelope::split_address;
+use crate::envelope::{split_address, unquote_local};
 use regex::Regex;
 use std::collections::HashMap;
 
@@ -76,8 +76,9 @@ impl Router {
     /// Address with the domain lower-cased (and the local part too when configured).
     pub fn normalise(&self, addr: &str) -> String {
         let (local, domain) = split_address(addr);
+        let local = unquote_local(local);
         let local = match self.local_part_case {
-            LocalPartCase::Sensitive => local.to_string(),
+            LocalPartCase::Sensitive => local.into_owned(),
             LocalPartCase::Insensitive => local.to_lowercase(),
         };
         if domain.is_empty() && !addr.contains('@') {
@@ -131,6 +132,7 @@ mod tests {
         assert_eq!(r.route("bounce-1@example.org"), Some(2));
         assert_eq!(r.route("bounce-1@other.net"), Some(1));
         assert_eq!(r.route("x@other.net"), Some(0));
+        assert_eq!(r.route("\"alice\"@example.org"), Some(3));
     }
 
     #[test]

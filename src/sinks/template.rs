@@ -6,7 +6,7 @@
 //! directory literally called `{user}`.
 
 use super::SinkError;
-use crate::envelope::split_address;
+use crate::envelope::{split_address, unquote_local};
 use std::path::{Path, PathBuf};
 
 /// The variables a mailbox path template may use.
@@ -181,6 +181,7 @@ impl PathTemplate {
     /// retry will make that address valid.
     pub fn expand(&self, rcpt: &str) -> Result<PathBuf, SinkError> {
         let (local, domain) = split_address(rcpt);
+        let local = unquote_local(local);
         let domain = domain.to_lowercase();
         let expanded = self.template.expand(|var| {
             let value = match var {
@@ -264,6 +265,15 @@ mod tests {
         assert_eq!(
             t("/abs/{rcpt}").expand("postmaster").unwrap(),
             PathBuf::from("/abs/postmaster")
+        );
+        // Quotes that are not needed do not make another mailbox.
+        assert_eq!(
+            t("/abs/{rcpt}").expand("\"alice\"@x").unwrap(),
+            PathBuf::from("/abs/alice@x")
+        );
+        assert_eq!(
+            p.expand("\"a b\"@x").unwrap(),
+            PathBuf::from("/base/Maildir/x/\"a b\"")
         );
         assert!(p.is_per_recipient());
         assert!(!t("Maildir").is_per_recipient());
