@@ -70,6 +70,20 @@ impl Pipeline {
         self.router.route(rcpt).map(|i| self.routes[i].0.as_str())
     }
 
+    /// Whether every sink of `rcpt`'s route can take it (see [`Sink::accepts`]); the
+    /// first refusal otherwise. The caller has checked that a route exists.
+    pub fn sinks_accept(&self, rcpt: &str) -> Result<(), SinkError> {
+        let Some(route) = self.router.route(rcpt) else {
+            return Ok(());
+        };
+        for name in &self.routes[route].1 {
+            if let Some(sink) = self.sinks.get(name) {
+                sink.accepts(rcpt)?;
+            }
+        }
+        Ok(())
+    }
+
     /// All sinks by name, for health checks.
     pub fn sinks(&self) -> impl Iterator<Item = (&String, &Arc<dyn Sink>)> {
         self.sinks.iter()

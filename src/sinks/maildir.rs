@@ -300,6 +300,10 @@ impl MaildirSink {
 }
 
 impl Sink for MaildirSink {
+    fn accepts(&self, rcpt: &str) -> Result<(), SinkError> {
+        self.path.expand(rcpt).map(drop)
+    }
+
     fn deliver<'a>(&'a self, d: &'a Delivery<'a>) -> BoxFuture<'a, RcptResults> {
         Box::pin(self.deliver_all(d))
     }

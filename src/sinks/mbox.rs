@@ -303,6 +303,10 @@ impl MboxSink {
 }
 
 impl Sink for MboxSink {
+    fn accepts(&self, rcpt: &str) -> Result<(), SinkError> {
+        self.path.expand(rcpt).map(drop)
+    }
+
     fn deliver<'a>(&'a self, d: &'a Delivery<'a>) -> BoxFuture<'a, RcptResults> {
         Box::pin(self.deliver_all(d))
     }

@@ -391,6 +391,10 @@ impl MhSink {
 }
 
 impl Sink for MhSink {
+    fn accepts(&self, rcpt: &str) -> Result<(), SinkError> {
+        self.path.expand(rcpt).map(drop)
+    }
+
     fn deliver<'a>(&'a self, d: &'a Delivery<'a>) -> BoxFuture<'a, RcptResults> {
         Box::pin(async move {
             let mut groups = local::group_by_path(&self.path, d.rcpts);

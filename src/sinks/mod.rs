@@ -111,6 +111,13 @@ pub trait Sink: Send + Sync {
 
     /// Checks that the sink can work at all (directory writable, upstream reachable).
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// Refuses, without I/O, a recipient this sink can never deliver to (an address that
+    /// makes no valid mailbox path). Asked at RCPT time, so such an address is refused
+    /// there and never accepted only to fail after DATA.
+    fn accepts(&self, _rcpt: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// What every sink may need from the process around it.

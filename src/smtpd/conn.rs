@@ -222,7 +222,10 @@ impl Conn {
                 format!("<{to}>: Recipient address rejected: no route for this address"),
             ));
         }
-        Ok(())
+        self.state.pipeline.sinks_accept(to).map_err(|e| {
+            let code = if e.is_temporary() { 451 } else { 550 };
+            Reply::new(code, &e.status, e.message)
+        })
     }
 
     fn client_info(&self) -> ClientInfo {

@@ -839,6 +839,33 @@ fn policy_refusals_at_mail_and_rcpt() {
     assert!(received.contains("for <ok@example.org>"), "{received:?}");
 }
 
+/// An address that can never make a mailbox path is refused at RCPT (not after DATA, and
+/// never accepted into the queue to die there); an address in quotes it does not need goes
+/// to the same mailbox as without them.
+#[test]
+fn mailbox_path_refusals_come_at_rcpt() {
+    let port = free_port();
+    let sink = "type = \"maildir\"\npath = \"./boxes/{local}\"\n";
+    let m = Mailchute::start(&sync_config(port, "", sink));
+    let mut c = Wire::connect(port);
+    c.greeting();
+    c.ehlo("client.test");
+    c.expect("MAIL FROM:<a@example.org>", 250);
+    for bad in ["a/b@x.test", ".hidden@x.test", "..@x.test"] {
+        assert_reply(&c.cmd(&format!("RCPT TO:<{bad}>")), 550, "5.1.3", bad);
+    }
+    c.expect("RCPT TO:<\"alice\"@x.test>", 250);
+    c.expect("DATA", 354);
+    let msg = message("quoted", "To alice, in quotes.\r\n");
+    c.send(&dot_stuff(&msg));
+    let r = c.must_reply("the end of DATA");
+    assert_eq!(r.code, 250, "end of DATA: {r:?}");
+    c.quit();
+    let stored = read_maildir(&m.path("boxes/alice"));
+    assert_eq!(stored.len(), 1, "{}", m.log());
+    assert_stored(&stored[0], &crlf_to_lf(&msg));
+}
+
 // ---------------------------------------------------------------------------------------
 // 9. allow_ips
 
