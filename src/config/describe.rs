@@ -47,6 +47,14 @@ fn write_description(out: &mut String, loaded: &Loaded) -> std::fmt::Result {
         "queue:     {} workers, retry after {} doubling up to {}, dead after {}",
         q.workers, q.backoff_initial, q.backoff_max, q.max_lifetime
     )?;
+    if q.dsn_sinks.is_empty() {
+        writeln!(
+            out,
+            "bounces:   through the routes (a sender no route covers gets none; the message stays in dead/)"
+        )?;
+    } else {
+        writeln!(out, "bounces:   to sinks {}", q.dsn_sinks.join(", "))?;
+    }
 
     writeln!(out)?;
     if c.listeners.is_empty() {

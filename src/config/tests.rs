@@ -833,3 +833,13 @@ fn validate_a_loaded_config_again() {
         "queue.workers: must be at least 1",
     );
 }
+
+#[test]
+fn dsn_sinks_must_be_defined() {
+    let text = "[queue]\ndsn_sinks = [\"relay\"]\n\n[sink.box]\ntype = \"discard\"\n";
+    let e = err(text);
+    assert_has(&e, "t.toml:2: queue.dsn_sinks[0]");
+    assert_has(&e, "sink \"relay\" is not defined (defined: box)");
+    let ok = parse("[queue]\ndsn_sinks = [\"box\"]\n\n[sink.box]\ntype = \"discard\"\n").unwrap();
+    assert_eq!(ok.config.queue.dsn_sinks, ["box"]);
+}

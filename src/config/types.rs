@@ -105,6 +105,10 @@ pub struct QueueConfig {
     /// Messages delivered concurrently by the background queue.
     #[serde(default = "default_queue_workers")]
     pub workers: usize,
+    /// Where bounces (DSNs) go, whatever their recipient (e.g. an smtp sink to a
+    /// smarthost); empty = through the routes like any message.
+    #[serde(default)]
+    pub dsn_sinks: Vec<String>,
 }
 
 impl Default for QueueConfig {
@@ -114,6 +118,7 @@ impl Default for QueueConfig {
             backoff_max: default_backoff_max(),
             max_lifetime: default_max_lifetime(),
             workers: default_queue_workers(),
+            dsn_sinks: Vec::new(),
         }
     }
 }

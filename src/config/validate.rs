@@ -87,7 +87,28 @@ pub(crate) fn check(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
         check_sink(name, sink, loc)?;
     }
     check_routes(config, loc)?;
+    check_dsn_sinks(config, loc)?;
     check_listeners(config, loc)
+}
+
+fn check_dsn_sinks(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
+    for (i, sink) in config.queue.dsn_sinks.iter().enumerate() {
+        if !config.sinks.contains_key(sink) {
+            let defined: Vec<&str> = config.sinks.keys().map(String::as_str).collect();
+            return Err(loc.error(
+                &[key("queue"), key("dsn_sinks"), Seg::Index(i)],
+                format!(
+                    "sink \"{sink}\" is not defined (defined: {})",
+                    if defined.is_empty() {
+                        "none".to_string()
+                    } else {
+                        defined.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_server(s: &ServerConfig, loc: &Locator) -> Result<(), ConfigError> {

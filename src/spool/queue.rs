@@ -584,8 +584,13 @@ impl Queue {
             !bytes.is_ascii(),
             now,
         );
-        let deliverer = self.deliverer();
-        let units = match deliverer.plan(&envelope) {
+        let dsn_sinks = self.config().dsn_sinks;
+        let planned = if dsn_sinks.is_empty() {
+            self.deliverer().plan(&envelope)
+        } else {
+            Ok(dsn_units(&envelope, &dsn_sinks))
+        };
+        let units = match planned {
             Ok(units) if !units.is_empty() => units,
             Ok(_) => {
                 tracing::warn!(id = %original.id, to = %original.mail_from, "DSN dropped: no route for the sender");
@@ -759,6 +764,22 @@ impl Queue {
         tracing::warn!(id = %id, problem = %problem, "queue entry in the spool ignored until the next start");
         self.state().ignored.insert(id.to_string(), ino);
     }
+}
+
+/// One delivery unit per `[queue] dsn_sinks` entry, for the DSN's one recipient.
+fn dsn_units(envelope: &Envelope, sinks: &[String]) -> Vec<Pending> {
+    sinks
+        .iter()
+        .enumerate()
+        .map(|(i, sink)| Pending {
+            route: "dsn_sinks".into(),
+            sink: sink.clone(),
+            rcpts: envelope.rcpts.clone(),
+            unit_id: format!("{}.{i}", envelope.id),
+            last_error: None,
+            attempted: false,
+        })
+        .collect()
 }
 
 /// A DSN goes only where asked, and never to the null sender (so never about a DSN).

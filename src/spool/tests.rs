@@ -66,6 +66,7 @@ fn config(initial_ms: u64, lifetime_s: u64) -> QueueConfig {
         backoff_max: CfgDuration(Duration::from_secs(3600)),
         max_lifetime: CfgDuration(Duration::from_secs(lifetime_s)),
         workers: 4,
+        dsn_sinks: Vec::new(),
     }
 }
 

@@ -677,6 +677,41 @@ fn rejection_whose_dsn_has_no_route_is_dead_lettered() {
     rejection_is_dead_lettered_without_dsn("someone@unrouted.test");
 }
 
+/// `[queue] dsn_sinks`: the bounce goes to those sinks whatever the sender's address, so a
+/// sender no route covers hears of the rejection too.
+#[test]
+fn dsn_sinks_carry_bounces_to_unrouted_senders() {
+    let port = free_port();
+    let out = tempfile::tempdir().unwrap();
+    let senders = out.path().join("senders.txt");
+    let config = dsn_config(
+        port,
+        &senders,
+        "",
+        &exec_sink("reject", "cat >/dev/null; exit 67", &[]),
+    )
+    .replace(
+        "[[listener]]",
+        "[queue]\ndsn_sinks = [\"S\"]\n\n[[listener]]",
+    );
+    let m = Mailchute::start(&config);
+    let msg = message("bounce-out", "To a mailbox that does not exist.\r\n");
+    let r = send(port, "someone@unrouted.test", &["x@bad.test"], &msg);
+    assert_eq!(r.code, 250, "queued: {r:?}");
+    let n = wait_maildir_count(&m.path("S"), 1, Duration::from_secs(30));
+    assert_eq!(n, 1, "no DSN in the dsn_sinks Maildir; log:\n{}", m.log());
+    let dsn = parse_dsn(&read_maildir(&m.path("S"))[0]);
+    assert!(
+        dsn["to"]
+            .as_str()
+            .unwrap_or("")
+            .contains("someone@unrouted.test"),
+        "{dsn:#}"
+    );
+    assert_eq!(recipient_block(&dsn, "x@bad.test")["Status"], "5.1.1");
+    wait_queue_empty(&m, Duration::from_secs(10));
+}
+
 fn rejection_is_dead_lettered_without_dsn(sender: &str) {
     let port = free_port();
     let out = tempfile::tempdir().unwrap();
