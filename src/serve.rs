@@ -124,6 +124,20 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Queued deliveries name their sink: one that a reload removed or renamed keeps them
+/// waiting until they expire, unless the sink comes back. Say so, once per sink.
+fn warn_of_stranded_units(queue: &Queue, new: &Config) {
+    for (sink, units) in queue.units_by_sink() {
+        if !new.sinks.contains_key(&sink) {
+            tracing::warn!(
+                sink = %sink,
+                units,
+                "queued deliveries wait for a sink the new configuration does not define; they stay queued until it is defined again or they expire (see `mailchute queue list`)"
+            );
+        }
+    }
+}
+
 fn second_signal() {
     tracing::warn!(
         "second signal: stopping now; unfinished deliveries stay queued, unfinished sessions get no answer"
@@ -143,6 +157,7 @@ fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: 
         }
         let hostname = hostname_of(&new.config);
         let pipeline = Arc::new(build_pipeline(&new, committer)?);
+        warn_of_stranded_units(queue, &new.config);
         let listeners = listener_settings(&new.config)?;
         queue.reload(
             pipeline.clone() as Arc<dyn Deliverer>,

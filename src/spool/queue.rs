@@ -242,6 +242,17 @@ impl Queue {
         }
     }
 
+    /// How many queued delivery units wait for each sink (by name).
+    pub fn units_by_sink(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for slot in self.state().slots.values() {
+            for unit in &slot.entry.pending {
+                *counts.entry(unit.sink.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     pub fn stats(&self) -> QueueStats {
         let state = self.state();
         QueueStats {

@@ -807,6 +807,42 @@ fn sighup_reloads_routes_and_refuses_a_broken_config() {
     assert_eq!(maildir_count(&m.path("B")), 4, "log:\n{}", m.log());
 }
 
+/// A reload that drops a sink queued mail still waits for says so.
+#[test]
+fn sighup_warns_of_queued_mail_for_a_removed_sink() {
+    let port = free_port();
+    let config = |sink: &str| {
+        one_listener(&format!("127.0.0.1:{port}"), "queued", "")
+            .replace("sinks = [\"box\"]", &format!("sinks = [\"{sink}\"]"))
+            .replace(
+                "[sink.box]\ntype = \"maildir\"\npath = \"./Maildir\"\n",
+                &format!(
+                    "[queue]\nbackoff_initial = \"1h\"\n\n[sink.{sink}]\ntype = \"smtp\"\naddress = \"127.0.0.1:{}\"\n",
+                    closed_port()
+                ),
+            )
+    };
+    let m = Mailchute::start(&config("down"));
+    let r = send(
+        port,
+        "rcpt@test",
+        &message("stranded", "Waits for sink down.\r\n"),
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    wait_log(&m, "first attempt deferred", |l| {
+        l["message"] == "queue attempt"
+    });
+    fs::write(m.path("mailchute.toml"), config("renamed")).unwrap();
+    sighup(m.pid().unwrap());
+    wait_log(&m, "stranded warning", |l| {
+        l["sink"] == "down"
+            && l["units"] == 1
+            && l["message"]
+                .as_str()
+                .is_some_and(|s| s.contains("does not define"))
+    });
+}
+
 // ---- 6. queue CLI ----------------------------------------------------------------------
 
 #[test]
