@@ -1515,7 +1515,10 @@ fn transcript_keeps_command_lines_with_auth_masked() {
     let lines: Vec<Option<String>> = c.s.take_exchanges().into_iter().map(|e| e.line).collect();
     assert_eq!(
         lines,
-        vec![Some("AUTH PLAIN ****".to_string()), Some("NOOP".to_string())]
+        vec![
+            Some("AUTH PLAIN ****".to_string()),
+            Some("NOOP".to_string())
+        ]
     );
     let mut quiet = greeted(cfg());
     quiet.send(b"NOOP\r\n");

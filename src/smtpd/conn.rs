@@ -156,7 +156,8 @@ impl Conn {
                             e.status(),
                             "Temporary local problem: cannot spool the message",
                         );
-                        self.refusal_error = Some(format!("cannot create spool file: {}", e.message));
+                        self.refusal_error =
+                            Some(format!("cannot create spool file: {}", e.message));
                         self.session.reject_data(reply);
                     }
                 },
@@ -314,8 +315,7 @@ impl Conn {
             Some(r) => (r.from, r.rcpts, r.started),
             None => (String::new(), Vec::new(), Instant::now()),
         };
-        let refused =
-            ending.filter(|e| e.reply.code >= 400 && matches!(e.verb, "DATA" | "BDAT"));
+        let refused = ending.filter(|e| e.reply.code >= 400 && matches!(e.verb, "DATA" | "BDAT"));
         let client = self.client_info();
         crate::log::Transaction {
             id: &id,
@@ -327,7 +327,12 @@ impl Conn {
             from: &from,
             rcpts: &rcpts,
             size,
-            outcome: if refused.is_some() { "refused" } else { "aborted" }.into(),
+            outcome: if refused.is_some() {
+                "refused"
+            } else {
+                "aborted"
+            }
+            .into(),
             reply: ending.map(|e| e.reply.to_string()).unwrap_or_default(),
             duration_ms: started.elapsed().as_millis() as u64,
             error: refused.map(|e| format!("message refused: {}", e.reply.lines.join(" "))),
@@ -588,4 +593,35 @@ fn forwarded_facts(client: &ClientInfo) -> Option<String> {
         parts.push(format!("PROXY via {lb}"));
     }
     (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: u16, status: &str, text: &str) -> Answer {
+        Answer {
+            code,
+            status: status.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn lmtp_log_reply_lists_every_recipient() {
+        let rcpts = ["a@x".to_string(), "b@x".to_string(), "c@x".to_string()];
+        let answers = [
+            answer(550, "5.1.1", "no such user"),
+            answer(250, "2.0.0", "Ok"),
+            answer(451, "4.3.0", "later"),
+        ];
+        assert_eq!(
+            answers_for_log(true, &rcpts, &answers),
+            "<a@x> 550 5.1.1 no such user; <b@x> 250 2.0.0 Ok; <c@x> 451 4.3.0 later"
+        );
+        assert_eq!(
+            answers_for_log(false, &rcpts, &answers[1..]),
+            "250 2.0.0 Ok"
+        );
+    }
 }

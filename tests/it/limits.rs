@@ -260,11 +260,10 @@ fn refusals(m: &Mailchute) -> Vec<serde_json::Value> {
 /// The refusal line whose reply starts with `reply`, checked to carry the session's facts.
 fn refusal_line(m: &Mailchute, reply: &str) -> serde_json::Value {
     let all = refusals(m);
-    let Some(l) = all.iter().find(|l| {
-        l["reply"]
-            .as_str()
-            .is_some_and(|r| r.starts_with(reply))
-    }) else {
+    let Some(l) = all
+        .iter()
+        .find(|l| l["reply"].as_str().is_some_and(|r| r.starts_with(reply)))
+    else {
         panic!("no refusal {reply:?}\n--- log ---\n{}", m.log());
     };
     assert_eq!(l["level"], "INFO", "{l}");
@@ -914,7 +913,9 @@ fn oversize_data_is_refused_and_logged_as_its_transaction() {
     let t = &tx[0];
     assert_eq!(t["outcome"], "refused", "{t}");
     assert!(
-        t["reply"].as_str().is_some_and(|r| r.starts_with("552 5.3.4")),
+        t["reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("552 5.3.4")),
         "{t}"
     );
     assert!(t["error"].as_str().is_some_and(|e| !e.is_empty()), "{t}");
@@ -922,9 +923,9 @@ fn oversize_data_is_refused_and_logged_as_its_transaction() {
     assert_eq!(t["rcpts"], "one@test", "{t}");
     assert!(!t["id"].as_str().unwrap_or("").is_empty(), "{t}");
     assert!(
-        !refusals(&m).iter().any(|l| l["reply"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("552"))),
+        !refusals(&m)
+            .iter()
+            .any(|l| l["reply"].as_str().is_some_and(|r| r.starts_with("552"))),
         "the 552 is logged once, as the transaction\n{}",
         m.log()
     );
