@@ -52,7 +52,7 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     for l in &config.listeners {
         let name = listener_name(l);
         bound.push((name.clone(), listener::bind(l, &name).map_err(fail)?));
-        tracing::info!(listener = %name, address = %l.address, protocol = ?l.protocol, mode = ?l.mode, "listening");
+        tracing::info!(listener = %name, address = %l.address, protocol = l.protocol.as_str(), mode = l.mode.as_str(), "listening");
     }
     match &config.server.user {
         Some(user) => {

@@ -105,15 +105,8 @@ fn write_description(out: &mut String, loaded: &Loaded) -> std::fmt::Result {
 }
 
 fn write_listener(out: &mut String, l: &ListenerConfig) -> std::fmt::Result {
-    let protocol = match l.protocol {
-        Protocol::Smtp => "smtp",
-        Protocol::Lmtp => "lmtp",
-    };
-    let mode = match l.mode {
-        Mode::Sync => "sync",
-        Mode::Queued => "queued",
-        Mode::Proxy => "proxy",
-    };
+    let protocol = l.protocol.as_str();
+    let mode = l.mode.as_str();
     let tls = match l.tls {
         TlsMode::None => "no tls".to_string(),
         TlsMode::Starttls if l.require_tls => "starttls (required)".to_string(),

@@ -144,6 +144,16 @@ pub enum Protocol {
     Lmtp,
 }
 
+impl Protocol {
+    /// The name as the config spells it, for `config check` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Lmtp => "lmtp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -151,6 +161,17 @@ pub enum Mode {
     #[default]
     Queued,
     Proxy,
+}
+
+impl Mode {
+    /// The name as the config spells it, for `config check` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Queued => "queued",
+            Mode::Proxy => "proxy",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]

@@ -180,6 +180,36 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
     }
 }
 
+/// The verb of a command line, upper-cased, for logs: one of the verbs we know, or
+/// "UNKNOWN" so that whatever a client sends as a verb never reaches a log line.
+pub fn verb_of(line: &[u8]) -> &'static str {
+    let word = line.split(|&b| b == b' ').next().unwrap_or_default();
+    KNOWN
+        .iter()
+        .find(|v| v.as_bytes().eq_ignore_ascii_case(word))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+/// A command line for a trace log: lossily decoded, control characters replaced, and
+/// an AUTH command cut after its mechanism, since what follows is a credential.
+pub fn loggable_line(line: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(line)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if verb_of(line) != "AUTH" {
+        return text;
+    }
+    let mut words = text.splitn(3, ' ');
+    let verb = words.next().unwrap_or_default();
+    match (words.next(), words.next()) {
+        (Some(mech), Some(_)) => format!("{verb} {mech} ****"),
+        (Some(mech), None) => format!("{verb} {mech}"),
+        _ => verb.to_string(),
+    }
+}
+
 const KNOWN: &[&str] = &[
     "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "HELP", "VRFY",
     "EXPN", "STARTTLS", "AUTH", "XFORWARD",
@@ -445,6 +475,16 @@ pub fn xtext_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verbs_and_lines_for_logs() {
+        assert_eq!(verb_of(b"mail FROM:<a@b>"), "MAIL");
+        assert_eq!(verb_of(b"GET / HTTP/1.0"), "UNKNOWN");
+        assert_eq!(verb_of(b""), "UNKNOWN");
+        assert_eq!(loggable_line(b"AUTH PLAIN c2VjcmV0"), "AUTH PLAIN ****");
+        assert_eq!(loggable_line(b"auth LOGIN"), "auth LOGIN");
+        assert_eq!(loggable_line(b"NOOP \x1b[2J"), "NOOP ?[2J");
+    }
 
     fn mail(line: &str) -> Result<(String, MailParams), ParseError> {
         match parse_command(line.as_bytes())? {

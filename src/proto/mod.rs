@@ -72,6 +72,10 @@
 //! - `max_line_length` applies to DATA and to BDAT, except for BODY=BINARYMIME, whose
 //!   content has no lines.
 //!
+//! - **What was answered** is recorded for the log: [`Session::take_exchanges`] gives each
+//!   queued reply with the verb it answered and, for a refused MAIL/RCPT/DATA/BDAT or a
+//!   421 close, the facts of the refusal ([`Exchange`]). The session logs nothing itself.
+//!
 //! DATA follows RFC 5321 4.5.2 strictly: only CRLF.CRLF ends the data (see [`data`] on
 //! SMTP smuggling). BODY=BINARYMIME is accepted on MAIL (then only BDAT may carry the
 //! message) but not advertised.
@@ -88,4 +92,4 @@ pub use crate::config::Protocol;
 pub use command::{Command, MailParams, ParseError, XForwardAttr, parse_command, xtext_decode};
 pub use data::{DotReader, DotStep, LineLimit};
 pub use reply::{Enhanced, Reply};
-pub use session::{Event, MAX_COMMAND_LINE, Session, SessionConfig};
+pub use session::{Event, Exchange, MAX_COMMAND_LINE, Refusal, Session, SessionConfig};

@@ -3,7 +3,9 @@
 
 use crate::config::Protocol;
 use crate::envelope::{Body, XForward};
-use crate::proto::command::{Command, MailParams, ParseError, parse_command};
+use crate::proto::command::{
+    Command, MailParams, ParseError, loggable_line, parse_command, verb_of,
+};
 use crate::proto::data::{DotReader, DotStep, LineLimit};
 use crate::proto::reply::Reply;
 
@@ -34,6 +36,38 @@ pub struct SessionConfig {
     pub require_tls: bool,
     /// The client is trusted: advertise and accept XFORWARD.
     pub xforward_allowed: bool,
+    /// Keep each command line (AUTH argument masked) in its [`Exchange`], for a trace
+    /// log; off, the session copies no client text it does not need.
+    pub transcript: bool,
+}
+
+/// One reply the session queued and the command it answered, for the I/O layer's log
+/// (taken with [`Session::take_exchanges`]). The session itself logs nothing: it knows
+/// what was refused and why, the I/O layer knows where the log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The verb answered ("MAIL", "RCPT", ...; "UNKNOWN" for an unrecognised one), or ""
+    /// for a reply no command asked for (idle timeout, shutdown).
+    pub verb: &'static str,
+    /// The command line, with [`SessionConfig::transcript`] only.
+    pub line: Option<String>,
+    pub reply: Reply,
+    /// Set when the reply refuses MAIL, RCPT, DATA or BDAT before any message data was
+    /// taken, or closes the session with 421. A message that was being received and is
+    /// refused at its end (size, line length) is not: the I/O layer logs that message
+    /// itself, with its id, and so it is never logged twice.
+    pub refused: Option<Refusal>,
+}
+
+/// The facts of a refusal, taken when it was made (a pipelined command may change them
+/// before the I/O layer looks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub helo: Option<String>,
+    /// The transaction's sender; for a refused MAIL, the one it asked for.
+    pub from: Option<String>,
+    /// The address of a refused RCPT.
+    pub rcpt: Option<String>,
 }
 
 /// What the session needs from the I/O layer next. Questions (`Mail`, `Rcpt`, `DataStart`,
@@ -142,6 +176,15 @@ enum Step {
     Close,
 }
 
+/// The command being answered, for its [`Exchange`].
+#[derive(Debug, Default)]
+struct Current {
+    verb: &'static str,
+    /// MAIL's sender or RCPT's recipient as given.
+    arg: Option<String>,
+    line: Option<String>,
+}
+
 /// One SMTP or LMTP server session (one connection).
 #[derive(Debug)]
 pub struct Session {
@@ -184,6 +227,10 @@ pub struct Session {
     bdat_lines: LineLimit,
     /// Set after a failed BDAT chunk, until BDAT LAST or another command.
     failed_chunks: Option<FailedChunks>,
+    /// What the replies being queued answer.
+    current: Current,
+    /// Replies queued and not yet taken by the I/O layer, with what they answered.
+    exchanges: Vec<Exchange>,
 }
 
 impl Session {
@@ -216,6 +263,8 @@ impl Session {
             bdat_size: 0,
             bdat_lines: LineLimit::new(0),
             failed_chunks: None,
+            current: Current::default(),
+            exchanges: Vec::new(),
         };
         greeting.render_into(&mut s.out);
         s
@@ -271,6 +320,12 @@ impl Session {
     pub fn consume_output(&mut self, n: usize) {
         let n = n.min(self.out.len());
         self.out.drain(..n);
+    }
+
+    /// Takes the record of the replies queued since the last call, in order. Kept until
+    /// taken, like the output.
+    pub fn take_exchanges(&mut self) -> Vec<Exchange> {
+        std::mem::take(&mut self.exchanges)
     }
 
     pub fn has_output(&self) -> bool {
@@ -394,11 +449,11 @@ impl Session {
         match self.cfg.protocol {
             Protocol::Lmtp if !self.accepted.is_empty() => {
                 for i in std::mem::take(&mut self.accepted) {
-                    self.reply(final_reply(replies.get(i)));
+                    self.reply_unrefused(final_reply(replies.get(i)));
                 }
             }
             // SMTP; and never no reply at all.
-            _ => self.reply(final_reply(replies.first())),
+            _ => self.reply_unrefused(final_reply(replies.first())),
         }
         self.reset_transaction();
     }
@@ -421,6 +476,7 @@ impl Session {
     /// The client was idle too long: queues `421 4.4.2` and closes.
     pub fn timeout(&mut self) {
         if !self.is_closed() {
+            self.current = Current::default();
             let text = format!("{} Error: timeout exceeded", self.cfg.hostname);
             self.close_with(Reply::new(421, "4.4.2", text));
         }
@@ -429,6 +485,7 @@ impl Session {
     /// The server is shutting down: queues `421 4.3.2` and closes.
     pub fn shutdown(&mut self) {
         if !self.is_closed() {
+            self.current = Current::default();
             let text = format!(
                 "{} Service shutting down, closing channel",
                 self.cfg.hostname
@@ -480,8 +537,44 @@ impl Session {
         self.smtputf8
     }
 
+    /// Queues a reply to the current command; a refusal is recorded as one.
     fn reply(&mut self, r: Reply) {
+        let refused = self.refusal_facts(&r);
+        self.queue_reply(r, refused);
+    }
+
+    /// Queues a reply whose refusal, if it is one, the I/O layer logs itself (the final
+    /// reply to a message) or that only repeats one already recorded.
+    fn reply_unrefused(&mut self, r: Reply) {
+        self.queue_reply(r, None);
+    }
+
+    fn queue_reply(&mut self, r: Reply, refused: Option<Refusal>) {
         r.render_into(&mut self.out);
+        self.exchanges.push(Exchange {
+            verb: self.current.verb,
+            line: self.current.line.clone(),
+            reply: r,
+            refused,
+        });
+    }
+
+    /// The facts of `r` if it refuses a transaction command or closes the session.
+    fn refusal_facts(&self, r: &Reply) -> Option<Refusal> {
+        let verb = self.current.verb;
+        let transaction = matches!(verb, "MAIL" | "RCPT" | "DATA" | "BDAT");
+        if !(r.code == 421 || (r.code >= 400 && transaction)) {
+            return None;
+        }
+        let from = match verb {
+            "MAIL" => self.current.arg.clone(),
+            _ => self.mail_from.clone(),
+        };
+        Some(Refusal {
+            helo: self.helo.clone(),
+            from,
+            rcpt: (verb == "RCPT").then(|| self.current.arg.clone()).flatten(),
+        })
     }
 
     /// Queues a protocol error reply and counts it; too many close the session.
@@ -535,10 +628,16 @@ impl Session {
         }
     }
 
-    /// Queues `r` as the reply that ends a message, `n` times.
-    fn end_of_message_reply(&mut self, r: Reply, n: usize) {
-        for _ in 0..n {
-            self.reply(r.clone());
+    /// Queues `r` as the reply that ends a message (or a failed chunk), `n` times,
+    /// recorded once: as a refusal only when `refusal` (no message data was taken, so the
+    /// I/O layer has no message to log).
+    fn end_of_message_reply(&mut self, r: Reply, n: usize, refusal: bool) {
+        for _ in 1..n {
+            r.render_into(&mut self.out);
+        }
+        match refusal {
+            true => self.reply(r),
+            false => self.reply_unrefused(r),
         }
     }
 
@@ -650,10 +749,20 @@ impl Session {
         }
         if end - start > MAX_COMMAND_LINE {
             self.failed_chunks = None;
+            self.current = Current {
+                verb: verb_of(&self.buf[start..end]),
+                ..Current::default()
+            };
             self.error(Reply::new(500, "5.5.2", "Error: line too long"));
             return None;
         }
-        let cmd = parse_command(&self.buf[start..end]);
+        let line = &self.buf[start..end];
+        self.current = Current {
+            verb: verb_of(line),
+            arg: None,
+            line: self.cfg.transcript.then(|| loggable_line(line)),
+        };
+        let cmd = parse_command(line);
         self.handle(cmd)
     }
 
@@ -677,8 +786,14 @@ impl Session {
             Command::Lhlo(_) if !lmtp => self.error(ParseError::UnknownCommand.reply()),
             Command::Ehlo(name) | Command::Lhlo(name) => self.hello(name, true),
             Command::Helo(name) => self.hello(name, false),
-            Command::Mail { from, params } => self.mail(from, params),
-            Command::Rcpt { to } => self.rcpt(to),
+            Command::Mail { from, params } => {
+                self.current.arg = Some(from.clone());
+                self.mail(from, params)
+            }
+            Command::Rcpt { to } => {
+                self.current.arg = Some(to.clone());
+                self.rcpt(to)
+            }
             Command::Data => self.data(),
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
@@ -914,6 +1029,7 @@ impl Session {
                     line_too_long()
                 },
                 n,
+                false,
             );
             self.reset_transaction();
             self.state = State::Command;
@@ -932,15 +1048,18 @@ impl Session {
         };
         match fail {
             Some(ChunkFailure { reply, counted }) => {
-                let last_replies = match self.failed_chunks.take() {
-                    Some(f) => f.last_replies,
-                    None => self.final_replies(),
+                let (last_replies, echo) = match self.failed_chunks.take() {
+                    Some(f) => (f.last_replies, true),
+                    None => (self.final_replies(), false),
                 };
+                // With a message open, the I/O layer logs the message it drops; an echo
+                // repeats a refusal already recorded.
+                let refusal = !self.msg_open && !echo;
                 self.abort_open_message();
                 if last {
-                    self.end_of_message_reply(reply, last_replies);
+                    self.end_of_message_reply(reply, last_replies, refusal);
                 } else {
-                    self.reply(reply.clone());
+                    self.end_of_message_reply(reply.clone(), 1, refusal);
                     self.failed_chunks = Some(FailedChunks {
                         reply,
                         last_replies,

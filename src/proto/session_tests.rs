@@ -15,6 +15,7 @@ fn cfg() -> SessionConfig {
         tls_active: false,
         require_tls: false,
         xforward_allowed: false,
+        transcript: false,
     }
 }
 
@@ -1388,4 +1389,138 @@ fn lmtp_repeated_rcpt_gets_its_address_reply() {
         out.ends_with(&format!("250 2.1.5 Ok\r\n{big}{big}")),
         "{out}"
     );
+}
+
+// ---- the exchange record, for the I/O layer's log ------------------------------------
+
+/// (verb, reply code, refusal) of each exchange since the last call.
+fn exchanges(c: &mut Client) -> Vec<(&'static str, u16, Option<Refusal>)> {
+    c.s.take_exchanges()
+        .into_iter()
+        .map(|e| (e.verb, e.reply.code, e.refused))
+        .collect()
+}
+
+fn refusal(from: Option<&str>, rcpt: Option<&str>) -> Option<Refusal> {
+    Some(Refusal {
+        helo: Some("c.test".into()),
+        from: from.map(String::from),
+        rcpt: rcpt.map(String::from),
+    })
+}
+
+#[test]
+fn exchanges_record_each_reply_and_the_facts_of_refusals() {
+    let mut c = greeted(cfg());
+    c.s.take_exchanges();
+    c.answers = vec![
+        Some(Reply::new(550, "5.7.1", "sender refused")),
+        None,
+        Some(Reply::new(550, "5.1.1", "no route")),
+    ];
+    c.send(b"MAIL FROM:<bad@x>\r\nMAIL FROM:<ok@x>\r\nRCPT TO:<nope@y>\r\nRCPT TO:<yes@y>\r\nNOOP\r\nBOGUS\r\n");
+    assert_eq!(
+        exchanges(&mut c),
+        vec![
+            ("MAIL", 550, refusal(Some("bad@x"), None)),
+            ("MAIL", 250, None),
+            ("RCPT", 550, refusal(Some("ok@x"), Some("nope@y"))),
+            ("RCPT", 250, None),
+            ("NOOP", 250, None),
+            ("UNKNOWN", 500, None),
+        ]
+    );
+}
+
+#[test]
+fn a_message_refused_at_its_end_is_not_a_refusal_record() {
+    let mut c = greeted(SessionConfig {
+        max_message_size: 10,
+        ..cfg()
+    });
+    c.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+    c.s.take_exchanges();
+    c.send(b"0123456789 too big\r\n.\r\n");
+    // The I/O layer logs the dropped message itself (it has its id): one line, not two.
+    assert_eq!(exchanges(&mut c), vec![("DATA", 552, None)]);
+    // Refused before any data: a refusal.
+    c.send(b"DATA\r\n");
+    assert_eq!(exchanges(&mut c), vec![("DATA", 503, refusal(None, None))]);
+    c.send(b"MAIL FROM:<a@x> SIZE=99\r\n");
+    assert_eq!(
+        exchanges(&mut c),
+        vec![("MAIL", 552, refusal(Some("a@x"), None))]
+    );
+}
+
+#[test]
+fn limits_and_closes_are_refusals() {
+    let mut c = greeted(SessionConfig {
+        max_recipients: 1,
+        max_errors: 2,
+        ..cfg()
+    });
+    c.s.take_exchanges();
+    c.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\n");
+    let ex = exchanges(&mut c);
+    assert_eq!(ex[2], ("RCPT", 452, refusal(Some("a@x"), Some("c@y"))));
+    c.send(b"MAIL FROM:<d@x>\r\nMAIL FROM:<e@x>\r\n");
+    let ex = exchanges(&mut c);
+    assert_eq!(ex[0].1, 503);
+    assert_eq!(ex[1].0, "MAIL");
+    assert_eq!(ex[1].1, 503);
+    assert_eq!(ex[2], ("MAIL", 421, refusal(Some("e@x"), None)));
+    let mut t = greeted(cfg());
+    t.s.take_exchanges();
+    t.s.timeout();
+    assert_eq!(
+        exchanges(&mut t),
+        vec![(
+            "",
+            421,
+            Some(Refusal {
+                helo: Some("c.test".into()),
+                from: None,
+                rcpt: None
+            })
+        )]
+    );
+}
+
+#[test]
+fn lmtp_end_of_message_is_recorded_once_per_reply() {
+    let mut c = greeted(lmtp());
+    c.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n");
+    c.s.take_exchanges();
+    c.finish = Some(vec![
+        Reply::new(550, "5.1.1", "no such user"),
+        Reply::new(250, "2.0.0", "Ok"),
+    ]);
+    c.send(b"Subject: x\r\n\r\nhi\r\n.\r\n");
+    // The I/O layer's own answers: logged by it as the transaction, not refusals.
+    assert_eq!(
+        exchanges(&mut c),
+        vec![("DATA", 550, None), ("DATA", 250, None)]
+    );
+}
+
+#[test]
+fn transcript_keeps_command_lines_with_auth_masked() {
+    let mut c = greeted(SessionConfig {
+        transcript: true,
+        ..cfg()
+    });
+    c.s.take_exchanges();
+    c.send(b"AUTH PLAIN c2VjcmV0\r\nNOOP\r\n");
+    let lines: Vec<Option<String>> = c.s.take_exchanges().into_iter().map(|e| e.line).collect();
+    assert_eq!(
+        lines,
+        vec![
+            Some("AUTH PLAIN ****".to_string()),
+            Some("NOOP".to_string())
+        ]
+    );
+    let mut quiet = greeted(cfg());
+    quiet.send(b"NOOP\r\n");
+    assert!(quiet.s.take_exchanges().iter().all(|e| e.line.is_none()));
 }

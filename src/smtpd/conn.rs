@@ -7,7 +7,7 @@ use super::settings::ListenerSettings;
 use super::{Server, State};
 use crate::config::Protocol;
 use crate::envelope::{ClientInfo, Envelope, new_id, now_unix};
-use crate::proto::{Event, Reply, Session, SessionConfig};
+use crate::proto::{Event, Exchange, Reply, Session, SessionConfig};
 use crate::spool::store::Incoming;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -43,7 +43,19 @@ pub struct Conn {
     incoming: Option<Incoming>,
     /// First write error while receiving (disk full): the message is answered 451 at its end.
     incoming_error: Option<SpoolWriteError>,
-    started: Option<Instant>,
+    /// The envelope of the message being received, kept because the session forgets it
+    /// when it drops the message, which is still logged.
+    receiving: Option<Receiving>,
+    /// Why we refused the last question ourselves (a spool file we could not create), for
+    /// the refusal's log line: the client only hears a generic reply.
+    refusal_error: Option<String>,
+}
+
+/// What the transaction line of a dropped message needs from its start.
+struct Receiving {
+    from: String,
+    rcpts: Vec<String>,
+    started: Instant,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -73,7 +85,8 @@ impl Conn {
             tls,
             incoming: None,
             incoming_error: None,
-            started: None,
+            receiving: None,
+            refusal_error: None,
         }
     }
 
@@ -81,7 +94,12 @@ impl Conn {
     /// are logged at debug level only.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = self.drive(&mut shutdown).await {
-            tracing::debug!(client = ?self.peer.addr, error = %e, "connection ended");
+            tracing::debug!(
+                listener = %self.settings.name,
+                client = self.peer.addr.as_deref(),
+                error = %e,
+                "connection ended"
+            );
         }
         if let Some(inc) = self.incoming.take() {
             inc.discard();
@@ -133,12 +151,14 @@ impl Conn {
                 Event::DataStart => match self.start_message() {
                     Ok(()) => self.session.accept_data(),
                     Err(e) => {
-                        tracing::error!(error = %e.message, "cannot create spool file");
-                        self.session.reject_data(Reply::new(
+                        let reply = Reply::new(
                             451,
                             e.status(),
                             "Temporary local problem: cannot spool the message",
-                        ));
+                        );
+                        self.refusal_error =
+                            Some(format!("cannot create spool file: {}", e.message));
+                        self.session.reject_data(reply);
                     }
                 },
                 Event::Data(bytes) => {
@@ -153,10 +173,10 @@ impl Conn {
                     }
                 }
                 Event::DataAborted => {
-                    if let Some(inc) = self.incoming.take() {
-                        inc.discard();
-                    }
-                    self.incoming_error = None;
+                    // The reply that ended the message is the last one queued.
+                    let exchanges = self.session.take_exchanges();
+                    self.drop_message(exchanges.last());
+                    self.log_exchanges(exchanges);
                 }
                 Event::DataEnd => {
                     let replies = self.end_message().await;
@@ -176,6 +196,8 @@ impl Conn {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
+        let exchanges = self.session.take_exchanges();
+        self.log_exchanges(exchanges);
         if self.session.has_output() {
             let out = self.session.take_output();
             // A client that stops reading must not hold its connection slot forever.
@@ -273,8 +295,115 @@ impl Conn {
             .map_err(|e| SpoolWriteError::new(format!("writing {}", inc.path().display()), &e))?;
         self.incoming = Some(inc);
         self.incoming_error = None;
-        self.started = Some(Instant::now());
+        self.receiving = Some(Receiving {
+            from: self.session.mail_from().unwrap_or("").to_string(),
+            rcpts: self.session.rcpts().to_vec(),
+            started: Instant::now(),
+        });
         Ok(())
+    }
+
+    /// The session dropped the message being received (refused at its end for size or
+    /// line length, or cut off by RSET, QUIT, a timeout): discard it, and log it as a
+    /// transaction like any other, with `ending` (the last reply queued) as its reply.
+    fn drop_message(&mut self, ending: Option<&Exchange>) {
+        self.incoming_error = None;
+        let Some(inc) = self.incoming.take() else {
+            return;
+        };
+        let (id, size) = (inc.id().to_string(), inc.size());
+        inc.discard();
+        let receiving = self.receiving.take();
+        let (from, rcpts, started) = match receiving {
+            Some(r) => (r.from, r.rcpts, r.started),
+            None => (String::new(), Vec::new(), Instant::now()),
+        };
+        let refused = ending.filter(|e| e.reply.code >= 400 && matches!(e.verb, "DATA" | "BDAT"));
+        let client = self.client_info();
+        crate::log::Transaction {
+            id: &id,
+            listener: &self.settings.name,
+            client_ip: self.peer.ip.map(|ip| ip.to_string()).as_deref(),
+            helo: client.helo.as_deref(),
+            tls: client.tls.as_deref().or(Some("none")),
+            forwarded: forwarded_facts(&client),
+            from: &from,
+            rcpts: &rcpts,
+            size,
+            outcome: if refused.is_some() {
+                "refused"
+            } else {
+                "aborted"
+            }
+            .into(),
+            reply: ending.map(|e| e.reply.to_string()).unwrap_or_default(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: refused.map(|e| format!("message refused: {}", e.reply.lines.join(" "))),
+            ..Default::default()
+        }
+        .log();
+    }
+
+    /// Logs what the session answered: every command at debug (verb and reply code; at
+    /// trace the command line and whole reply), and each refusal at info, like Postfix's
+    /// `NOQUEUE: reject`, so that a refused client is never invisible.
+    fn log_exchanges(&mut self, exchanges: Vec<Exchange>) {
+        for ex in exchanges {
+            if tracing::enabled!(tracing::Level::TRACE) {
+                tracing::trace!(
+                    event = "command",
+                    listener = %self.settings.name,
+                    client = self.peer.addr.as_deref(),
+                    line = ex.line.as_deref(),
+                    reply = %ex.reply,
+                );
+            } else {
+                tracing::debug!(
+                    event = "command",
+                    listener = %self.settings.name,
+                    client = self.peer.addr.as_deref(),
+                    command = ex.verb,
+                    reply = ex.reply.code,
+                );
+            }
+            if let Some(refusal) = &ex.refused {
+                let error = self.refusal_error.take();
+                self.log_refusal(&ex, refusal, error);
+            }
+        }
+    }
+
+    fn log_refusal(&self, ex: &Exchange, r: &crate::proto::Refusal, error: Option<String>) {
+        let client_ip = self.peer.ip.map(|ip| ip.to_string());
+        let tls = self.tls.as_deref().unwrap_or("none");
+        let reply = ex.reply.to_string();
+        // Our own failure (the spool) is the operator's problem; a policy answer is not.
+        if error.is_some() {
+            tracing::warn!(
+                event = "refused",
+                listener = %self.settings.name,
+                client_ip,
+                helo = r.helo.as_deref(),
+                tls,
+                from = r.from.as_deref(),
+                rcpt = r.rcpt.as_deref(),
+                command = ex.verb,
+                reply,
+                error,
+            );
+        } else {
+            tracing::info!(
+                event = "refused",
+                listener = %self.settings.name,
+                client_ip,
+                helo = r.helo.as_deref(),
+                tls,
+                from = r.from.as_deref(),
+                rcpt = r.rcpt.as_deref(),
+                command = ex.verb,
+                reply,
+            );
+        }
     }
 
     async fn end_message(&mut self) -> Vec<Reply> {
@@ -292,7 +421,10 @@ impl Conn {
         };
         let id = inc.id().to_string();
         let client = self.client_info();
-        let started = self.started.take().unwrap_or_else(Instant::now);
+        let started = self
+            .receiving
+            .take()
+            .map_or_else(Instant::now, |r| r.started);
         let mut envelope = Envelope {
             id: id.clone(),
             mail_from: self.session.mail_from().unwrap_or("").to_string(),
@@ -329,11 +461,11 @@ impl Conn {
                 n_answers,
             ),
         };
-        let reply_text = completion
-            .answers
-            .first()
-            .map(|a| format!("{} {} {}", a.code, a.status, a.text))
-            .unwrap_or_default();
+        let reply_text = answers_for_log(
+            self.settings.protocol == Protocol::Lmtp,
+            &envelope.rcpts,
+            &completion.answers,
+        );
         crate::log::Transaction {
             id: &id,
             listener: &self.settings.name,
@@ -397,8 +529,23 @@ impl SpoolWriteError {
     }
 }
 
+/// The answers as the transaction line's `reply`: SMTP's one; for LMTP every
+/// recipient's, `<rcpt> CODE STATUS text` joined by `; `, since they can all differ.
+fn answers_for_log(lmtp: bool, rcpts: &[String], answers: &[Answer]) -> String {
+    let line = |a: &Answer| format!("{} {} {}", a.code, a.status, a.text);
+    if !lmtp {
+        return answers.first().map(line).unwrap_or_default();
+    }
+    rcpts
+        .iter()
+        .zip(answers)
+        .map(|(r, a)| format!("<{r}> {}", line(a)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The message could not be kept; the transaction line carries the error.
 fn failed_completion(error: SpoolWriteError, n: usize) -> super::intake::Completion {
-    tracing::error!(error = %error.message, "message not accepted: spool write failed");
     super::intake::Completion {
         answers: vec![
             Answer {
@@ -409,7 +556,7 @@ fn failed_completion(error: SpoolWriteError, n: usize) -> super::intake::Complet
             n
         ],
         routes: String::new(),
-        outcome: String::new(),
+        outcome: "spool failed".into(),
         error: Some(error.message),
     }
 }
@@ -431,6 +578,9 @@ fn session_config(
         tls_active,
         require_tls: s.require_tls,
         xforward_allowed: trusted,
+        // Checked once per connection, so a session copies no command lines unless the
+        // trace log wants them.
+        transcript: tracing::enabled!(tracing::Level::TRACE),
     }
 }
 
@@ -446,4 +596,35 @@ fn forwarded_facts(client: &ClientInfo) -> Option<String> {
         parts.push(format!("PROXY via {lb}"));
     }
     (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: u16, status: &str, text: &str) -> Answer {
+        Answer {
+            code,
+            status: status.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn lmtp_log_reply_lists_every_recipient() {
+        let rcpts = ["a@x".to_string(), "b@x".to_string(), "c@x".to_string()];
+        let answers = [
+            answer(550, "5.1.1", "no such user"),
+            answer(250, "2.0.0", "Ok"),
+            answer(451, "4.3.0", "later"),
+        ];
+        assert_eq!(
+            answers_for_log(true, &rcpts, &answers),
+            "<a@x> 550 5.1.1 no such user; <b@x> 250 2.0.0 Ok; <c@x> 451 4.3.0 later"
+        );
+        assert_eq!(
+            answers_for_log(false, &rcpts, &answers[1..]),
+            "250 2.0.0 Ok"
+        );
+    }
 }

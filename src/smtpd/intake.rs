@@ -40,15 +40,14 @@ impl Answer {
         }
     }
 
+    /// The client hears only that it should retry: the error names our spool's paths,
+    /// which are the operator's business (they get it in the transaction line).
     fn spool_failed(e: &crate::spool::SpoolError) -> Self {
         let status = if e.is_disk_full() { "4.3.1" } else { "4.3.0" };
         Answer {
             code: 451,
             status: status.into(),
-            text: format!(
-                "Temporary local problem, try again later ({})",
-                one_line(&e.to_string())
-            ),
+            text: "Temporary local problem, try again later".into(),
         }
     }
 }
@@ -84,7 +83,9 @@ impl Intake<'_> {
                     status: "4.3.5".into(),
                     text: one_line(&e),
                 };
-                return self.uniform(&envelope, a, String::new(), Some(e));
+                return self
+                    .uniform(&envelope, a, String::new(), Some(e))
+                    .with_outcome("not routed");
             }
         };
         let routes = route_list(&units);
@@ -123,6 +124,7 @@ impl Intake<'_> {
                     routes,
                     Some(e.to_string()),
                 )
+                .with_outcome("spool failed")
             }
         }
     }
@@ -135,7 +137,7 @@ impl Intake<'_> {
         routes: String,
     ) -> Completion {
         let results = self.pipeline.attempt(&envelope, &msg.path, &units).await;
-        let outcome = describe_outcome(&units, &results);
+        let mut outcome = describe_outcome(&units, &results);
         let mut summary = Summary::new(&envelope.rcpts, &units, &results);
         let id = envelope.id.clone();
 
@@ -179,6 +181,7 @@ impl Intake<'_> {
                     // Saying 451 may duplicate into the sinks that took it; saying 250
                     // could lose it. Duplicates win.
                     error = Some(e.to_string());
+                    outcome.push_str("; spool failed");
                     for a in answers.iter_mut().filter(|a| a.code == 250) {
                         *a = Answer::spool_failed(&e);
                     }

@@ -265,7 +265,7 @@ async fn handle(
                 io = Box::new(s);
             }
             Ok(Err(e)) => {
-                tracing::info!(listener = %name, client = ?peer.addr, error = %e, "TLS handshake failed");
+                tracing::info!(listener = %name, client = peer.addr.as_deref(), error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => return,
@@ -301,7 +301,7 @@ async fn identify(
     }
     let name = &settings.name;
     if !socket_ip.is_some_and(|ip| settings.trusted.contains(ip)) {
-        tracing::warn!(listener = %name, client = ?addr, "PROXY header from an untrusted address: connection dropped");
+        tracing::warn!(listener = %name, client = addr.map(|a| a.to_string()), "PROXY header from an untrusted address: connection dropped");
         return None;
     }
     match read_proxy_header(io).await {
@@ -313,7 +313,7 @@ async fn identify(
         // LOCAL / UNKNOWN: the balancer's own connection (a health check).
         Ok(None) => {}
         Err(e) => {
-            tracing::warn!(listener = %name, client = ?addr, error = %e, "bad PROXY header: connection dropped");
+            tracing::warn!(listener = %name, client = addr.map(|a| a.to_string()), error = %e, "bad PROXY header: connection dropped");
             return None;
         }
     }
@@ -337,10 +337,11 @@ async fn refuse_busy(
     limits: &Limits,
     hostname: &str,
     name: &str,
-    client: Option<impl std::fmt::Debug>,
+    client: Option<impl std::fmt::Display>,
     why: &str,
 ) {
-    tracing::info!(listener = %name, client = ?client, "refused: {why}");
+    let client = client.map(|c| c.to_string());
+    tracing::info!(listener = %name, client, "refused: {why}");
     let reply = format!("421 4.7.0 {hostname} {why}, try again later\r\n");
     refuse(io, limits, reply.as_bytes()).await;
 }

@@ -403,6 +403,9 @@ impl Queue {
             let (mut delivered, mut failed) = (0usize, 0usize);
             let mut keep = Vec::new();
             let mut unit_error: Option<String> = None;
+            // The attempt line's reason, permanent failures included: `unit_error` is only
+            // what the retry keeps.
+            let mut attempt_error: Option<String> = None;
             for (j, rcpt) in unit.rcpts.iter().enumerate() {
                 match unit_results.and_then(|r| r.get(j)) {
                     Some(Ok(_)) => delivered += 1,
@@ -412,6 +415,7 @@ impl Queue {
                     }
                     Some(Err(e)) => {
                         failed += 1;
+                        attempt_error = Some(format!("<{rcpt}>: {e}"));
                         tracing::warn!(id = %id, unit = %unit.unit_id, sink = %unit.sink, rcpt = %rcpt, status = %e.status, error = %e.message, "recipient failed permanently");
                         entry.failed.push(FailedRcpt {
                             rcpt: rcpt.clone(),
@@ -443,7 +447,7 @@ impl Queue {
                 delivered,
                 failed,
                 deferred = keep.len(),
-                error = unit_error.as_deref().unwrap_or(""),
+                error = unit_error.as_deref().or(attempt_error.as_deref()),
                 "queue attempt"
             );
             if !keep.is_empty() {

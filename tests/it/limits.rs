@@ -249,6 +249,31 @@ fn transactions(m: &Mailchute) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The JSON log lines of refused commands.
+fn refusals(m: &Mailchute) -> Vec<serde_json::Value> {
+    m.log_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "refused")
+        .collect()
+}
+
+/// The refusal line whose reply starts with `reply`, checked to carry the session's facts.
+fn refusal_line(m: &Mailchute, reply: &str) -> serde_json::Value {
+    let all = refusals(m);
+    let Some(l) = all
+        .iter()
+        .find(|l| l["reply"].as_str().is_some_and(|r| r.starts_with(reply)))
+    else {
+        panic!("no refusal {reply:?}\n--- log ---\n{}", m.log());
+    };
+    assert_eq!(l["level"], "INFO", "{l}");
+    assert_eq!(l["listener"], "mx", "{l}");
+    assert_eq!(l["client_ip"], "127.0.0.1", "{l}");
+    assert_eq!(l["helo"], "client.test", "{l}");
+    assert_eq!(l["tls"], "none", "{l}");
+    l.clone()
+}
+
 /// A sync listener on `port` with `listener_extra`, a Maildir sink, and the routes given
 /// as the `match` list of the one route.
 fn routed_config(port: u16, listener_extra: &str, matches: &str) -> String {
@@ -753,7 +778,7 @@ fn proxy_listener_limits_count_the_proxied_clients() {
 #[test]
 fn max_errors_closes_at_the_third_error() {
     let port = free_port();
-    let _m = Mailchute::start(&sync_config(port, "max_errors = 3\n", MAILDIR_SINK));
+    let mut m = Mailchute::start(&sync_config(port, "max_errors = 3\n", MAILDIR_SINK));
     let mut c = Wire::connect(port);
     c.greeting();
     c.ehlo("client.test");
@@ -767,6 +792,9 @@ fn max_errors_closes_at_the_third_error() {
     let r = c.must_reply("the third error (421 expected)");
     assert_reply(&r, 421, "4.7.0", "after max_errors");
     c.assert_closed("after too many errors");
+    m.stop();
+    let l = refusal_line(&m, "421 4.7.0");
+    assert_eq!(l["command"], "UNKNOWN", "{l}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -801,7 +829,7 @@ fn max_recipients_refuses_the_third_and_delivers_to_two() {
 #[test]
 fn policy_refusals_at_mail_and_rcpt() {
     let port = free_port();
-    let m = Mailchute::start(&routed_config(
+    let mut m = Mailchute::start(&routed_config(
         port,
         "sender_allow = \"@example\\\\.org$\"\nrecipient_deny = \"^blocked@\"\n",
         "[\"@example.org\"]",
@@ -837,6 +865,70 @@ fn policy_refusals_at_mail_and_rcpt() {
     c.quit();
     let received = single_stored(&m, &msg);
     assert!(received.contains("for <ok@example.org>"), "{received:?}");
+    // Each refusal is one log line with the facts of the session (the log is written
+    // after the reply, so stop the server before reading it).
+    m.stop();
+    let l = refusal_line(&m, "550 5.7.1 <a@evil.test>: Sender address not allowed");
+    assert_eq!(l["command"], "MAIL", "{l}");
+    assert_eq!(l["from"], "a@evil.test", "{l}");
+    assert!(l["rcpt"].is_null(), "{l}");
+    let l = refusal_line(&m, "550 5.1.1");
+    assert_eq!(l["command"], "RCPT", "{l}");
+    assert_eq!(l["from"], "a@example.org", "{l}");
+    assert_eq!(l["rcpt"], "x@other.net", "{l}");
+    let l = refusal_line(&m, "550 5.7.1 <blocked@example.org>");
+    assert_eq!(l["rcpt"], "blocked@example.org", "{l}");
+    assert_eq!(refusals(&m).len(), 3, "{}", m.log());
+    assert_eq!(transactions(&m).len(), 1, "{}", m.log());
+}
+
+#[test]
+fn oversize_data_is_refused_and_logged_as_its_transaction() {
+    let port = free_port();
+    let mut m = Mailchute::start(&sync_config(
+        port,
+        "max_message_size = 200\nmax_recipients = 1\n",
+        MAILDIR_SINK,
+    ));
+    let msg = message("too-big", &"x".repeat(400));
+    let mut c = Wire::connect(port);
+    c.greeting();
+    c.ehlo("client.test");
+    c.expect("MAIL FROM:<from@client.test>", 250);
+    c.expect("RCPT TO:<one@test>", 250);
+    assert_reply(&c.cmd("RCPT TO:<two@test>"), 452, "4.5.3", "second RCPT");
+    c.expect("DATA", 354);
+    c.send(&dot_stuff(&msg));
+    let r = c.must_reply("the end of DATA");
+    assert_reply(&r, 552, "5.3.4", "end of an oversize DATA");
+    c.quit();
+    m.stop();
+    assert_nothing_stored(&m);
+    let l = refusal_line(&m, "452 4.5.3");
+    assert_eq!(l["command"], "RCPT", "{l}");
+    assert_eq!(l["rcpt"], "two@test", "{l}");
+    // The dropped message is a transaction like any other: one line, with its reply.
+    let tx = transactions(&m);
+    assert_eq!(tx.len(), 1, "{}", m.log());
+    let t = &tx[0];
+    assert_eq!(t["outcome"], "refused", "{t}");
+    assert!(
+        t["reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("552 5.3.4")),
+        "{t}"
+    );
+    assert!(t["error"].as_str().is_some_and(|e| !e.is_empty()), "{t}");
+    assert_eq!(t["from"], "from@client.test", "{t}");
+    assert_eq!(t["rcpts"], "one@test", "{t}");
+    assert!(!t["id"].as_str().unwrap_or("").is_empty(), "{t}");
+    assert!(
+        !refusals(&m)
+            .iter()
+            .any(|l| l["reply"].as_str().is_some_and(|r| r.starts_with("552"))),
+        "the 552 is logged once, as the transaction\n{}",
+        m.log()
+    );
 }
 
 /// An address that can never make a mailbox path is refused at RCPT (not after DATA, and

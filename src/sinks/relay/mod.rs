@@ -142,12 +142,14 @@ impl RelaySink {
     /// Connects and gets the session ready for MAIL: greeting, hello, TLS, AUTH.
     async fn open(&self) -> Result<Session, SinkError> {
         let mut conn = Conn::connect(&self.target, self.timeout).await?;
+        tracing::debug!(upstream = %self.target, step = "connect", "relay: connected");
         if self.mode == RelayTls::Implicit {
             conn = conn
                 .start_tls(self.tls()?, self.server_name.clone())
                 .await?;
         }
         let greeting = conn.read_reply().await?;
+        self.step("greeting", &greeting);
         if greeting.code != 220 {
             conn.quit().await;
             return Err(session_error(
@@ -177,6 +179,7 @@ impl RelaySink {
         };
         if want_tls {
             let reply = session.conn.command("STARTTLS", None).await?;
+            self.step("STARTTLS", &reply);
             if reply.code == 220 {
                 let conn = session
                     .conn
@@ -222,9 +225,17 @@ impl RelaySink {
     }
 
     /// EHLO (HELO when EHLO gets a 5xx) or LHLO; reads the capabilities.
+    /// One upstream step at debug level: which, and what the upstream answered (its
+    /// replies, not our message; the whole dialogue is at trace).
+    fn step(&self, step: &'static str, reply: &Reply) {
+        tracing::debug!(upstream = %self.target, step, reply = %reply.one_line(), "relay");
+    }
+
     async fn hello(&self, mut conn: Conn) -> Result<Session, SinkError> {
         let verb = self.hello_verb();
         let reply = conn.command(&format!("{verb} {}", self.helo), None).await?;
+        // The capability lines are in the trace ("S: ..."); the code says enough here.
+        tracing::debug!(upstream = %self.target, step = verb, reply = reply.code, "relay");
         if reply.code == 250 {
             return Ok(Session {
                 caps: Capabilities::from_ehlo(&reply),
@@ -234,6 +245,7 @@ impl RelaySink {
         }
         if self.dialect == Dialect::Smtp && reply.class() == 5 {
             let helo = conn.command(&format!("HELO {}", self.helo), None).await?;
+            tracing::debug!(upstream = %self.target, step = "HELO", reply = helo.code, "relay");
             if helo.code == 250 {
                 return Ok(Session {
                     caps: Capabilities::default(),
@@ -568,8 +580,13 @@ impl RelaySink {
             Ok(r) => r,
             Err(e) => return lose(s, results, e),
         };
+        self.step("MAIL", &mail_reply);
         for &(i, _) in rcpt_lines {
-            match s.conn.read_reply().await {
+            let reply = s.conn.read_reply().await;
+            if let Ok(r) = &reply {
+                self.step("RCPT", r);
+            }
+            match reply {
                 Ok(r) if mail_reply.is_positive() && r.is_positive() => accepted.push(i),
                 Ok(r) if mail_reply.is_positive() => {
                     results[i] = Some(Err(self.reply_error(&r, "RCPT")))
@@ -589,6 +606,7 @@ impl RelaySink {
             Ok(r) => r,
             Err(e) => return lose(s, results, e),
         };
+        self.step("DATA", &data_reply);
         if !accepted.is_empty() {
             return Next::Content(Some(data_reply));
         }
@@ -611,7 +629,11 @@ impl RelaySink {
         results: &mut Partial,
         accepted: &mut Vec<usize>,
     ) -> Next {
-        match s.conn.command(mail, None).await {
+        let reply = s.conn.command(mail, None).await;
+        if let Ok(r) = &reply {
+            self.step("MAIL", r);
+        }
+        match reply {
             Ok(r) if r.is_positive() => {}
             Ok(r) => {
                 fill_undecided(results, self.reply_error(&r, "MAIL"));
@@ -620,7 +642,11 @@ impl RelaySink {
             Err(e) => return lose(s, results, e),
         }
         for (i, line) in rcpt_lines {
-            match s.conn.command(line, None).await {
+            let reply = s.conn.command(line, None).await;
+            if let Ok(r) = &reply {
+                self.step("RCPT", r);
+            }
+            match reply {
                 Ok(r) if r.is_positive() => accepted.push(*i),
                 Ok(r) => results[*i] = Some(Err(self.reply_error(&r, "RCPT"))),
                 Err(e) => return lose(s, results, e),
@@ -633,7 +659,10 @@ impl RelaySink {
             return Next::Content(None);
         }
         match s.conn.command("DATA", None).await {
-            Ok(r) => Next::Content(Some(r)),
+            Ok(r) => {
+                self.step("DATA", &r);
+                Next::Content(Some(r))
+            }
             Err(e) => lose(s, results, e),
         }
     }
@@ -652,7 +681,11 @@ impl RelaySink {
             Dialect::Lmtp => accepted.len(),
         };
         for k in 0..finals {
-            let outcome = match s.conn.read_reply().await {
+            let reply = s.conn.read_reply().await;
+            if let Ok(r) = &reply {
+                self.step("final", r);
+            }
+            let outcome = match reply {
                 Ok(r) if r.is_positive() => Ok(Delivered {
                     detail: format!("upstream {} said: {}", self.target, r.one_line()),
                 }),
