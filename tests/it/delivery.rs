@@ -501,7 +501,7 @@ fn lmtp_sync_answers_each_recipient() {
         exec_sink("tempfail", "cat >/dev/null; exit 75", &[]),
         exec_sink("nouser", "cat >/dev/null; exit 67", &[]),
     ));
-    let m = Mailchute::start(&cfg);
+    let mut m = Mailchute::start(&cfg);
     let msg = message("lmtp-per-rcpt", "Three recipients, three fates.\r\n");
 
     let mut c = RawSmtp::connect(port);
@@ -532,6 +532,21 @@ fn lmtp_sync_answers_each_recipient() {
         "dead/: {:?}",
         names(&m.path("data/dead"))
     );
+    // The transaction line carries every recipient's reply, not only the first.
+    m.stop();
+    let tx = m
+        .log_lines()
+        .into_iter()
+        .find(|l| l["event"] == "transaction")
+        .unwrap_or_else(|| panic!("no transaction line:\n{}", m.log()));
+    let reply = tx["reply"].as_str().unwrap_or_default();
+    for part in [
+        "<a@ok.test> 250",
+        "<b@tmp.test> 451",
+        "<c@bad.test> 550 5.1.1",
+    ] {
+        assert!(reply.contains(part), "{part:?} missing in {reply:?}");
+    }
 }
 
 /// A repeated RCPT is one recipient: delivered once, and after the data it gets its
@@ -1070,6 +1085,8 @@ fn queued_spool_on_full_disk_is_451_and_leaves_nothing_in_tmp() {
         "4.3.1",
         "a full spool is \"mail system full\": {r:?}"
     );
+    // The client learns that it is our problem, not where our spool is.
+    assert!(!r.text().contains(&*data.to_string_lossy()), "{r:?}");
     assert!(
         files_below(&spool_tmp).is_empty(),
         "spool/tmp: {:?}",
