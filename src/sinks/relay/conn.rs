@@ -17,6 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+/// The status of a failed TLS handshake (RFC 3463: "cryptographic failure").
+pub const TLS_FAILED: &str = "4.7.5";
+
 /// QUIT is a courtesy once the outcome is known: it may not hold a delivery longer.
 const QUIT_MAX: Duration = Duration::from_secs(10);
 
@@ -147,7 +150,7 @@ impl Conn {
             // Bytes that arrived before the handshake were sent in plain text and could
             // have been injected; RFC 3207 §6 says discard, we give up on the session.
             return Err(SinkError::temporary(
-                "4.7.5",
+                TLS_FAILED,
                 format!(
                     "{} sent data after its STARTTLS reply, before TLS",
                     self.peer
@@ -164,9 +167,9 @@ impl Conn {
             ..
         } = self;
         let handshake = TlsConnector::from(config).connect(name, stream);
-        let tls = by_deadline(deadline, limit, handshake)
-            .await
-            .map_err(|e| SinkError::temporary("4.7.5", format!("TLS with {peer} failed: {e}")))?;
+        let tls = by_deadline(deadline, limit, handshake).await.map_err(|e| {
+            SinkError::temporary(TLS_FAILED, format!("TLS with {peer} failed: {e}"))
+        })?;
         if let (Some(version), Some(suite)) = (
             tls.get_ref().1.protocol_version(),
             tls.get_ref().1.negotiated_cipher_suite(),

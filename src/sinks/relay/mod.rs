@@ -140,10 +140,27 @@ impl RelaySink {
     }
 
     /// Connects and gets the session ready for MAIL: greeting, hello, TLS, AUTH.
+    /// `opportunistic` TLS that fails in the handshake is given up for plain text on a new
+    /// connection, as Postfix's `may` level does: a server whose TLS is broken (or too old
+    /// for us) still gets its mail; `starttls` insists.
     async fn open(&self) -> Result<Session, SinkError> {
+        match self.open_with(self.mode).await {
+            Err(e) if self.mode == RelayTls::Opportunistic && e.status == conn::TLS_FAILED => {
+                tracing::warn!(
+                    upstream = %self.target,
+                    error = %e.message,
+                    "TLS handshake failed; delivering without TLS (tls = \"opportunistic\")"
+                );
+                self.open_with(RelayTls::None).await
+            }
+            r => r,
+        }
+    }
+
+    async fn open_with(&self, mode: RelayTls) -> Result<Session, SinkError> {
         let mut conn = Conn::connect(&self.target, self.timeout).await?;
         tracing::debug!(upstream = %self.target, step = "connect", "relay: connected");
-        if self.mode == RelayTls::Implicit {
+        if mode == RelayTls::Implicit {
             conn = conn
                 .start_tls(self.tls()?, self.server_name.clone())
                 .await?;
@@ -160,7 +177,7 @@ impl RelaySink {
         }
         let mut session = self.hello(conn).await?;
         let offers_tls = session.caps.has("STARTTLS");
-        let want_tls = match self.mode {
+        let want_tls = match mode {
             RelayTls::Starttls => {
                 if !offers_tls {
                     session.conn.quit().await;
@@ -187,7 +204,7 @@ impl RelaySink {
                     .await?;
                 // RFC 3207: forget what was learnt in plain text and ask again.
                 session = self.hello(conn).await?;
-            } else if self.mode == RelayTls::Starttls {
+            } else if mode == RelayTls::Starttls {
                 session.conn.quit().await;
                 return Err(session_error(
                     &reply,

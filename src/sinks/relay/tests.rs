@@ -705,6 +705,8 @@ struct Script {
     caps: Vec<&'static str>,
     /// Which reply comes one byte at a time.
     slow: Slow,
+    /// Answer STARTTLS with 220 and then bytes that are not TLS.
+    broken_starttls: bool,
     /// The message content exactly as it came: the DATA lines up to and with the ".",
     /// or the BDAT chunks.
     wire: Arc<Mutex<Vec<u8>>>,
@@ -826,6 +828,12 @@ async fn serve(
                     r = "250 test.server\r\n".into();
                 }
                 r
+            }
+            "STARTTLS" if script.broken_starttls => {
+                io.get_mut()
+                    .write_all(b"220 2.0.0 Ready\r\nthis is not a TLS record\r\n")
+                    .await?;
+                return Ok(());
             }
             "STARTTLS" => {
                 io.get_mut().write_all(b"220 2.0.0 Ready\r\n").await?;
@@ -1028,6 +1036,46 @@ async fn starttls_required_but_missing_and_opportunistic_fallback() {
     )
     .unwrap();
     assert!(deliver(&opportunistic, dir.path(), &env, b"x\r\n").await[0].is_ok());
+}
+
+/// Opportunistic TLS whose handshake fails gives up TLS, not the delivery: a new plain
+/// connection, without STARTTLS. Required TLS does not.
+#[tokio::test]
+async fn opportunistic_tls_falls_back_to_plain_text_when_the_handshake_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = make_certs(dir.path());
+    let (port, log) = scripted_server(Script {
+        implicit: None,
+        starttls: Some(acceptor(&files)),
+        broken_starttls: true,
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec![],
+        ..Script::default()
+    })
+    .await;
+    let c = ctx(dir.path());
+    let sink = |tls: &str| {
+        RelaySink::new(
+            &relay_config(&format!(
+                "address = \"127.0.0.1:{port}\"\ntls = \"{tls}\"\ninsecure = true\ntimeout = \"5s\""
+            )),
+            Dialect::Smtp,
+            &c,
+        )
+        .unwrap()
+    };
+    let env = envelope(&["a@example.com"], 3);
+    let required = deliver(&sink("starttls"), dir.path(), &env, b"x\r\n").await;
+    let err = required[0].as_ref().unwrap_err();
+    assert!(err.is_temporary() && err.status == "4.7.5", "{err:?}");
+    assert!(!logged(&log).iter().any(|l| l.starts_with("MAIL")));
+
+    let results = deliver(&sink("opportunistic"), dir.path(), &env, b"x\r\n").await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let log = logged(&log);
+    let starttls = log.iter().filter(|l| *l == "STARTTLS").count();
+    assert_eq!(starttls, 2, "one for each sink's first connection: {log:?}");
+    assert!(log.iter().any(|l| l.starts_with("MAIL FROM")), "{log:?}");
 }
 
 #[tokio::test]
