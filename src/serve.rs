@@ -14,17 +14,40 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ServeError(pub String);
+#[error("{message}")]
+pub struct ServeError {
+    pub message: String,
+    /// The config cannot work as written (a sink that cannot be built, nothing to listen
+    /// on, an unknown user), as opposed to the system refusing (a port taken, a directory
+    /// that cannot be created): the binary's edge exits with a different status for each.
+    pub config: bool,
+}
+
+impl ServeError {
+    fn new(message: impl Into<String>) -> Self {
+        ServeError {
+            message: message.into(),
+            config: false,
+        }
+    }
+}
 
 fn fail(e: impl std::fmt::Display) -> ServeError {
-    ServeError(e.to_string())
+    ServeError::new(e.to_string())
+}
+
+/// [`fail`] for a problem in the config.
+fn config_fail(e: impl std::fmt::Display) -> ServeError {
+    ServeError {
+        config: true,
+        ..fail(e)
+    }
 }
 
 pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     let config = &loaded.config;
     if config.listeners.is_empty() {
-        return Err(ServeError(format!(
+        return Err(config_fail(format!(
             "nothing to listen on: {} has no [[listener]]",
             source_name(&loaded)
         )));
@@ -56,9 +79,9 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     }
     match &config.server.user {
         Some(user) => {
-            let (uid, primary) = crate::privileges::user_id(user).map_err(fail)?;
+            let (uid, primary) = crate::privileges::user_id(user).map_err(config_fail)?;
             let gid = match &config.server.group {
-                Some(g) => crate::privileges::group_id(g).map_err(fail)?,
+                Some(g) => crate::privileges::group_id(g).map_err(config_fail)?,
                 None => primary,
             };
             // The spool, dead letters and pid file were made as root a moment ago.
@@ -196,7 +219,7 @@ fn refuse_restart_only_changes(running: &Config, new: &Config) -> Result<(), Ser
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        return Err(ServeError(format!(
+        return Err(ServeError::new(format!(
             "listeners changed (running: [{}], new: [{}]): adding, removing, renaming or moving a listener needs a restart",
             show(&old_sockets),
             show(&new_sockets)
@@ -209,7 +232,7 @@ fn refuse_restart_only_changes(running: &Config, new: &Config) -> Result<(), Ser
         ("group", old.group != new.group),
     ] {
         if changed {
-            return Err(ServeError(format!(
+            return Err(ServeError::new(format!(
                 "[server] {key} changed: that needs a restart"
             )));
         }
@@ -224,7 +247,7 @@ fn build_pipeline(loaded: &Loaded, committer: &Arc<Committer>) -> Result<Pipelin
         committer: committer.clone(),
         base_dir: loaded.base_dir.clone(),
     };
-    Pipeline::build(loaded, &ctx).map_err(fail)
+    Pipeline::build(loaded, &ctx).map_err(config_fail)
 }
 
 /// What `config check` adds to loading: every sink built exactly as `serve` builds it, so
@@ -241,7 +264,7 @@ fn listener_settings(
 ) -> Result<HashMap<String, Arc<ListenerSettings>>, ServeError> {
     let mut map = HashMap::new();
     for l in &config.listeners {
-        let s = ListenerSettings::build(l).map_err(fail)?;
+        let s = ListenerSettings::build(l).map_err(config_fail)?;
         map.insert(s.name.clone(), Arc::new(s));
     }
     Ok(map)
@@ -275,7 +298,7 @@ impl PidFile {
             // SAFETY: kill with signal 0 only checks that the process exists.
             && unsafe { libc::kill(pid, 0) } == 0
         {
-            return Err(ServeError(format!(
+            return Err(ServeError::new(format!(
                 "mailchute is already running with pid {pid} on this data_dir ({})",
                 path.display()
             )));

@@ -44,8 +44,38 @@ where
         .collect()
 }
 
-/// Applies one override (`var` must carry the `MAILCHUTE_` prefix).
+/// Applies one override (`var` must carry the `MAILCHUTE_` prefix), its value read as TOML
+/// if it is TOML (see [`parse_value`]).
 pub fn apply_one(table: &mut Table, var: &str, value: &str) -> Result<Override, OverrideError> {
+    apply_value(table, var, value, parse_value(value), false)
+}
+
+/// Applies one override with its value taken as the text it is, for a key that expects a
+/// string where the text reads as another TOML type (`MAILCHUTE_SERVER__HOSTNAME=1234`).
+pub fn apply_as_string(
+    table: &mut Table,
+    var: &str,
+    value: &str,
+) -> Result<Override, OverrideError> {
+    apply_value(table, var, value, Value::String(value.to_string()), true)
+}
+
+/// Applies an override again as it was applied the first time.
+pub fn reapply(table: &mut Table, o: &Override) -> Result<Override, OverrideError> {
+    if o.as_string {
+        apply_as_string(table, &o.var, &o.value)
+    } else {
+        apply_one(table, &o.var, &o.value)
+    }
+}
+
+fn apply_value(
+    table: &mut Table,
+    var: &str,
+    raw: &str,
+    value: Value,
+    as_string: bool,
+) -> Result<Override, OverrideError> {
     let fail = |message: String| OverrideError {
         var: var.to_string(),
         message,
@@ -60,11 +90,12 @@ pub fn apply_one(table: &mut Table, var: &str, value: &str) -> Result<Override, 
         ));
     }
     let mut path = Vec::new();
-    set_in_table(table, &segs, parse_value(value), &mut path).map_err(fail)?;
+    set_in_table(table, &segs, value, &mut path).map_err(fail)?;
     Ok(Override {
         var: var.to_string(),
-        value: value.to_string(),
+        value: raw.to_string(),
         path,
+        as_string,
     })
 }
 

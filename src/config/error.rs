@@ -109,6 +109,9 @@ pub struct Override {
     pub value: String,
     /// Where it landed, with the table's own spelling of each key (`s3-archive`).
     pub path: Vec<Seg>,
+    /// The value reads as TOML of another type (`1234`) but the key expects a string, so
+    /// the text itself was used.
+    pub as_string: bool,
 }
 
 /// Turns (key path, message) into a located `ConfigError`. It keeps the source text rather

@@ -1,7 +1,7 @@
 //! Finding, reading and checking the config: file or embedded default, env overrides,
 //! relative paths made absolute, defaults filled in, validation.
 
-use super::env::{apply_env_overrides, apply_one};
+use super::env::{apply_as_string, apply_env_overrides, parse_value, reapply};
 use super::error::{
     ConfigError, Locator, Override, Problem, Seg, line_of, operator_words, path_at, path_string,
     span_of, unknown_field_name,
@@ -216,15 +216,15 @@ fn build(
             message: e.message,
         }))
     })?;
-    let loc = Locator {
+    let mut loc = Locator {
         origin,
         // Lines of the built-in text would mean nothing to an operator.
         text: (source != Source::Embedded).then(|| text.to_string()),
         overrides,
     };
     validate::precheck(&table, &loc)?;
-    let mut config = Config::deserialize(Value::Table(table))
-        .map_err(|e| deserialize_error(text, &file_table, &loc, &e))?;
+    let mut config = deserialize_config(text, &file_table, table, &mut loc)?;
+    validate::check_empty_paths(&config, &loc)?;
     resolve_paths(&mut config, &base_dir);
     fill_defaults(&mut config);
     validate::check(&config, &loc)?;
@@ -235,6 +235,58 @@ fn build(
         overrides: loc.overrides,
         text: loc.text,
     })
+}
+
+/// Deserializes the table (file plus overrides). An override whose text reads as TOML of
+/// another type where the key expects a string (`MAILCHUTE_SERVER__HOSTNAME=1234`) is taken
+/// as the text: the operator cannot be expected to quote a value twice in a shell.
+fn deserialize_config(
+    text: &str,
+    file_table: &Table,
+    table: Table,
+    loc: &mut Locator,
+) -> Result<Config, ConfigError> {
+    let first = match Config::deserialize(Value::Table(table)) {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    let retried = wants_string(&first)
+        .then(|| overrides_as_strings(file_table, &mut loc.overrides))
+        .flatten();
+    let result = match retried {
+        Some(t) => Config::deserialize(Value::Table(t)),
+        None => Err(first),
+    };
+    result.map_err(|e| deserialize_error(text, file_table, loc, &e))
+}
+
+/// serde's "invalid type: integer `1234`, expected a string".
+fn wants_string(e: &toml::de::Error) -> bool {
+    let m = e.message();
+    m.starts_with("invalid type") && m.contains("expected a string")
+}
+
+/// Applies the overrides to the file's table one by one; one that makes deserializing fail
+/// with [`wants_string`] (and did not find it failing so) and whose value is not a TOML
+/// string is applied as its text instead, and marked so. `None` if none was changed.
+fn overrides_as_strings(file_table: &Table, overrides: &mut [Override]) -> Option<Table> {
+    let fails_wanting_string =
+        |t: &Table| Config::deserialize(Value::Table(t.clone())).is_err_and(|e| wants_string(&e));
+    let mut t = file_table.clone();
+    let mut changed = false;
+    for o in overrides.iter_mut() {
+        let before = fails_wanting_string(&t);
+        let mut next = t.clone();
+        reapply(&mut next, o).ok()?;
+        let typed = !matches!(parse_value(&o.value), Value::String(_));
+        if typed && !before && fails_wanting_string(&next) {
+            next = t.clone();
+            *o = apply_as_string(&mut next, &o.var, &o.value).ok()?;
+            changed = true;
+        }
+        t = next;
+    }
+    changed.then_some(t)
 }
 
 fn syntax_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
@@ -270,7 +322,7 @@ fn deserialize_error(
     }
     let mut t = file_table.clone();
     for o in &loc.overrides {
-        if apply_one(&mut t, &o.var, &o.value).is_err() {
+        if reapply(&mut t, o).is_err() {
             break;
         }
         if let Err(e) = Config::deserialize(Value::Table(t.clone())) {

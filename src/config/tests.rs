@@ -843,3 +843,113 @@ fn dsn_sinks_must_be_defined() {
     let ok = parse("[queue]\ndsn_sinks = [\"box\"]\n\n[sink.box]\ntype = \"discard\"\n").unwrap();
     assert_eq!(ok.config.queue.dsn_sinks, ["box"]);
 }
+
+#[test]
+fn tcp_only_keys_are_refused_on_unix_listeners() {
+    let unix =
+        |extra: &str| format!("{BASE}\n[[listener]]\naddress = \"unix:/run/x.sock\"\n{extra}\n");
+    for (extra, k) in [
+        ("allow_ips = [\"10.0.0.0/8\"]", "allow_ips"),
+        ("trusted = [\"127.0.0.0/8\"]", "trusted"),
+        ("max_connections_per_ip = 5", "max_connections_per_ip"),
+        ("proxy_protocol = true", "proxy_protocol"),
+    ] {
+        let text = unix(extra);
+        let p = problem(&text);
+        assert_eq!(p.key, format!("listener[0].{k}"), "{p}");
+        assert_eq!(
+            p.line,
+            Some(text.lines().position(|l| l.starts_with(k)).unwrap() + 1)
+        );
+        assert_has(&p.message, "applies to TCP listeners only");
+    }
+    // Their defaults are fine: only a written key is a mistake.
+    assert!(parse(&unix("")).is_ok());
+    // Set from the environment, the variable is named.
+    let e = with_env(
+        &unix(""),
+        &[("MAILCHUTE_LISTENER__0__TRUSTED", "[\"10.0.0.0/8\"]")],
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.problem().unwrap().env.as_deref(),
+        Some("MAILCHUTE_LISTENER__0__TRUSTED")
+    );
+    // On TCP they stay allowed.
+    assert!(
+        parse(&listener(
+            "trusted = [\"10.0.0.0/8\"]\nproxy_protocol = true"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn empty_paths_are_errors() {
+    let p = problem(&format!("{BASE}[server]\ndata_dir = \"\"\n"));
+    assert_eq!(p.key, "server.data_dir");
+    assert_has(&p.message, "is empty");
+    assert!(p.line.is_some(), "{p}");
+    let p = problem(&listener(
+        "tls = \"starttls\"\ncert = \"\"\nkey = \"k.pem\"",
+    ));
+    assert_eq!(p.key, "listener[0].cert");
+    assert_has(&p.message, "is empty");
+    let p = problem(&format!(
+        "{BASE}[sink.up]\ntype = \"smtp\"\naddress = \"127.0.0.1:25\"\nca_file = \"\"\n"
+    ));
+    assert_eq!(p.key, "sink.up.ca_file");
+    let p = problem(&format!("{BASE}[sink.x]\ntype = \"mbox\"\npath = \"\"\n"));
+    assert_eq!(p.key, "sink.x.path");
+}
+
+#[test]
+fn env_overrides_that_read_as_numbers_are_taken_as_text_where_a_string_is_expected() {
+    let text = listener("");
+    let l = with_env(
+        &text,
+        &[
+            ("MAILCHUTE_SERVER__HOSTNAME", "1234"),
+            ("MAILCHUTE_SINK__M__PATH", "2024"),
+            ("MAILCHUTE_QUEUE__WORKERS", "3"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(l.config.server.hostname.as_deref(), Some("1234"));
+    let SinkConfig::Maildir(m) = &l.config.sinks["m"] else {
+        panic!()
+    };
+    assert!(m.path.ends_with("/2024"), "{}", m.path);
+    assert_eq!(l.config.queue.workers, 3);
+    let marked: Vec<&str> = l
+        .overrides
+        .iter()
+        .filter(|o| o.as_string)
+        .map(|o| o.var.as_str())
+        .collect();
+    assert_eq!(
+        marked,
+        ["MAILCHUTE_SERVER__HOSTNAME", "MAILCHUTE_SINK__M__PATH"]
+    );
+    // A number where a number is expected stays one; a wrong one is still named.
+    let e = with_env(
+        &text,
+        &[
+            ("MAILCHUTE_SERVER__HOSTNAME", "1234"),
+            ("MAILCHUTE_QUEUE__WORKERS", "many"),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.problem().unwrap().env.as_deref(),
+        Some("MAILCHUTE_QUEUE__WORKERS"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_embedded_default_is_valid_and_names_its_sink() {
+    let c = Config::embedded(&base_dir()).unwrap();
+    assert!(c.sinks.contains_key("maildir"));
+    assert_has(EMBEDDED_TOML, "[sink.maildir]");
+}

@@ -27,6 +27,51 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
 /// Sink `type`s, checked on the raw table: serde's own message for an unknown tag would list
 /// only the built types and say nothing of the ones that are coming.
 pub(crate) fn precheck(table: &Table, loc: &Locator) -> Result<(), ConfigError> {
+    precheck_unix_listeners(table, loc)?;
+    precheck_sink_types(table, loc)
+}
+
+/// Listener keys that only mean something for TCP: a unix client has no IP address to
+/// allow, trust or count, and no load balancer in front to send a PROXY header.
+const TCP_ONLY_KEYS: [&str; 4] = [
+    "allow_ips",
+    "trusted",
+    "max_connections_per_ip",
+    "proxy_protocol",
+];
+
+/// Refuses [`TCP_ONLY_KEYS`] on a unix listener. Checked on the raw table (overrides
+/// applied) because `trusted` and the others have defaults: only a key the operator wrote
+/// (or set from the environment) is a mistake, and the typed config cannot tell.
+fn precheck_unix_listeners(table: &Table, loc: &Locator) -> Result<(), ConfigError> {
+    let Some(Value::Array(listeners)) = table.get("listener") else {
+        return Ok(());
+    };
+    for (i, l) in listeners.iter().enumerate() {
+        let Some(fields) = l.as_table() else {
+            continue;
+        };
+        let Some(address) = fields.get("address").and_then(Value::as_str) else {
+            continue;
+        };
+        if !address.starts_with("unix:") {
+            continue;
+        }
+        if let Some(k) = TCP_ONLY_KEYS.iter().find(|k| fields.contains_key(**k)) {
+            return Err(loc.error(
+                &[key("listener"), Seg::Index(i), key(k)],
+                format!(
+                    "applies to TCP listeners only, and this one is on a unix socket \
+                     ({address}): it would have no effect; remove it"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sink `type`s, checked on the raw table: see [`precheck`].
+fn precheck_sink_types(table: &Table, loc: &Locator) -> Result<(), ConfigError> {
     let Some(sinks) = table.get("sink") else {
         return Ok(());
     };
@@ -120,11 +165,40 @@ fn check_server(s: &ServerConfig, loc: &Locator) -> Result<(), ConfigError> {
             format!("{h:?}: expected a host name like \"mx.example.org\""),
         ));
     }
-    if s.data_dir.as_os_str().is_empty() {
+    Ok(())
+}
+
+/// Path keys that are written but empty. Runs before relative paths are resolved: joined
+/// with the config's directory, `""` would silently become that directory.
+pub(crate) fn check_empty_paths(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
+    if config.server.data_dir.as_os_str().is_empty() {
         return Err(loc.error(
             &[key("server"), key("data_dir")],
             "is empty: expected a directory like \"/var/lib/mailchute\"",
         ));
+    }
+    for (i, l) in config.listeners.iter().enumerate() {
+        for (k, p) in [("cert", &l.cert), ("key", &l.key), ("users", &l.users)] {
+            if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(loc.error(
+                    &[key("listener"), Seg::Index(i), key(k)],
+                    "is empty: expected a file path",
+                ));
+            }
+        }
+    }
+    for (name, sink) in &config.sinks {
+        let (SinkConfig::Smtp(c) | SinkConfig::Lmtp(c)) = sink else {
+            continue;
+        };
+        for (k, p) in [("ca_file", &c.ca_file), ("password_file", &c.password_file)] {
+            if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(loc.error(
+                    &[key("sink"), key(name), key(k)],
+                    "is empty: expected a file path",
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -76,6 +76,11 @@ impl ExecSink {
         } else {
             PathBuf::from(first)
         };
+        // Checked here, where `config check` and `serve` both build the sink: a missing
+        // program would otherwise only show as every delivery deferred, for days.
+        if resolve(&program).is_none() {
+            return Err(InvalidKey::at_index("command", 0, not_runnable(&program)));
+        }
         let args = rest
             .iter()
             .enumerate()
@@ -401,6 +406,18 @@ fn outcome(prog: &str, status: ExitStatus, output: &[u8]) -> Result<Delivered, S
     } else {
         SinkError::temporary(status, message)
     })
+}
+
+/// Why [`resolve`] found nothing, saying where it looked.
+fn not_runnable(program: &Path) -> String {
+    if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return format!("{}: not found or not executable", program.display());
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!(
+        "\"{}\": not found or not executable in PATH ({path}); give its full path",
+        program.display()
+    )
 }
 
 /// Where a program name would be found: itself when it has a `/`, else the first
@@ -733,7 +750,13 @@ mod tests {
     async fn missing_program_and_unread_stdin() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
+        // It existed when the sink was built, and was removed since.
+        let prog = p.join("no-such-program");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let s = sink(p, &["./no-such-program"], 10, LineEndings::Lf);
+        std::fs::remove_file(&prog).unwrap();
         let r = run(&s, p, b"x\r\n", "", &["a@x"]).await;
         let e = r[0].as_ref().unwrap_err();
         assert!(
@@ -763,6 +786,7 @@ mod tests {
         let Some(crate::config::SinkConfig::Exec(c)) = loaded.config.sinks.get("procmail") else {
             panic!("the example has no exec sink \"procmail\"");
         };
+        // env(1) is everywhere; procmail need not be installed: the arguments are tested.
         let s = ExecSink::new(c, &ctx(dir.path())).unwrap();
         assert!(s.per_rcpt, "procmail must run once per recipient");
         let env = envelope("s@x", &["a@x", "b@y"]);
@@ -774,7 +798,7 @@ mod tests {
             first_attempt: true,
         };
         let argv = s.argv(&d, &env.rcpts[..1]);
-        assert_eq!(argv, ["-f", "s@x", "RECIPIENT=a@x"]);
+        assert_eq!(argv, ["RECIPIENT=a@x", "procmail", "-f", "s@x"]);
     }
 
     #[test]
@@ -793,11 +817,32 @@ mod tests {
         let key = |cmd: &[&str]| c(cmd).err().map(|e| path_string(&e.key));
         assert_eq!(key(&[]).as_deref(), Some("command"));
         assert_eq!(key(&["{rcpt}"]).as_deref(), Some("command[0]"));
-        assert_eq!(key(&["x", "ok", "a\0b"]).as_deref(), Some("command[2]"));
+        assert_eq!(key(&["sh", "ok", "a\0b"]).as_deref(), Some("command[2]"));
+        // The program must exist and be executable: by path (relative to the config's
+        // directory) or on PATH.
+        let msg = |cmd: &[&str]| c(cmd).err().map(|e| (path_string(&e.key), e.message));
+        let (k, m) = msg(&["/nonexistent/prog"]).unwrap();
+        assert_eq!(k, "command[0]");
+        assert!(
+            m.contains("/nonexistent/prog: not found or not executable"),
+            "{m}"
+        );
+        let (k, m) = msg(&["surely-no-such-program-here"]).unwrap();
+        assert_eq!(k, "command[0]");
+        assert!(m.contains("not found or not executable in PATH"), "{m}");
+        std::fs::write(dir.path().join("plain"), "#!/bin/sh\n").unwrap();
+        assert!(msg(&["./plain"]).is_some(), "a file without x bits passed");
+        std::fs::set_permissions(
+            dir.path().join("plain"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        assert!(c(&["./plain"]).is_ok());
+        assert!(msg(&["."]).is_some(), "a directory passed");
         // Braces that are not our variables belong to the command (shell, awk).
-        assert!(c(&["x", "{user}"]).is_ok_and(|s| !s.per_rcpt));
-        assert!(c(&["x", "{rcpt}"]).is_ok_and(|s| !s.per_rcpt));
-        assert!(c(&["x", "-d{rcpt}"]).is_ok_and(|s| s.per_rcpt));
+        assert!(c(&["sh", "{user}"]).is_ok_and(|s| !s.per_rcpt));
+        assert!(c(&["sh", "{rcpt}"]).is_ok_and(|s| !s.per_rcpt));
+        assert!(c(&["sh", "-d{rcpt}"]).is_ok_and(|s| s.per_rcpt));
         assert_eq!(status_code("5.1.1 no"), Some(("5.1.1", "no")));
         assert_eq!(status_code("4.2.0"), Some(("4.2.0", "")));
         assert_eq!(status_code("2.0.0 ok"), None);

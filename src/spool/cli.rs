@@ -105,7 +105,7 @@ pub fn list(data_dir: &Path) -> Result<String, SpoolError> {
 /// Everything about one queued message: envelope, pending units, failures, headers.
 pub fn show(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
     let layout = Layout::new(data_dir);
-    let entry = layout.load(id)?;
+    let entry = layout.load(id).map_err(|e| or_dead(&layout, id, e))?;
     let env = &entry.envelope;
     let now_ms = now_millis();
     let mut o = String::new();
@@ -214,7 +214,7 @@ pub fn retry(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
         ));
     }
     check_id(id)?;
-    request_retry(&layout, id)?;
+    request_retry(&layout, id).map_err(|e| or_dead(&layout, id, e))?;
     fsync_dir(&layout.retry).map_err(|e| SpoolError::io("fsync", &layout.retry, e))?;
     Ok(format!(
         "{id} to be retried now (a running daemon starts within seconds; one in the middle of an attempt retries right after it)\n"
@@ -265,16 +265,39 @@ pub fn delete(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
         }
     }
     if removed.is_empty() {
-        return Err(SpoolError::NotQueued {
+        let e = SpoolError::NotQueued {
             id: id.to_string(),
             dir: layout.queue.clone(),
-        });
+        };
+        return Err(or_dead(&layout, id, e));
     }
     fsync_dir(&layout.queue).map_err(|e| SpoolError::io("fsync", &layout.queue, e))?;
     Ok(match entry {
         Ok(entry) => describe_deleted(&entry),
         Err(_) => format!("deleted {id}: {}\n", removed.join(" and ")),
     })
+}
+
+/// A message that is not queued may have died: say so, with the reason its sidecar in
+/// `dead/` records, instead of a bare "no message".
+fn or_dead(layout: &Layout, id: &str, e: SpoolError) -> SpoolError {
+    if !e.is_not_queued() || check_id(id).is_err() {
+        return e;
+    }
+    let sidecar = layout.dead.join(format!("{id}.json"));
+    let reason = match std::fs::read(&sidecar) {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("dead_reason")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| "not recorded".into()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return e,
+        Err(err) => format!("unknown (cannot read it: {err})"),
+    };
+    SpoolError::DeadLetter {
+        id: id.to_string(),
+        sidecar,
+        reason: dsn::one_line(&reason, true),
+    }
 }
 
 fn describe_deleted(entry: &QueueEntry) -> String {
@@ -319,4 +342,38 @@ fn truncate(s: &str, max: usize) -> String {
     let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
     t.push('…');
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_are_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("dead");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(
+            dead.join("D1.json"),
+            br#"{"dead_reason": "expired after 5d:\n 4.4.1 connection refused", "died_at": 1}"#,
+        )
+        .unwrap();
+        let sidecar = dead.join("D1.json").display().to_string();
+        for e in [
+            show(dir.path(), "D1").unwrap_err(),
+            retry(dir.path(), "D1").unwrap_err(),
+            delete(dir.path(), "D1").unwrap_err(),
+        ] {
+            let m = e.to_string();
+            assert!(m.starts_with("D1 is a dead letter"), "{m}");
+            assert!(m.contains(&sidecar), "{m}");
+            assert!(
+                m.contains("reason: expired after 5d: 4.4.1 connection refused"),
+                "{m}"
+            );
+        }
+        // Neither queued nor dead: the plain answer.
+        let m = show(dir.path(), "NOSUCH").unwrap_err().to_string();
+        assert!(m.starts_with("no message NOSUCH in the queue"), "{m}");
+    }
 }

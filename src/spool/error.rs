@@ -24,6 +24,13 @@ pub enum SpoolError {
     /// The ID is not (or no longer) in the queue: never queued, delivered, or deleted.
     #[error("no message {id} in the queue {}", dir.display())]
     NotQueued { id: String, dir: PathBuf },
+    /// The ID is not queued but in `dead/`: it outlived `max_lifetime`.
+    #[error("{id} is a dead letter, not in the queue: {}, reason: {reason}", sidecar.display())]
+    DeadLetter {
+        id: String,
+        sidecar: PathBuf,
+        reason: String,
+    },
     /// The ID cannot be a spool file name.
     #[error("invalid message id {id:?}: expected letters, digits, '-' or '_'")]
     InvalidId { id: String },
@@ -51,7 +58,7 @@ impl SpoolError {
 
     pub fn is_not_queued(&self) -> bool {
         match self {
-            SpoolError::NotQueued { .. } => true,
+            SpoolError::NotQueued { .. } | SpoolError::DeadLetter { .. } => true,
             SpoolError::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
             _ => false,
         }

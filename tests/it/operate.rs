@@ -387,6 +387,18 @@ const UNBUILDABLE_SINKS: &[(&str, &str, &str, &str)] = &[
         "sink.up.command[0]",
         "without variables",
     ),
+    (
+        "type = \"exec\"\ncommand = [\"/nonexistent/prog\", \"-x\"]",
+        "command",
+        "sink.up.command[0]",
+        "/nonexistent/prog: not found or not executable",
+    ),
+    (
+        "type = \"exec\"\ncommand = [\"surely-no-such-program-on-path\"]",
+        "command",
+        "sink.up.command[0]",
+        "not found or not executable in PATH",
+    ),
 ];
 
 #[test]
@@ -403,7 +415,9 @@ fn config_check_and_serve_refuse_sinks_that_cannot_be_built() {
             ["config", "check", file.as_str()],
             ["serve", "-c", file.as_str()],
         ] {
-            let err = run_fails(dir.path(), &args, &[]);
+            let o = run(dir.path(), &args, &[]);
+            assert_eq!(o.status.code(), Some(78), "mailchute {args:?}");
+            let err = stderr(&o);
             assert!(
                 err.lines()
                     .any(|l| l.starts_with(&want) && l.contains(text)),
@@ -1179,4 +1193,166 @@ fn help_mentions_the_config_lookup_order() {
             &["-c", "$MAILCHUTE_CONFIG", SYSTEM_CONFIG, "embedded default"],
         );
     }
+}
+
+// ---- 10. exit statuses, queue commands without a config, unix listeners -----------------
+
+/// Runs and asserts the exit status; returns stderr.
+fn run_status(cwd: &Path, args: &[&str], env: &[(&str, &str)], code: i32) -> String {
+    let o = run(cwd, args, env);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "mailchute {args:?}:\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stderr(&o)
+}
+
+#[test]
+fn exit_statuses_tell_what_went_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(
+        dir.path(),
+        "good.toml",
+        &one_listener("127.0.0.1:2525", "sync", ""),
+    );
+    // Missing, and unreadable (a directory): EX_NOINPUT, the cause said once.
+    let err = run_status(dir.path(), &["config", "check", "nope.toml"], &[], 66);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let sub = dir.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    let err = run_status(
+        dir.path(),
+        &["config", "check", &sub.display().to_string()],
+        &[],
+        66,
+    );
+    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
+    // Invalid: EX_CONFIG, for check and serve alike.
+    let bad = write_config(
+        dir.path(),
+        "bad.toml",
+        &one_listener("127.0.0.1:2525", "sync", "max_recipients = 0"),
+    );
+    run_status(dir.path(), &["config", "check", &bad], &[], 78);
+    run_status(dir.path(), &["serve", "-c", &bad], &[], 78);
+    // A port that is taken: EX_UNAVAILABLE.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let busy = write_config(dir.path(), "busy.toml", &one_listener(&address, "sync", ""));
+    let err = run_status(dir.path(), &["serve", "-c", &busy], &[], 69);
+    assert_contains(&err, &[&address]);
+    // Two different files for config check: a usage error; the same one twice is fine.
+    let err = run_status(dir.path(), &["config", "check", &good, "-c", &bad], &[], 2);
+    assert_contains(&err, &["two files"]);
+    run_ok(
+        dir.path(),
+        &["-c", "./good.toml", "config", "check", &good],
+        &[],
+    );
+    run_status(dir.path(), &["config", "frobnicate"], &[], 2);
+}
+
+#[test]
+fn queue_commands_need_a_config_or_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    if Path::new(SYSTEM_CONFIG).exists() {
+        eprintln!("skipping the no-config part: {SYSTEM_CONFIG} exists on this machine");
+    } else {
+        for args in [&["queue", "list"][..], &["queue", "show", "X1"][..]] {
+            let err = run_status(dir.path(), args, &[], 66);
+            assert_contains(&err, &[SYSTEM_CONFIG, "MAILCHUTE_CONFIG", "--data-dir"]);
+        }
+        assert!(!dir.path().join("mailchute-data").exists());
+    }
+    // --data-dir reads a spool directly, before or after the subcommand.
+    let spool = dir.path().join("spool-here");
+    fs::create_dir_all(spool.join("dead")).unwrap();
+    let d = spool.display().to_string();
+    let out = run_ok(dir.path(), &["queue", "--data-dir", &d, "list"], &[]);
+    assert_contains(&out, &["queue is empty"]);
+    // A dead letter is named as one, with its reason.
+    fs::write(
+        spool.join("dead/D1.json"),
+        r#"{"dead_reason": "expired after 5d: 4.4.1 refused", "died_at": 1}"#,
+    )
+    .unwrap();
+    for verb in ["show", "retry", "delete"] {
+        let err = run_status(dir.path(), &["queue", verb, "D1", "--data-dir", &d], &[], 1);
+        assert_contains(
+            &err,
+            &[
+                "D1 is a dead letter",
+                "dead/D1.json",
+                "reason: expired after 5d",
+            ],
+        );
+    }
+    run_status(
+        dir.path(),
+        &["queue", "--data-dir", "/nonexistent/dir", "list"],
+        &[],
+        66,
+    );
+    let file = write_config(
+        dir.path(),
+        "c.toml",
+        &one_listener("127.0.0.1:2525", "sync", ""),
+    );
+    run_status(
+        dir.path(),
+        &["-c", &file, "queue", "--data-dir", &d, "list"],
+        &[],
+        2,
+    );
+}
+
+#[test]
+fn tcp_only_keys_on_a_unix_listener_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock").display().to_string();
+    let address = format!("unix:{sock}");
+    run_ok(
+        dir.path(),
+        &[
+            "config",
+            "check",
+            &write_config(dir.path(), "ok.toml", &one_listener(&address, "sync", "")),
+        ],
+        &[],
+    );
+    let text = one_listener(&address, "sync", "allow_ips = [\"10.0.0.0/8\"]");
+    let file = write_config(dir.path(), "unix.toml", &text);
+    let line = line_of(&text, "allow_ips");
+    let err = run_status(dir.path(), &["config", "check", &file], &[], 78);
+    assert_contains(
+        &err,
+        &[&format!(
+            "{file}:{line}: listener[0].allow_ips: applies to TCP listeners only"
+        )],
+    );
+}
+
+#[test]
+fn config_default_prints_the_embedded_default_and_overrides_take_numbers_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = run_ok(dir.path(), &["config", "default"], &[]);
+    assert_contains(
+        &default,
+        &["[sink.maildir]", "127.0.0.1:2525", "match = [\"*\"]"],
+    );
+    let file = write_config(dir.path(), "default.toml", &default);
+    let out = run_ok(
+        dir.path(),
+        &["config", "check", &file],
+        &[
+            ("MAILCHUTE_SERVER__HOSTNAME", "1234"),
+            ("MAILCHUTE_SINK__MAILDIR__PATH", "/srv/mail"),
+        ],
+    );
+    assert_contains(&out, &["hostname:  1234", "/srv/mail"]);
+    let help = run_ok(dir.path(), &["serve", "--help"], &[]);
+    assert_contains(&help, &["config default", "Exit status", "78"]);
 }
