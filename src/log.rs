@@ -23,6 +23,19 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// One event at warn when `$warn` (something failed that the operator should look at), else
+/// at info: tracing's level must be a constant at each call site.
+macro_rules! warn_or_info {
+    ($warn:expr, $($fields:tt)*) => {
+        if $warn {
+            tracing::warn!($($fields)*)
+        } else {
+            tracing::info!($($fields)*)
+        }
+    };
+}
+pub(crate) use warn_or_info;
+
 /// What one SMTP/LMTP transaction did; logged as one line when it ends.
 #[derive(Debug, Default)]
 pub struct Transaction<'a> {
@@ -49,41 +62,23 @@ pub struct Transaction<'a> {
 impl Transaction<'_> {
     pub fn log(&self) {
         let rcpts = self.rcpts.join(",");
-        if self.error.is_some() {
-            tracing::warn!(
-                event = "transaction",
-                id = self.id,
-                listener = self.listener,
-                client_ip = self.client_ip,
-                helo = self.helo,
-                tls = self.tls,
-                forwarded = self.forwarded,
-                from = self.from,
-                rcpts = rcpts,
-                size = self.size,
-                route = self.routes,
-                outcome = self.outcome,
-                reply = self.reply,
-                duration_ms = self.duration_ms,
-                error = self.error,
-            );
-        } else {
-            tracing::info!(
-                event = "transaction",
-                id = self.id,
-                listener = self.listener,
-                client_ip = self.client_ip,
-                helo = self.helo,
-                tls = self.tls,
-                forwarded = self.forwarded,
-                from = self.from,
-                rcpts = rcpts,
-                size = self.size,
-                route = self.routes,
-                outcome = self.outcome,
-                reply = self.reply,
-                duration_ms = self.duration_ms,
-            );
-        }
+        warn_or_info!(
+            self.error.is_some(),
+            event = "transaction",
+            id = self.id,
+            listener = self.listener,
+            client_ip = self.client_ip,
+            helo = self.helo,
+            tls = self.tls,
+            forwarded = self.forwarded,
+            from = self.from,
+            rcpts = rcpts,
+            size = self.size,
+            route = self.routes,
+            outcome = self.outcome,
+            reply = self.reply,
+            duration_ms = self.duration_ms,
+            error = self.error,
+        );
     }
 }

@@ -378,32 +378,19 @@ impl Conn {
         let tls = self.tls.as_deref().unwrap_or("none");
         let reply = ex.reply.to_string();
         // Our own failure (the spool) is the operator's problem; a policy answer is not.
-        if error.is_some() {
-            tracing::warn!(
-                event = "refused",
-                listener = %self.settings.name,
-                client_ip,
-                helo = r.helo.as_deref(),
-                tls,
-                from = r.from.as_deref(),
-                rcpt = r.rcpt.as_deref(),
-                command = ex.verb,
-                reply,
-                error,
-            );
-        } else {
-            tracing::info!(
-                event = "refused",
-                listener = %self.settings.name,
-                client_ip,
-                helo = r.helo.as_deref(),
-                tls,
-                from = r.from.as_deref(),
-                rcpt = r.rcpt.as_deref(),
-                command = ex.verb,
-                reply,
-            );
-        }
+        crate::log::warn_or_info!(
+            error.is_some(),
+            event = "refused",
+            listener = %self.settings.name,
+            client_ip,
+            helo = r.helo.as_deref(),
+            tls,
+            from = r.from.as_deref(),
+            rcpt = r.rcpt.as_deref(),
+            command = ex.verb,
+            reply,
+            error,
+        );
     }
 
     async fn end_message(&mut self) -> Vec<Reply> {
