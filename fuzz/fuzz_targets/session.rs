@@ -151,6 +151,7 @@ fuzz_target!(|data: &[u8]| {
         tls_active: c0 & 4 != 0,
         require_tls: c0 & 8 != 0,
         xforward_allowed: c0 & 16 != 0,
+        transcript: c3 & 8 != 0,
     };
     let lmtp = cfg.protocol == Protocol::Lmtp;
 
@@ -215,6 +216,12 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!s.is_closed());
                 let out = s.take_output();
                 check_output(&out);
+                // What goes to the log is one line each.
+                for ex in s.take_exchanges() {
+                    if let Some(line) = &ex.line {
+                        assert!(!line.contains(['\r', '\n']), "log line {line:?}");
+                    }
+                }
                 if pos >= input.len() {
                     if eof {
                         break;
