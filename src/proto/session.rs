@@ -1084,7 +1084,8 @@ impl Session {
             return None;
         }
         if !self.cfg.starttls {
-            self.error(Reply::new(454, "4.7.0", "Error: TLS not available"));
+            // Not offered at all (454 is for an offered STARTTLS that fails for now).
+            self.error(Reply::new(502, "5.5.1", "Error: command not implemented"));
             return None;
         }
         if self.mail_from.is_some() {

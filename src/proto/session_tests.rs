@@ -897,7 +897,7 @@ fn starttls_not_offered() {
     let mut c = greeted(cfg());
     assert_eq!(
         c.send(b"STARTTLS\r\n"),
-        "454 4.7.0 Error: TLS not available\r\n"
+        "502 5.5.1 Error: command not implemented\r\n"
     );
     let mut c = greeted(SessionConfig {
         starttls: true,
