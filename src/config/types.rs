@@ -391,8 +391,9 @@ pub struct RelayConfig {
     /// Pass the client facts on with XFORWARD when the upstream advertises it.
     #[serde(default = "yes")]
     pub xforward: bool,
-    /// Limit on one whole delivery attempt (connect to last reply), not on each read:
-    /// an upstream that trickles bytes must not hold a delivery for longer.
+    /// Limit on each step of a delivery: connecting, the TLS handshake, one whole reply
+    /// (not each read of it: an upstream that trickles bytes must not hold a delivery), one
+    /// write of the content. The reply to the end of the message gets 1 s per 64 KiB more.
     #[serde(default = "default_relay_timeout")]
     pub timeout: Duration,
 }

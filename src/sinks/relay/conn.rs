@@ -1,6 +1,6 @@
-//! One client connection: bytes to and from the server, every step bounded by one deadline
-//! for the whole delivery attempt, replies parsed by [`super::reply`], and the switch to
-//! TLS.
+//! One client connection: bytes to and from the server, every step (connecting, the TLS
+//! handshake, one whole reply, one write) bounded by the sink's `timeout`, replies parsed
+//! by [`super::reply`], and the switch to TLS.
 
 use super::reply::{Reply, parse_reply};
 use crate::sinks::SinkError;
@@ -93,12 +93,13 @@ pub struct Conn {
     stream: Box<dyn Io>,
     /// Bytes received but not yet parsed into a reply.
     buf: Vec<u8>,
-    /// When the delivery attempt gives up, whatever step it is at. One deadline rather
-    /// than a bound per read or write: an upstream trickling a byte at a time would
-    /// otherwise hold a delivery for as long as it likes.
-    deadline: Instant,
-    /// The configured `timeout` the deadline came from, for error messages.
+    /// How long one step may take. A whole reply is one step (not each read of it), so an
+    /// upstream trickling a byte at a time cannot hold a delivery for as long as it likes;
+    /// the message content is many steps (one per write), so a large message to a slow
+    /// upstream is not cut off half-way — after the upstream may already have most of it.
     limit: Duration,
+    /// Shortens the steps of QUIT, whose answer does not matter.
+    quitting: bool,
     /// The address as the operator wrote it, for every error message.
     pub peer: String,
     /// TLS is up (implicit or after STARTTLS).
@@ -108,7 +109,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects; the attempt, and its deadline `limit` from now, starts here.
+    /// Connects, within `limit`, the bound of every later step too.
     pub async fn connect(target: &Target, limit: Duration) -> Result<Conn, SinkError> {
         let peer = target.to_string();
         let deadline = Instant::now() + limit;
@@ -132,8 +133,8 @@ impl Conn {
         Ok(Conn {
             stream,
             buf: Vec::with_capacity(1024),
-            deadline,
             limit,
+            quitting: false,
             peer,
             encrypted: false,
             local,
@@ -160,16 +161,17 @@ impl Conn {
         let Conn {
             stream,
             buf,
-            deadline,
             limit,
             peer,
             local,
             ..
         } = self;
         let handshake = TlsConnector::from(config).connect(name, stream);
-        let tls = by_deadline(deadline, limit, handshake).await.map_err(|e| {
-            SinkError::temporary(TLS_FAILED, format!("TLS with {peer} failed: {e}"))
-        })?;
+        let tls = by_deadline(Instant::now() + limit, limit, handshake)
+            .await
+            .map_err(|e| {
+                SinkError::temporary(TLS_FAILED, format!("TLS with {peer} failed: {e}"))
+            })?;
         if let (Some(version), Some(suite)) = (
             tls.get_ref().1.protocol_version(),
             tls.get_ref().1.negotiated_cipher_suite(),
@@ -179,16 +181,22 @@ impl Conn {
         Ok(Conn {
             stream: Box::new(tls),
             buf,
-            deadline,
             limit,
+            quitting: false,
             peer,
             encrypted: true,
             local,
         })
     }
 
-    /// Reads the next complete reply.
+    /// Reads the next complete reply, within one step.
     pub async fn read_reply(&mut self) -> Result<Reply, SinkError> {
+        self.read_reply_within(Duration::ZERO).await
+    }
+
+    /// Reads the next complete reply, within one step and `extra`.
+    pub async fn read_reply_within(&mut self, extra: Duration) -> Result<Reply, SinkError> {
+        let deadline = self.step_deadline() + extra;
         let mut chunk = [0u8; 4096];
         loop {
             match parse_reply(&self.buf) {
@@ -205,7 +213,7 @@ impl Conn {
                     ));
                 }
             }
-            let n = by_deadline(self.deadline, self.limit, self.stream.read(&mut chunk))
+            let n = by_deadline(deadline, self.limit, self.stream.read(&mut chunk))
                 .await
                 .map_err(|e| self.io_error("reading a reply from", e))?;
             if n == 0 {
@@ -220,8 +228,9 @@ impl Conn {
 
     /// Sends bytes as they are (commands with their CRLF, or DATA content).
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let deadline = self.step_deadline();
         let stream = &mut self.stream;
-        let result = by_deadline(self.deadline, self.limit, async {
+        let result = by_deadline(deadline, self.limit, async {
             stream.write_all(bytes).await?;
             stream.flush().await
         })
@@ -242,10 +251,20 @@ impl Conn {
 
     /// Says goodbye; the server's answer does not matter any more.
     pub async fn quit(mut self) {
-        self.deadline = self.deadline.min(Instant::now() + QUIT_MAX);
+        self.quitting = true;
         if self.command("QUIT", None).await.is_ok() {
-            let _ = by_deadline(self.deadline, self.limit, self.stream.shutdown()).await;
+            let deadline = self.step_deadline();
+            let _ = by_deadline(deadline, self.limit, self.stream.shutdown()).await;
         }
+    }
+
+    fn step_deadline(&self) -> Instant {
+        let limit = if self.quitting {
+            self.limit.min(QUIT_MAX)
+        } else {
+            self.limit
+        };
+        Instant::now() + limit
     }
 
     fn io_error(&self, doing: &str, e: io::Error) -> SinkError {
@@ -295,7 +314,7 @@ where
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "the delivery attempt took longer than its timeout of {} s",
+                "no progress within the timeout of {} s",
                 limit.as_secs_f64()
             ),
         )),

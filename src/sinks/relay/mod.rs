@@ -3,7 +3,9 @@
 //! One connection per delivery: connect (TCP or Unix socket, TLS implicit / STARTTLS /
 //! opportunistic), EHLO/LHLO, AUTH, XFORWARD, MAIL, RCPT per recipient, DATA streamed from
 //! the spool file with canonical CRLF line ends and dot-stuffing (or one BDAT chunk for a
-//! BODY=BINARYMIME message), QUIT. The `timeout` bounds the whole attempt. The upstream's
+//! BODY=BINARYMIME message), QUIT. The `timeout` bounds each step: connecting, the TLS
+//! handshake, each whole reply (however slowly it trickles in), each write of the content;
+//! the reply to the end of the message gets one more second per 64 KiB of it. The upstream's
 //! own code, enhanced status and text come back in each recipient's result.
 //!
 //! Duplicates: once the final "." is sent the upstream may have the message even if its
@@ -698,7 +700,13 @@ impl RelaySink {
             Dialect::Lmtp => accepted.len(),
         };
         for k in 0..finals {
-            let reply = s.conn.read_reply().await;
+            let reply = if k == 0 {
+                s.conn
+                    .read_reply_within(in_transit_grace(d.envelope.size))
+                    .await
+            } else {
+                s.conn.read_reply().await
+            };
             if let Ok(r) = &reply {
                 self.step("final", r);
             }
@@ -911,6 +919,13 @@ struct Session {
     caps: Capabilities,
     /// False once an I/O error or timeout left the connection in an unknown state: no QUIT.
     usable: bool,
+}
+
+/// Our last write of the content returns while megabytes may still sit in socket buffers
+/// on their way to the upstream: the reply to the end of the message is given time for the
+/// upstream to read that much at a slow 64 KiB/s, on top of the usual step `timeout`.
+fn in_transit_grace(size: u64) -> Duration {
+    Duration::from_secs(size / (64 * 1024))
 }
 
 /// A session-level failure (greeting, hello, STARTTLS, AUTH, XFORWARD): always temporary,

@@ -719,6 +719,8 @@ enum Slow {
     Greeting,
     /// The reply after the final "." (or BDAT LAST).
     FinalReply,
+    /// Reading the DATA content: a pause after every 64 KiB.
+    DataReading,
 }
 
 /// How long a slow reply waits between its bytes.
@@ -791,7 +793,11 @@ async fn serve(
         let line = String::from_utf8_lossy(&raw).into_owned();
         log.lock().unwrap().push(line.trim_end().to_string());
         if in_data {
+            let before = script.wire.lock().unwrap().len();
             script.wire.lock().unwrap().extend_from_slice(&raw);
+            if script.slow == Slow::DataReading && (before + raw.len()) / 65536 > before / 65536 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
             if raw == b".\r\n" {
                 in_data = false;
                 reply_to(&mut io, b"250 2.0.0 Ok: queued\r\n", slow_final).await?;
@@ -1272,7 +1278,7 @@ fn scripted_sink(dir: &Path, port: u16) -> RelaySink {
     .unwrap()
 }
 
-/// `timeout` bounds the whole attempt, not each read: a greeting that trickles in a byte
+/// `timeout` bounds a whole reply, not each read of it: a greeting that trickles in a byte
 /// every 200 ms (about 10 s in all) is cut off at 1 s.
 #[tokio::test]
 async fn trickling_upstream_is_cut_off_at_the_attempt_timeout() {
@@ -1301,6 +1307,43 @@ async fn trickling_upstream_is_cut_off_at_the_attempt_timeout() {
         err.message.contains(&format!("127.0.0.1:{port}"))
             && err.message.contains("timeout of 1 s"),
         "{err:?}"
+    );
+}
+
+/// A large message to an upstream that reads slowly takes far longer than `timeout` in all,
+/// but every step is quick: delivered, not cut off half-way (and then sent again).
+#[tokio::test]
+async fn slow_reader_gets_a_large_message_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let wire = Arc::new(Mutex::new(Vec::new()));
+    let (port, _log) = scripted_server(Script {
+        greeting: "220 test.server ESMTP\r\n",
+        caps: vec!["PIPELINING"],
+        slow: Slow::DataReading,
+        wire: wire.clone(),
+        ..Script::default()
+    })
+    .await;
+    let sink = RelaySink::new(
+        &relay_config(&format!("address = \"127.0.0.1:{port}\"\ntimeout = \"1s\"")),
+        Dialect::Smtp,
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    let line = format!("{}\r\n", "y".repeat(998));
+    let body = line.repeat(3 << 10); // 3 MB: ~2.4 s at the server's pace
+    let env = envelope(&["a@example.com"], body.len() as u64);
+    let started = Instant::now();
+    let results = deliver(&sink, dir.path(), &env, body.as_bytes()).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        started.elapsed() > std::time::Duration::from_secs(1),
+        "the server was not slow enough to prove anything"
+    );
+    assert_eq!(
+        wire.lock().unwrap().len(),
+        body.len() + 3,
+        "content and the final dot"
     );
 }
 
