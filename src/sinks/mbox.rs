@@ -180,7 +180,7 @@ fn append(
     let ino = meta.ino();
     let journal = Journal::for_mbox(path);
     let mut len = meta.len();
-    if let Some(done) = settle_last_append(&file, &journal, ino, &mut len, id)
+    if let Some(done) = settle_last_append(path, &file, &journal, ino, &mut len, id)
         .map_err(|e| io_err("recover the last append to", &e))?
     {
         return Ok(done);
@@ -245,6 +245,7 @@ enum Appended {
 /// Acts on the journal's last record before a new append, under the lock: cuts away an
 /// append a crash left torn (updating `len`), or finds that `id` is already there.
 fn settle_last_append(
+    path: &Path,
     file: &File,
     journal: &Journal,
     ino: u64,
@@ -257,7 +258,7 @@ fn settle_last_append(
     match last.leftover(file, ino, *len)? {
         Leftover::Partial => {
             tracing::warn!(
-                mbox = %journal.path().with_file_name("").display(),
+                mbox = %path.display(),
                 id = %last.id,
                 from = last.start,
                 to = *len,
@@ -542,6 +543,23 @@ mod tests {
         let body = b"Subject: torn\n\nline one\nline two\n";
         assert_eq!(python(READ_BACK, &[p, "1", "3"]), body);
         assert_eq!(python(READ_BACK, &[p, "2", "3"]), body);
+
+        // Torn, then another program appended its own message: that one is never cut.
+        let before_f = std::fs::read(&mbox).unwrap().len();
+        append(&mbox, false, wait, "F", from, &msg).unwrap();
+        let f = OpenOptions::new().write(true).open(&mbox).unwrap();
+        f.set_len(before_f as u64 + 40).unwrap();
+        drop(f);
+        let mut file = OpenOptions::new().append(true).open(&mbox).unwrap();
+        file.write_all(b"\n\nFrom procmail@x Fri Jan  2 00:00:00 1970\nSubject: foreign\n\n")
+            .unwrap();
+        drop(file);
+        append(&mbox, false, wait, "G", from, &msg).unwrap();
+        let now = std::fs::read(&mbox).unwrap();
+        assert!(
+            now.windows(16).any(|w| w == b"Subject: foreign"),
+            "another program's message was cut away"
+        );
 
         // A mailbox rewritten by someone else meanwhile is left alone.
         fs_write(&mbox, b"From y Fri Jan  2 00:00:00 1970\nnew\n\n");

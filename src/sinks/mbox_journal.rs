@@ -6,7 +6,9 @@
 //!
 //! Other programs (MUAs, other MDAs) change mboxes too, so the record is trusted only when
 //! the mbox still looks exactly as our append left it: the same inode, a length between the
-//! recorded start and end, and our own first line at the start.
+//! recorded start and end, our own first line at the start, and no `From ` line after it —
+//! our message is mboxrd-quoted and has none, so one there is another program's message,
+//! appended after our torn one, and nothing is cut.
 
 use crate::spool::commit::fsync_dir;
 use std::fs::{File, OpenOptions};
@@ -101,6 +103,9 @@ impl Record {
                 return Ok(Leftover::Unrelated);
             }
         }
+        if len > self.start + head_len && has_from_line(mbox, self.start + head_len, len)? {
+            return Ok(Leftover::Unrelated);
+        }
         Ok(if len == self.end {
             Leftover::Complete
         } else {
@@ -109,19 +114,43 @@ impl Record {
     }
 }
 
+/// Whether bytes `from..to` of the mbox hold a line starting with `From ` (`\nFrom `).
+fn has_from_line(mbox: &File, from: u64, to: u64) -> io::Result<bool> {
+    const NEEDLE: &[u8] = b"\nFrom ";
+    let mut buf = vec![0u8; 64 * 1024];
+    // Each read starts a little before the previous one ended, so a needle cut by the
+    // boundary is seen whole.
+    let mut pos = from;
+    while pos < to {
+        let n = ((to - pos) as usize).min(buf.len());
+        mbox.read_exact_at(&mut buf[..n], pos)?;
+        if buf[..n].windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            return Ok(true);
+        }
+        if pos + n as u64 >= to {
+            break;
+        }
+        pos += (n - (NEEDLE.len() - 1)) as u64;
+    }
+    Ok(false)
+}
+
 /// The journal file of one mbox: `.NAME.mailchute-append` in the mbox's directory.
 pub struct Journal {
     path: PathBuf,
 }
 
 impl Journal {
+    /// The journal of the mbox at `mbox` (which exists): beside the file the path leads to,
+    /// so that paths reaching one mbox through symlinks share one journal.
     pub fn for_mbox(mbox: &Path) -> Journal {
-        let name = mbox
+        let real = std::fs::canonicalize(mbox).unwrap_or_else(|_| mbox.to_path_buf());
+        let name = real
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Journal {
-            path: mbox.with_file_name(format!(".{name}.mailchute-append")),
+            path: real.with_file_name(format!(".{name}.mailchute-append")),
         }
     }
 
@@ -244,6 +273,28 @@ mod tests {
             r.leftover(&f, 7, len(full.len() + 1)).unwrap(),
             Leftover::Unrelated
         );
+        // Torn, then another program appended a message of its own: not ours to cut.
+        let mut torn_then_foreign = old.clone();
+        torn_then_foreign.extend_from_slice(&head);
+        torn_then_foreign.extend_from_slice(b"bo\n\nFrom other@x Fri Jan  2 00:00:00 1970\nhi\n");
+        let mut long = full.clone();
+        long.resize(torn_then_foreign.len() + 10, b'x');
+        let r_long = record(old.len() as u64, long.len() as u64);
+        std::fs::write(&path, &torn_then_foreign).unwrap();
+        let f = File::open(&path).unwrap();
+        assert_eq!(
+            r_long
+                .leftover(&f, 7, len(torn_then_foreign.len()))
+                .unwrap(),
+            Leftover::Unrelated
+        );
+        // The needle found across a read boundary too.
+        let mut big = vec![b'x'; 65536 - 3];
+        big.extend_from_slice(b"\nFrom y\n");
+        std::fs::write(&path, &big).unwrap();
+        let f = File::open(&path).unwrap();
+        assert!(has_from_line(&f, 0, big.len() as u64).unwrap());
+        assert!(!has_from_line(&f, 0, 65536 - 3).unwrap());
         // Rewritten by someone else to a length in our range: the head does not match.
         let mut other = old.clone();
         other.extend_from_slice(b"From y Fri Jan  2 00:00:00 1970\nzz\n");
@@ -258,8 +309,13 @@ mod tests {
     #[test]
     fn journal_file_sits_next_to_the_mbox() {
         let dir = tempfile::tempdir().unwrap();
+        let real_dir = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(dir.path().join("carol"), b"").unwrap();
         let j = Journal::for_mbox(&dir.path().join("carol"));
-        assert_eq!(j.path(), dir.path().join(".carol.mailchute-append"));
+        assert_eq!(j.path(), real_dir.join(".carol.mailchute-append"));
+        // A symlink to the same mbox shares its journal.
+        std::os::unix::fs::symlink("carol", dir.path().join("link")).unwrap();
+        assert_eq!(Journal::for_mbox(&dir.path().join("link")).path(), j.path());
         assert_eq!(j.read().unwrap(), None);
         j.write(&record(1, 2)).unwrap();
         assert_eq!(j.read().unwrap(), Some(record(1, 2)));
