@@ -413,11 +413,18 @@ fn not_runnable(program: &Path) -> String {
     if program.as_os_str().as_encoded_bytes().contains(&b'/') {
         return format!("{}: not found or not executable", program.display());
     }
-    let path = std::env::var("PATH").unwrap_or_default();
+    let path = search_path();
     format!(
-        "\"{}\": not found or not executable in PATH ({path}); give its full path",
-        program.display()
+        "\"{}\": not found or not executable in PATH ({}); give its full path",
+        program.display(),
+        path.to_string_lossy()
     )
+}
+
+/// Where a bare program name is looked for: `PATH`, or without one the default that
+/// execvp(3) uses then, so the check agrees with what running it would do.
+fn search_path() -> std::ffi::OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into())
 }
 
 /// Where a program name would be found: itself when it has a `/`, else the first
@@ -427,8 +434,7 @@ fn resolve(program: &Path) -> Option<PathBuf> {
     if program.as_os_str().as_encoded_bytes().contains(&b'/') {
         return executable(program).then(|| program.to_path_buf());
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(&search_path())
         .map(|d| d.join(program))
         .find(|p| executable(p))
 }
