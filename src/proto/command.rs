@@ -198,8 +198,12 @@ pub fn loggable_line(line: &[u8]) -> String {
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
-    if verb_of(line) != "AUTH" {
-        return text;
+    match verb_of(line) {
+        "AUTH" => {}
+        // Not a command: perhaps a SASL line a client pipelined after a refused AUTH,
+        // which is a credential too.
+        "UNKNOWN" => return format!("(not a command, {} bytes)", line.len()),
+        _ => return text,
     }
     let mut words = text.splitn(3, ' ');
     let verb = words.next().unwrap_or_default();
@@ -484,6 +488,10 @@ mod tests {
         assert_eq!(loggable_line(b"AUTH PLAIN c2VjcmV0"), "AUTH PLAIN ****");
         assert_eq!(loggable_line(b"auth LOGIN"), "auth LOGIN");
         assert_eq!(loggable_line(b"NOOP \x1b[2J"), "NOOP ?[2J");
+        assert_eq!(
+            loggable_line(b"AHVzZXIAcGFzcw=="),
+            "(not a command, 16 bytes)"
+        );
     }
 
     fn mail(line: &str) -> Result<(String, MailParams), ParseError> {

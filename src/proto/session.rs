@@ -130,11 +130,13 @@ struct ChunkFailure {
 /// A BDAT chunk failed and ended its transaction, but the client may have pipelined more
 /// chunks of it. RFC 3030 2: "the receiver SMTP MUST be prepared to accept and discard
 /// additional BDAT chunks already in the pipeline after the failed BDAT". Each gets the
-/// failed chunk's reply again, not counted as an error, up to BDAT LAST or any other
-/// command.
+/// failed chunk's reply again, up to BDAT LAST or any other command — counted as an error
+/// only if the failed chunk's was (a BDAT with no transaction is a protocol error each
+/// time; a chunk past the size limit is not).
 #[derive(Debug, Clone)]
 struct FailedChunks {
     reply: Reply,
+    counted: bool,
     /// How many times BDAT LAST repeats it: LMTP answers it once per recipient accepted
     /// before the failure, as it would have on success.
     last_replies: usize,
@@ -735,6 +737,11 @@ impl Session {
         let avail = &self.buf[self.pos..];
         let Some(i) = avail.iter().position(|&b| b == b'\n') else {
             if avail.len() > MAX_COMMAND_LINE + 1 {
+                // The 500 comes at the line's end: it answers this line, not the last one.
+                self.current = Current {
+                    verb: verb_of(avail),
+                    ..Current::default()
+                };
                 self.pos = self.buf.len();
                 self.state = State::DiscardLine;
                 return None;
@@ -978,16 +985,16 @@ impl Session {
     fn bdat(&mut self, size: u64, last: bool) {
         let max = self.cfg.max_message_size;
         if let Some(f) = &self.failed_chunks {
-            // Pipelined behind a failed chunk: the same answer, and not another error.
-            let reply = f.reply.clone();
+            // Pipelined behind a failed chunk: the same answer.
+            let fail = ChunkFailure {
+                reply: f.reply.clone(),
+                counted: f.counted,
+            };
             self.state = State::Bdat {
                 remaining: size,
                 size,
                 last,
-                fail: Some(ChunkFailure {
-                    reply,
-                    counted: false,
-                }),
+                fail: Some(fail),
             };
             return;
         }
@@ -1062,6 +1069,7 @@ impl Session {
                     self.end_of_message_reply(reply.clone(), 1, refusal);
                     self.failed_chunks = Some(FailedChunks {
                         reply,
+                        counted,
                         last_replies,
                     });
                 }

@@ -793,6 +793,27 @@ fn bdat_size_limit_and_rejected_start() {
     assert_eq!(c.take_events()[2..], [Ev::DataStart]);
 }
 
+/// BDAT with no transaction is a protocol error every time, pipelined or not: the error
+/// limit still closes the session.
+#[test]
+fn pipelined_bdat_without_a_transaction_counts_every_time() {
+    let mut c = greeted(SessionConfig {
+        max_errors: 5,
+        ..cfg()
+    });
+    let out = c.send(&b"BDAT 1\r\nx".repeat(12));
+    assert_eq!(
+        out.matches("503 5.5.1 Error: need MAIL command").count(),
+        5,
+        "{out}"
+    );
+    assert!(
+        out.ends_with("421 4.7.0 mx.test Error: too many errors\r\n"),
+        "{out}"
+    );
+    assert!(c.s.is_closed());
+}
+
 /// The reviewer's case: 25 pipelined chunks of 100 bytes against a 1000-byte limit.
 #[test]
 fn chunks_pipelined_after_a_failed_chunk_get_its_reply() {
@@ -1429,6 +1450,21 @@ fn exchanges_record_each_reply_and_the_facts_of_refusals() {
             ("NOOP", 250, None),
             ("UNKNOWN", 500, None),
         ]
+    );
+}
+
+/// A line too long, arriving in pieces without its LF, is answered (at its end) as a line
+/// of its own: not as a refusal of the RCPT before it.
+#[test]
+fn a_long_line_in_pieces_is_not_blamed_on_the_command_before() {
+    let mut c = greeted(cfg());
+    c.send(b"MAIL FROM:<s@x>\r\nRCPT TO:<victim@x>\r\n");
+    c.s.take_exchanges();
+    c.send(&b"X".repeat(6000));
+    c.send(b"\r\nNOOP\r\n");
+    assert_eq!(
+        exchanges(&mut c),
+        vec![("UNKNOWN", 500, None), ("NOOP", 250, None)]
     );
 }
 
