@@ -96,6 +96,9 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
         None => {}
     }
 
+    // As the run user, now that privileges are dropped: what that user cannot do is what
+    // would fail.
+    tokio::spawn(check_sinks(pipeline.clone()));
     let queue = Queue::start(
         spool.clone(),
         pipeline.clone() as Arc<dyn Deliverer>,
@@ -147,6 +150,25 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Runs every sink's health check and logs the result: a mailbox directory the run user
+/// cannot write, an upstream that is down, a command it cannot run. Not fatal — the
+/// problem may be fixed (or the upstream come back) before mail arrives, and until then
+/// its deliveries are deferred — but said at once rather than at the first message.
+async fn check_sinks(pipeline: Arc<Pipeline>) {
+    let mut sinks: Vec<_> = pipeline.sinks().collect();
+    sinks.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, sink) in sinks {
+        match sink.healthcheck().await {
+            Ok(()) => tracing::debug!(sink = %name, "sink health check passed"),
+            Err(e) => tracing::warn!(
+                sink = %name,
+                error = %e.message,
+                "sink health check failed: its deliveries will be deferred until this is fixed"
+            ),
+        }
+    }
+}
+
 /// Queued deliveries name their sink: one that a reload removed or renamed keeps them
 /// waiting until they expire, unless the sink comes back. Say so, once per sink.
 fn warn_of_stranded_units(queue: &Queue, new: &Config) {
@@ -181,6 +203,7 @@ fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: 
         let hostname = hostname_of(&new.config);
         let pipeline = Arc::new(build_pipeline(&new, committer)?);
         warn_of_stranded_units(queue, &new.config);
+        tokio::spawn(check_sinks(pipeline.clone()));
         let listeners = listener_settings(&new.config)?;
         queue.reload(
             pipeline.clone() as Arc<dyn Deliverer>,

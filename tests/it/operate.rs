@@ -821,6 +821,24 @@ fn sighup_reloads_routes_and_refuses_a_broken_config() {
     assert_eq!(maildir_count(&m.path("B")), 4, "log:\n{}", m.log());
 }
 
+/// At start every sink is checked as the run user; one that cannot work is named in a
+/// warning at once, not first at a message's deferral.
+#[test]
+fn serve_warns_of_a_sink_that_cannot_work() {
+    let port = free_port();
+    let config = one_listener(&format!("127.0.0.1:{port}"), "sync", "")
+        .replace("path = \"./Maildir\"", "path = \"/dev/null/Maildir\"");
+    let m = Mailchute::start(&config);
+    wait_log(&m, "health check warning", |l| {
+        l["level"] == "WARN"
+            && l["sink"] == "box"
+            && l["message"]
+                .as_str()
+                .is_some_and(|s| s.contains("health check failed"))
+            && l["error"].as_str().is_some_and(|e| e.contains("/dev/null"))
+    });
+}
+
 /// A reload that drops a sink queued mail still waits for says so.
 #[test]
 fn sighup_warns_of_queued_mail_for_a_removed_sink() {
