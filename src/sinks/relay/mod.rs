@@ -250,6 +250,18 @@ impl RelaySink {
         tracing::debug!(upstream = %self.target, step, reply = %reply.one_line(), "relay");
     }
 
+    /// [`Self::step`] for a reply that came, passed on as it is.
+    fn logged(
+        &self,
+        step: &'static str,
+        reply: Result<Reply, SinkError>,
+    ) -> Result<Reply, SinkError> {
+        if let Ok(r) = &reply {
+            self.step(step, r);
+        }
+        reply
+    }
+
     async fn hello(&self, mut conn: Conn) -> Result<Session, SinkError> {
         let verb = self.hello_verb();
         let reply = conn.command(&format!("{verb} {}", self.helo), None).await?;
@@ -601,10 +613,7 @@ impl RelaySink {
         };
         self.step("MAIL", &mail_reply);
         for &(i, _) in rcpt_lines {
-            let reply = s.conn.read_reply().await;
-            if let Ok(r) = &reply {
-                self.step("RCPT", r);
-            }
+            let reply = self.logged("RCPT", s.conn.read_reply().await);
             match reply {
                 Ok(r) if mail_reply.is_positive() && r.is_positive() => accepted.push(i),
                 Ok(r) if mail_reply.is_positive() => {
@@ -648,10 +657,7 @@ impl RelaySink {
         results: &mut Partial,
         accepted: &mut Vec<usize>,
     ) -> Next {
-        let reply = s.conn.command(mail, None).await;
-        if let Ok(r) = &reply {
-            self.step("MAIL", r);
-        }
+        let reply = self.logged("MAIL", s.conn.command(mail, None).await);
         match reply {
             Ok(r) if r.is_positive() => {}
             Ok(r) => {
@@ -661,10 +667,7 @@ impl RelaySink {
             Err(e) => return lose(s, results, e),
         }
         for (i, line) in rcpt_lines {
-            let reply = s.conn.command(line, None).await;
-            if let Ok(r) = &reply {
-                self.step("RCPT", r);
-            }
+            let reply = self.logged("RCPT", s.conn.command(line, None).await);
             match reply {
                 Ok(r) if r.is_positive() => accepted.push(*i),
                 Ok(r) => results[*i] = Some(Err(self.reply_error(&r, "RCPT"))),
@@ -707,10 +710,7 @@ impl RelaySink {
             } else {
                 s.conn.read_reply().await
             };
-            if let Ok(r) = &reply {
-                self.step("final", r);
-            }
-            let outcome = match reply {
+            let outcome = match self.logged("final", reply) {
                 Ok(r) if r.is_positive() => Ok(Delivered {
                     detail: format!("upstream {} said: {}", self.target, r.one_line()),
                 }),
