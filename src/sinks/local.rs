@@ -349,13 +349,18 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     for created in missing {
-        let parent = match created.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        fsync_dir(parent)?;
+        fsync_parent(created)?;
     }
     Ok(())
+}
+
+/// Makes `path`'s entry in its directory durable (an fsync of the directory; "." for a
+/// bare name).
+pub fn fsync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => fsync_dir(d),
+        _ => fsync_dir(Path::new(".")),
+    }
 }
 
 pub fn access_ok(path: &Path, mode: libc::c_int) -> bool {

@@ -20,7 +20,6 @@ use super::{
     BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
 };
 use crate::config::MboxConfig;
-use crate::spool::commit::fsync_dir;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -208,13 +207,8 @@ fn append(
         write_message(&mut file, from, message, sep).and_then(|n| file.sync_data().map(|()| n));
     match result {
         Ok(n) => {
-            if created && let Some(dir) = path.parent() {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                fsync_dir(dir).map_err(|e| io_err("fsync the directory of", &e))?;
+            if created {
+                local::fsync_parent(path).map_err(|e| io_err("fsync the directory of", &e))?;
             }
             Ok(Appended::Now(n))
         }

@@ -10,7 +10,7 @@
 //! our message is mboxrd-quoted and has none, so one there is another program's message,
 //! appended after our torn one, and nothing is cut.
 
-use crate::spool::commit::fsync_dir;
+use super::local::fsync_parent;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -181,11 +181,7 @@ impl Journal {
         f.write_all(record.render().as_bytes())?;
         f.sync_data()?;
         if created {
-            let dir = match self.path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            fsync_dir(dir)?;
+            fsync_parent(&self.path)?;
         }
         Ok(())
     }
