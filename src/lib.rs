@@ -9,7 +9,9 @@
 //! - [`config`]: the TOML contract, env overrides, validation.
 
 pub mod config;
+pub mod delivery;
 pub mod envelope;
+pub mod filters;
 pub mod log;
 pub mod pipeline;
 pub mod privileges;

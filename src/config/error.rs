@@ -282,6 +282,37 @@ pub(crate) fn unknown_field_name(message: &str) -> Option<&str> {
     rest.split_once('`').map(|(name, _)| name)
 }
 
+/// Why a `[sink.NAME]` or `[filter.NAME]` table cannot become a sink or filter, and the key
+/// inside the table to blame. Sinks and filters know which of their keys is wrong; only the
+/// config layer knows the file and line, so the key travels with the message until someone
+/// can place it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidKey {
+    /// Key path inside the sink's table (`password_file`, `command[0]`); empty when the
+    /// table as a whole is wrong.
+    pub key: Vec<Seg>,
+    /// What is wrong and what was expected, without the key (the reader adds it).
+    pub message: String,
+}
+
+impl InvalidKey {
+    pub fn at(key: &str, message: impl Into<String>) -> Self {
+        InvalidKey {
+            key: vec![Seg::Key(key.to_string())],
+            message: message.into(),
+        }
+    }
+
+    /// An element of an array key, e.g. `command[2]`.
+    pub fn at_index(key: &str, index: usize, message: impl Into<String>) -> Self {
+        InvalidKey {
+            key: vec![Seg::Key(key.to_string()), Seg::Index(index)],
+            message: message.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

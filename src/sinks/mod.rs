@@ -1,13 +1,12 @@
 //! Sinks: where a message ends. A sink only knows "deliver this one message to these
 //! recipients" and decides itself whether a failure is temporary or permanent.
 
+pub use crate::config::InvalidKey;
 use crate::config::error::path_string;
 use crate::config::{Seg, SinkConfig};
 use crate::envelope::Envelope;
 use crate::spool::commit::Committer;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 
 pub mod discard;
@@ -20,7 +19,7 @@ pub mod mh;
 pub mod relay;
 pub mod template;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::delivery::{BoxFuture, Delivered, RcptResults, Severity, SinkError, same_for_all};
 
 /// One delivery attempt of one message to one sink for a set of recipients.
 pub struct Delivery<'a> {
@@ -36,72 +35,6 @@ pub struct Delivery<'a> {
     /// No earlier attempt of this unit can have written anything: sinks may skip looking
     /// for a previous copy (a directory scan in Maildir).
     pub first_attempt: bool,
-}
-
-/// What a sink achieved for one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivered {
-    /// Human-readable detail for the log: file written, upstream reply, ...
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Severity {
-    /// Retry later: network, timeout, disk full, upstream 4xx, config the operator can fix.
-    Temporary,
-    /// Do not retry: unknown mailbox, policy, content refused, upstream 5xx.
-    Permanent,
-}
-
-/// A failed delivery, with the RFC 3463 enhanced status code that the ingress reports.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{status} {message}")]
-pub struct SinkError {
-    pub severity: Severity,
-    /// Enhanced status code, e.g. "4.3.0" or "5.1.1"; its class agrees with `severity`.
-    pub status: String,
-    pub message: String,
-}
-
-impl SinkError {
-    pub fn temporary(status: &str, message: impl Into<String>) -> Self {
-        SinkError {
-            severity: Severity::Temporary,
-            status: status.to_string(),
-            message: message.into(),
-        }
-    }
-
-    pub fn permanent(status: &str, message: impl Into<String>) -> Self {
-        SinkError {
-            severity: Severity::Permanent,
-            status: status.to_string(),
-            message: message.into(),
-        }
-    }
-
-    pub fn is_temporary(&self) -> bool {
-        self.severity == Severity::Temporary
-    }
-
-    /// Maps a local I/O error: everything is temporary (disk full, permissions the operator
-    /// can fix) except nothing — a local filesystem never says "this mailbox does not exist"
-    /// in a way that will not change, so we never bounce on it.
-    pub fn from_io(context: impl std::fmt::Display, err: &std::io::Error) -> Self {
-        let status = match err.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => "4.3.1",
-            _ => "4.3.0",
-        };
-        SinkError::temporary(status, format!("{context}: {err}"))
-    }
-}
-
-/// One result per recipient of the delivery, in the order of `Delivery::rcpts`.
-pub type RcptResults = Vec<Result<Delivered, SinkError>>;
-
-/// The same result for every recipient.
-pub fn same_for_all(n: usize, result: Result<Delivered, SinkError>) -> RcptResults {
-    vec![result; n]
 }
 
 pub trait Sink: Send + Sync {
@@ -129,36 +62,6 @@ pub struct SinkContext {
     pub committer: Arc<Committer>,
     /// Directory relative paths are resolved against (the config file's directory).
     pub base_dir: PathBuf,
-}
-
-/// Why a `[sink.NAME]` table cannot become a sink, and the key inside the table to blame.
-/// Sinks know which of their keys is wrong; only the config layer knows the file and line,
-/// so the key travels with the message until someone can place it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct InvalidKey {
-    /// Key path inside the sink's table (`password_file`, `command[0]`); empty when the
-    /// table as a whole is wrong.
-    pub key: Vec<Seg>,
-    /// What is wrong and what was expected, without the key (the reader adds it).
-    pub message: String,
-}
-
-impl InvalidKey {
-    pub fn at(key: &str, message: impl Into<String>) -> Self {
-        InvalidKey {
-            key: vec![Seg::Key(key.to_string())],
-            message: message.into(),
-        }
-    }
-
-    /// An element of an array key, e.g. `command[2]`.
-    pub fn at_index(key: &str, index: usize, message: impl Into<String>) -> Self {
-        InvalidKey {
-            key: vec![Seg::Key(key.to_string()), Seg::Index(index)],
-            message: message.into(),
-        }
-    }
 }
 
 /// A sink that could not be built. `Display` names the key path but no file: callers that

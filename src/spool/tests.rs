@@ -5,8 +5,8 @@
 use super::*;
 use crate::config::QueueConfig;
 use crate::config::units::Duration as CfgDuration;
+use crate::delivery::{BoxFuture, Delivered, RcptResults, SinkError};
 use crate::envelope::{ClientInfo, Envelope, new_id, now_unix};
-use crate::sinks::{BoxFuture, Delivered, RcptResults, SinkError};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
