@@ -89,6 +89,12 @@ pub struct Envelope {
     pub smtputf8: bool,
     /// Size in bytes of the spooled message (our Received header included).
     pub size: u64,
+    /// SHA-256 (lower-case hex) of the message as the client sent it: before our
+    /// `Received:` line and before any filter. Mongo's `store_key` and the `{sha256}` key
+    /// placeholder use it, so the same message sent twice is recognised. Empty for entries
+    /// queued before it existed and for messages we made ourselves (DSNs).
+    #[serde(default)]
+    pub sha256: String,
 }
 
 static ID_COUNTER: AtomicU32 = AtomicU32::new(0);

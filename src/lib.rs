@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod envelope;
 pub mod filters;
+pub mod intake;
 pub mod log;
 pub mod pipeline;
 pub mod privileges;

@@ -82,6 +82,16 @@ pub trait Filter: Send + Sync {
     }
 }
 
+/// A `[filter.NAME]` as built from the config.
+#[derive(Clone)]
+pub struct BuiltFilter {
+    pub name: String,
+    pub filter: std::sync::Arc<dyn Filter>,
+    /// A temporary failure of this filter is logged and passed over instead of failing
+    /// the message.
+    pub fail_open: bool,
+}
+
 /// What every filter may need from the process around it.
 #[derive(Clone, Debug)]
 pub struct FilterContext {

@@ -8,9 +8,10 @@ pub mod router;
 
 use crate::config::{ConfigError, Loaded};
 use crate::envelope::Envelope;
+use crate::filters::BuiltFilter;
 use crate::sinks::{self, BoxFuture, RcptResults, Sink, SinkContext, SinkError};
 use crate::spool::queue::Deliverer;
-use crate::spool::store::Pending;
+use crate::spool::store::{Pending, body_path};
 use router::{Router, route_name};
 use std::collections::HashMap;
 use std::path::Path;
@@ -90,11 +91,12 @@ impl Pipeline {
     }
 }
 
-impl Deliverer for Pipeline {
-    fn plan(&self, envelope: &Envelope) -> Result<Vec<Pending>, String> {
-        // Group recipients by route, keeping the order in which routes were first seen.
+impl Pipeline {
+    /// Recipients grouped by route index, routes in the order first seen; the first
+    /// recipient without a route is the error.
+    pub fn group_by_route(&self, rcpts: &[String]) -> Result<Vec<(usize, Vec<String>)>, String> {
         let mut by_route: Vec<(usize, Vec<String>)> = Vec::new();
-        for rcpt in &envelope.rcpts {
+        for rcpt in rcpts {
             let Some(route) = self.router.route(rcpt) else {
                 return Err(format!("no route for recipient <{rcpt}>"));
             };
@@ -103,19 +105,62 @@ impl Deliverer for Pipeline {
                 None => by_route.push((route, vec![rcpt.clone()])),
             }
         }
-        let mut units = Vec::new();
-        for (route, rcpts) in by_route {
-            let (route_name, sink_names) = &self.routes[route];
-            for sink in sink_names {
-                units.push(Pending {
+        Ok(by_route)
+    }
+
+    /// One delivery unit per sink of `route` for `rcpts`, delivering `body` (a filtered
+    /// body's name, or the message as received). Unit ids are `ID.N`, N counting on from
+    /// `next` across the whole message.
+    pub fn units_for(
+        &self,
+        id: &str,
+        route: usize,
+        rcpts: &[String],
+        body: Option<&str>,
+        next: &mut usize,
+    ) -> Vec<Pending> {
+        let (route_name, sink_names) = &self.routes[route];
+        sink_names
+            .iter()
+            .map(|sink| {
+                let unit = Pending {
                     route: route_name.clone(),
                     sink: sink.clone(),
-                    rcpts: rcpts.clone(),
-                    unit_id: format!("{}.{}", envelope.id, units.len()),
+                    rcpts: rcpts.to_vec(),
+                    unit_id: format!("{id}.{next}"),
                     last_error: None,
                     attempted: false,
-                });
-            }
+                    body: body.map(str::to_string),
+                };
+                *next += 1;
+                unit
+            })
+            .collect()
+    }
+
+    /// The name of route `i`.
+    pub fn route_name_at(&self, i: usize) -> &str {
+        &self.routes[i].0
+    }
+
+    /// The index of the route called `name`.
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|(n, _)| n == name)
+    }
+
+    /// Route `i`'s filters, in order.
+    pub fn filters_of(&self, _route: usize) -> &[BuiltFilter] {
+        &[]
+    }
+}
+
+impl Deliverer for Pipeline {
+    /// Units of the message as received (no filters): what DSNs we make ourselves take.
+    fn plan(&self, envelope: &Envelope) -> Result<Vec<Pending>, String> {
+        let mut units = Vec::new();
+        let mut next = 0;
+        for (route, rcpts) in self.group_by_route(&envelope.rcpts)? {
+            units.extend(self.units_for(&envelope.id, route, &rcpts, None, &mut next));
         }
         Ok(units)
     }
@@ -134,7 +179,7 @@ impl Deliverer for Pipeline {
                     continue;
                 };
                 let envelope = envelope.clone();
-                let message = message.to_path_buf();
+                let message = body_path(message, unit.body.as_deref());
                 let unit = unit.clone();
                 tasks.spawn(async move {
                     let delivery = sinks::Delivery {

@@ -488,6 +488,7 @@ pub mod test_support {
             body: Default::default(),
             smtputf8: false,
             size: 0,
+            sha256: String::new(),
         }
     }
 

@@ -1,14 +1,13 @@
 //! One client connection: moves bytes between the socket and the protocol state machine,
 //! and acts on its events (policy checks, spooling, delivery, STARTTLS).
 
-use super::intake::{Answer, Intake};
-use super::received;
 use super::settings::ListenerSettings;
 use super::{Server, State};
-use crate::config::Protocol;
+use crate::config::{Mode, Protocol};
+use crate::delivery::Answer;
 use crate::envelope::{ClientInfo, Envelope, new_id, now_unix};
+use crate::intake::{BodyWriter, Completion, Durable, Intake, IntakeMode, Policy, received};
 use crate::proto::{Event, Exchange, Reply, Session, SessionConfig};
-use crate::spool::store::Incoming;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,7 +39,7 @@ pub struct Conn {
     peer: Peer,
     tls: Option<String>,
     /// The message being received, if DATA/BDAT is under way.
-    incoming: Option<Incoming>,
+    incoming: Option<BodyWriter>,
     /// First write error while receiving (disk full): the message is answered 451 at its end.
     incoming_error: Option<SpoolWriteError>,
     /// The envelope of the message being received, kept because the session forgets it
@@ -136,19 +135,19 @@ impl Conn {
                 }
                 Event::Mail { from, .. } => {
                     let from = from.to_string();
-                    match self.check_sender(&from) {
+                    match self.policy().check_sender(&from) {
                         Ok(()) => self.session.accept_mail(),
-                        Err(r) => self.session.reject_mail(r),
+                        Err(a) => self.session.reject_mail(reply(a)),
                     }
                 }
                 Event::Rcpt { to } => {
                     let to = to.to_string();
-                    match self.check_rcpt(&to) {
+                    match self.policy().check_rcpt(&self.state.pipeline, &to) {
                         Ok(()) => self.session.accept_rcpt(),
-                        Err(r) => self.session.reject_rcpt(r),
+                        Err(a) => self.session.reject_rcpt(reply(a)),
                     }
                 }
-                Event::DataStart => match self.start_message() {
+                Event::DataStart => match self.start_message().await {
                     Ok(()) => self.session.accept_data(),
                     Err(e) => {
                         let reply = Reply::new(
@@ -164,7 +163,7 @@ impl Conn {
                 Event::Data(bytes) => {
                     if let Some(inc) = self.incoming.as_mut()
                         && self.incoming_error.is_none()
-                        && let Err(e) = inc.write(bytes)
+                        && let Err(e) = inc.write(bytes).await
                     {
                         self.incoming_error = Some(SpoolWriteError::new(
                             format!("writing {}", inc.path().display()),
@@ -214,40 +213,11 @@ impl Conn {
         Ok(())
     }
 
-    fn check_sender(&self, from: &str) -> Result<(), Reply> {
-        if let Some(re) = &self.settings.sender_allow
-            && !re.is_match(from)
-        {
-            return Err(Reply::new(
-                550,
-                "5.7.1",
-                format!("<{from}>: Sender address not allowed"),
-            ));
+    fn policy(&self) -> Policy<'_> {
+        Policy {
+            sender_allow: self.settings.sender_allow.as_ref(),
+            recipient_deny: self.settings.recipient_deny.as_ref(),
         }
-        Ok(())
-    }
-
-    fn check_rcpt(&self, to: &str) -> Result<(), Reply> {
-        if let Some(re) = &self.settings.recipient_deny
-            && re.is_match(to)
-        {
-            return Err(Reply::new(
-                550,
-                "5.7.1",
-                format!("<{to}>: Recipient address rejected by policy"),
-            ));
-        }
-        if self.state.pipeline.route_of(to).is_none() {
-            return Err(Reply::new(
-                550,
-                "5.1.1",
-                format!("<{to}>: Recipient address rejected: no route for this address"),
-            ));
-        }
-        self.state.pipeline.sinks_accept(to).map_err(|e| {
-            let code = if e.is_temporary() { 451 } else { 550 };
-            Reply::new(code, &e.status, e.message)
-        })
     }
 
     fn client_info(&self) -> ClientInfo {
@@ -274,9 +244,9 @@ impl Conn {
         }
     }
 
-    fn start_message(&mut self) -> Result<(), SpoolWriteError> {
+    async fn start_message(&mut self) -> Result<(), SpoolWriteError> {
         let id = new_id();
-        let mut inc = self
+        let file = self
             .server
             .spool
             .incoming(&id)
@@ -284,6 +254,7 @@ impl Conn {
                 message: e.to_string(),
                 disk_full: e.is_disk_full(),
             })?;
+        let path = file.path().display().to_string();
         let header = received::header(
             &self.client_info(),
             &self.state.hostname,
@@ -291,8 +262,9 @@ impl Conn {
             self.session.rcpts(),
             &received::now_rfc2822(),
         );
-        inc.write(header.as_bytes())
-            .map_err(|e| SpoolWriteError::new(format!("writing {}", inc.path().display()), &e))?;
+        let inc = BodyWriter::start(file, &header)
+            .await
+            .map_err(|e| SpoolWriteError::new(format!("writing {path}"), &e))?;
         self.incoming = Some(inc);
         self.incoming_error = None;
         self.receiving = Some(Receiving {
@@ -422,30 +394,38 @@ impl Conn {
             body: self.session.body(),
             smtputf8: self.session.smtputf8(),
             size: inc.size(),
+            sha256: String::new(),
         };
-        let completion = match (self.incoming_error.take(), inc.finish()) {
-            (None, Ok(msg)) => {
-                envelope.size = msg.size;
-                let intake = Intake {
-                    pipeline: &self.state.pipeline,
+        let completion = match (self.incoming_error.take(), inc.finish().await) {
+            (None, Ok(received)) => {
+                envelope.size = received.message.size;
+                envelope.sha256 = received.sha256;
+                let durable = Durable {
                     spool: &self.server.spool,
                     queue: &self.server.queue,
-                    mode: self.settings.mode,
+                    retry: &self.state.queue,
+                };
+                let intake = Intake {
+                    pipeline: &self.state.pipeline,
+                    mode: match self.settings.mode {
+                        Mode::Sync => IntakeMode::Sync(durable),
+                        _ => IntakeMode::Queued(durable),
+                    },
                     lmtp: self.settings.protocol == Protocol::Lmtp,
                     dsn: self.settings.dsn,
-                    queue_config: &self.state.queue,
                 };
-                intake.complete(envelope.clone(), msg).await
+                intake.complete(envelope.clone(), received.message).await
             }
             (Some(e), result) => {
-                if let Ok(msg) = result {
-                    msg.discard();
+                if let Ok(received) = result {
+                    received.message.discard();
                 }
-                failed_completion(e, n_answers)
+                failed_completion(e, n_answers, envelope.rcpts.len())
             }
             (None, Err(e)) => failed_completion(
                 SpoolWriteError::new("finishing spool file".into(), &e),
                 n_answers,
+                envelope.rcpts.len(),
             ),
         };
         let reply_text = answers_for_log(
@@ -471,11 +451,7 @@ impl Conn {
             error: completion.error.clone(),
         }
         .log();
-        completion
-            .answers
-            .into_iter()
-            .map(|a| Reply::new(a.code, &a.status, a.text))
-            .collect()
+        completion.answers.into_iter().map(reply).collect()
     }
 
     async fn start_tls(&mut self) -> std::io::Result<()> {
@@ -532,20 +508,22 @@ fn answers_for_log(lmtp: bool, rcpts: &[String], answers: &[Answer]) -> String {
 }
 
 /// The message could not be kept; the transaction line carries the error.
-fn failed_completion(error: SpoolWriteError, n: usize) -> super::intake::Completion {
-    super::intake::Completion {
-        answers: vec![
-            Answer {
-                code: 451,
-                status: error.status().into(),
-                text: "Temporary local problem: cannot write the message to the spool".into()
-            };
-            n
-        ],
+fn failed_completion(error: SpoolWriteError, n: usize, rcpts: usize) -> Completion {
+    let failure = crate::delivery::SinkError::temporary(
+        error.status(),
+        "Temporary local problem: cannot write the message to the spool",
+    );
+    Completion {
+        answers: vec![Answer::from_error(&failure); n],
+        outcomes: vec![Err(failure); rcpts],
         routes: String::new(),
         outcome: "spool failed".into(),
         error: Some(error.message),
     }
+}
+
+fn reply(a: Answer) -> Reply {
+    Reply::new(a.code, &a.status, a.text)
 }
 
 fn session_config(

@@ -2,10 +2,8 @@
 //! itself lives in [`crate::proto`]; this layer only moves bytes and applies policy.
 
 pub mod conn;
-pub mod intake;
 pub mod listener;
 pub mod proxy_header;
-pub mod received;
 pub mod settings;
 pub mod tls;
 

@@ -62,6 +62,7 @@ pub fn envelope(
         },
         smtputf8: original.smtputf8,
         size,
+        sha256: String::new(),
     }
 }
 
@@ -259,6 +260,7 @@ mod tests {
             body: Body::SevenBit,
             smtputf8: false,
             size: 10,
+            sha256: String::new(),
         }
     }
 

@@ -35,4 +35,6 @@ mod tests;
 pub use commit::Committer;
 pub use error::SpoolError;
 pub use queue::{Deliverer, Queue, QueueStats};
-pub use store::{FailedRcpt, Incoming, Pending, QueueEntry, Spool, SpooledMessage};
+pub use store::{
+    BodyFile, FailedRcpt, Incoming, Pending, QueueEntry, Spool, SpooledMessage, body_path,
+};

@@ -489,7 +489,7 @@ impl Queue {
                     }
                 }
             }
-            if let Err(e) = self.spool.remove(&id).await {
+            if let Err(e) = self.spool.remove(&entry).await {
                 tracing::error!(id = %id, error = %e, "could not remove finished message from the spool");
             }
             tracing::info!(id = %id, failed = entry.failed.len(), "queue entry finished");
@@ -620,9 +620,11 @@ impl Queue {
         let path = incoming.path().to_path_buf();
         incoming
             .write(&bytes)
+            .await
             .map_err(|e| SpoolError::io("write", &path, e))?;
         let msg = incoming
             .finish()
+            .await
             .map_err(|e| SpoolError::io("write", &path, e))?;
         let dsn_entry = QueueEntry::new(envelope, units, false);
         self.spool.enqueue(msg, &dsn_entry).await?;
@@ -793,6 +795,7 @@ fn dsn_units(envelope: &Envelope, sinks: &[String]) -> Vec<Pending> {
             unit_id: format!("{}.{i}", envelope.id),
             last_error: None,
             attempted: false,
+            body: None,
         })
         .collect()
 }

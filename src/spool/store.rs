@@ -15,7 +15,7 @@ use crate::envelope::Envelope;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +47,10 @@ pub struct QueueEntry {
     pub dsn: bool,
     /// Size of the data file; recovery rejects an entry whose file differs (torn write).
     pub size: u64,
+    /// Bodies a route's filters changed, beside the data file as `ID.NAME.eml`; units name
+    /// theirs in [`Pending::body`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bodies: Vec<BodyFile>,
 }
 
 impl QueueEntry {
@@ -63,6 +67,7 @@ impl QueueEntry {
             last_error: None,
             dsn,
             size,
+            bodies: Vec::new(),
         }
     }
 
@@ -93,6 +98,52 @@ pub struct Pending {
     /// sinks then look for what it wrote before writing again.
     #[serde(default)]
     pub attempted: bool,
+    /// The body this unit delivers when its route's filters changed the message: a
+    /// [`BodyFile::name`] of the entry. `None`: the message as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A body a route's filters made, kept beside the message as `ID.NAME.eml`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BodyFile {
+    /// Letters and digits only, so `ID.NAME.eml` cannot be read as another message's file.
+    pub name: String,
+    /// Recovery rejects an entry whose body has another size (torn write).
+    pub size: u64,
+}
+
+/// The file a unit delivers: `message` itself, or the filtered body `NAME` beside it
+/// (`DIR/ID.eml` → `DIR/ID.NAME.eml`). Works wherever the message lives (spool/tmp,
+/// spool/queue, a temporary directory), since bodies always sit next to their message.
+pub fn body_path(message: &Path, body: Option<&str>) -> PathBuf {
+    let Some(name) = body else {
+        return message.to_path_buf();
+    };
+    let stem = message
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".eml"))
+        .unwrap_or_default();
+    message.with_file_name(format!("{stem}.{name}.eml"))
+}
+
+/// A body name is safe in a file name and cannot be mistaken for an ID's extension.
+pub fn check_body_name(name: &str) -> Result<(), SpoolError> {
+    if !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(SpoolError::Invalid(format!("invalid body name {name:?}")))
+    }
+}
+
+/// `(ID, NAME)` from `ID.NAME.eml` when both are valid.
+pub(crate) fn body_file_id(name: &std::ffi::OsStr) -> Option<(String, String)> {
+    let stem = name.to_str()?.strip_suffix(".eml")?;
+    let (id, body) = stem.split_once('.')?;
+    check_id(id).ok()?;
+    check_body_name(body).ok()?;
+    Some((id.to_string(), body.to_string()))
 }
 
 /// A recipient that failed permanently.
@@ -166,6 +217,11 @@ impl Layout {
 
     pub fn sidecar(&self, id: &str) -> PathBuf {
         self.queue.join(format!("{id}.json"))
+    }
+
+    /// A filtered body of a queued message, `queue/ID.NAME.eml`.
+    pub fn body(&self, id: &str, name: &str) -> PathBuf {
+        self.queue.join(format!("{id}.{name}.eml"))
     }
 
     /// Reads a queued entry; a missing sidecar is [`SpoolError::NotQueued`].
@@ -346,9 +402,9 @@ impl Spool {
             );
         }
 
-        // id -> (has data file, has sidecar)
+        // id -> (has data file, has sidecar, filtered bodies found)
         let queue = &self.layout.queue;
-        let mut found: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+        let mut found: BTreeMap<String, (bool, bool, Vec<String>)> = BTreeMap::new();
         for entry in fs::read_dir(queue).map_err(|e| SpoolError::io("list", queue, e))? {
             let entry = entry.map_err(|e| SpoolError::io("list", queue, e))?;
             let name = entry.file_name();
@@ -356,18 +412,32 @@ impl Spool {
                 found.entry(id).or_default().0 = true;
             } else if let Some(id) = file_id(&name, ".json") {
                 found.entry(id).or_default().1 = true;
+            } else if let Some((id, body)) = body_file_id(&name) {
+                found.entry(id).or_default().2.push(body);
             } else {
                 tracing::warn!(path = %entry.path().display(), "unexpected file in the queue directory, left alone");
             }
         }
 
         let mut valid = Vec::new();
-        for (id, (has_data, has_sidecar)) in found {
+        for (id, (has_data, has_sidecar, bodies)) in found {
             match self.check_entry(&id, has_data, has_sidecar) {
-                Ok(entry) => valid.push(entry),
+                Ok(entry) => {
+                    // A body no unit names was left by an enqueue that never finished.
+                    for body in bodies
+                        .iter()
+                        .filter(|b| !entry.bodies.iter().any(|f| &&f.name == b))
+                    {
+                        tracing::warn!(id = %id, body = %body, dir = %self.layout.corrupt.display(), "filtered body that its entry does not name moved aside");
+                        self.move_to_corrupt(&self.layout.body(&id, body))?;
+                    }
+                    valid.push(entry);
+                }
                 Err(problem) => {
                     tracing::warn!(id = %id, problem = %problem, dir = %self.layout.corrupt.display(), "corrupt queue entry moved aside");
-                    for path in [self.layout.message(&id), self.layout.sidecar(&id)] {
+                    let mut paths = vec![self.layout.message(&id), self.layout.sidecar(&id)];
+                    paths.extend(bodies.iter().map(|b| self.layout.body(&id, b)));
+                    for path in paths {
                         if path.exists() {
                             self.move_to_corrupt(&path)?;
                         }
@@ -410,6 +480,20 @@ impl Spool {
                 entry.size
             ));
         }
+        for body in &entry.bodies {
+            check_body_name(&body.name).map_err(|e| e.to_string())?;
+            let path = self.layout.body(id, &body.name);
+            let size = fs::metadata(&path)
+                .map_err(|e| format!("filtered body {}: {e}", path.display()))?
+                .len();
+            if size != body.size {
+                return Err(format!(
+                    "filtered body {} has {size} bytes, sidecar records {} (torn write)",
+                    path.display(),
+                    body.size
+                ));
+            }
+        }
         Ok(entry)
     }
 
@@ -424,20 +508,7 @@ impl Spool {
 
     /// A new message being received, as `spool/tmp/ID.eml`.
     pub fn incoming(&self, id: &str) -> Result<Incoming, SpoolError> {
-        check_id(id)?;
-        let path = self.layout.tmp.join(format!("{id}.eml"));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| SpoolError::io("create", &path, e))?;
-        Ok(Incoming {
-            id: id.to_string(),
-            path,
-            writer: Some(BufWriter::with_capacity(INCOMING_BUFFER, file)),
-            size: 0,
-        })
+        Incoming::create(&self.layout.tmp, id)
     }
 
     /// Durably queues a finished message: moves it to `queue/ID.eml`, writes the sidecar
@@ -460,33 +531,52 @@ impl Spool {
                 msg.id, entry.size, msg.size
             )));
         }
+        for body in &entry.bodies {
+            check_body_name(&body.name)?;
+        }
         let json = to_json(entry)?;
         let _guard = EnqueueGuard::new(&self.enqueuing, &msg.id);
         let layout = self.layout.clone();
         let id = msg.id.clone();
+        let bodies: Vec<String> = entry.bodies.iter().map(|b| b.name.clone()).collect();
+        let names = bodies.clone();
         let written = blocking(move || {
+            // Filtered bodies first: the data file and the sidecar make the entry, so until
+            // both exist, recovery sets whatever got here aside.
+            let mut moved = Vec::new();
+            let undo = |moved: &[PathBuf]| moved.iter().for_each(|p| drop(fs::remove_file(p)));
+            for name in &names {
+                let (from, to) = (body_path(&msg.path, Some(name)), layout.body(&id, name));
+                if let Err(e) = fs::rename(&from, &to) {
+                    undo(&moved);
+                    return Err(SpoolError::io("move into the queue", &from, e));
+                }
+                moved.push(to);
+            }
             let data = layout.message(&id);
-            fs::rename(&msg.path, &data)
-                .map_err(|e| SpoolError::io("move into the queue", &msg.path, e))?;
+            if let Err(e) = fs::rename(&msg.path, &data) {
+                undo(&moved);
+                return Err(SpoolError::io("move into the queue", &msg.path, e));
+            }
+            moved.push(data);
             if let Err(e) = layout.write_atomically(&layout.sidecar(&id), &json, false) {
-                let _ = fs::remove_file(&data);
+                undo(&moved);
                 return Err(e);
             }
             Ok(())
         })
         .await;
         written?;
-        let (data, sidecar) = (self.layout.message(&msg.id), self.layout.sidecar(&msg.id));
-        if let Err(e) = self
-            .committer
-            .sync(&[&data, &sidecar, &self.layout.queue])
-            .await
-        {
-            let layout = self.layout.clone();
-            let id = msg.id.clone();
+        let mut files = vec![self.layout.message(&msg.id), self.layout.sidecar(&msg.id)];
+        files.extend(bodies.iter().map(|b| self.layout.body(&msg.id, b)));
+        let mut paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        paths.push(&self.layout.queue);
+        if let Err(e) = self.committer.sync(&paths).await {
             let _ = blocking(move || {
-                let _ = fs::remove_file(layout.sidecar(&id));
-                let _ = fs::remove_file(layout.message(&id));
+                // The sidecar first: without it nothing here counts as queued.
+                for path in files.iter().skip(1).chain(files.iter().take(1)) {
+                    let _ = fs::remove_file(path);
+                }
                 Ok(())
             })
             .await;
@@ -531,12 +621,15 @@ impl Spool {
     /// Forgets a delivered message. No sync: if the deletion is lost in a crash the
     /// message is delivered again, which at-least-once allows. The data file goes first,
     /// so a crash in between leaves a sidecar that recovery sets aside, not a redelivery.
-    pub async fn remove(&self, id: &str) -> Result<(), SpoolError> {
-        check_id(id)?;
+    pub async fn remove(&self, entry: &QueueEntry) -> Result<(), SpoolError> {
+        let id = entry.envelope.id.clone();
+        check_id(&id)?;
         let layout = self.layout.clone();
-        let id = id.to_string();
+        let bodies: Vec<String> = entry.bodies.iter().map(|b| b.name.clone()).collect();
         blocking(move || {
-            for path in [layout.message(&id), layout.sidecar(&id)] {
+            let mut paths = vec![layout.message(&id), layout.sidecar(&id)];
+            paths.extend(bodies.iter().map(|b| layout.body(&id, b)));
+            for path in paths {
                 match fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -559,6 +652,7 @@ impl Spool {
         })
         .map_err(|e| SpoolError::Invalid(format!("serialising dead letter {id}: {e}")))?;
         let layout = self.layout.clone();
+        let bodies: Vec<String> = entry.bodies.iter().map(|b| b.name.clone()).collect();
         blocking(move || {
             let dead_sidecar = layout.dead.join(format!("{id}.json"));
             layout.write_atomically(&dead_sidecar, &json, false)?;
@@ -574,6 +668,15 @@ impl Spool {
                 } else {
                     SpoolError::io("move to dead/", data, e)
                 });
+            }
+            for name in &bodies {
+                let body = layout.body(&id, name);
+                let dead_body = layout.dead.join(format!("{id}.{name}.eml"));
+                if let Err(e) = fs::rename(&body, &dead_body)
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %body.display(), error = %e, "could not move a filtered body to dead/");
+                }
             }
             let sidecar = layout.sidecar(&id);
             match fs::remove_file(&sidecar) {
@@ -628,19 +731,42 @@ impl Spool {
     }
 }
 
-/// A message being received: bytes go to the page cache through a large buffer. There is
-/// no fsync here: durability comes from the committer round in [`Spool::enqueue`], or from
-/// the sinks in sync mode. Dropped without [`finish`](Self::finish) or
-/// [`discard`](Self::discard), the file is deleted.
+/// A message being received: bytes collect in a large buffer that a blocking-pool thread
+/// writes to the page cache, so a slow disk stalls this message, never the runtime's
+/// workers (and every other session on them). There is no fsync here: durability comes
+/// from the committer round in [`Spool::enqueue`], or from the sinks in sync mode. Dropped
+/// without [`finish`](Self::finish) or [`discard`](Self::discard), the file is deleted.
 pub struct Incoming {
     id: String,
     path: PathBuf,
-    /// `None` once finished or discarded.
-    writer: Option<BufWriter<File>>,
+    /// `None` once finished or discarded (or while a write of the buffer is under way).
+    file: Option<File>,
+    /// Bytes not yet handed to the file.
+    buf: Vec<u8>,
     size: u64,
 }
 
 impl Incoming {
+    /// A new file `DIR/ID.eml` (mode 0600), for messages that are received outside a spool
+    /// (an ingress whose upstream MTA keeps the durable copy).
+    pub fn create(dir: &Path, id: &str) -> Result<Incoming, SpoolError> {
+        check_id(id)?;
+        let path = dir.join(format!("{id}.eml"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| SpoolError::io("create", &path, e))?;
+        Ok(Incoming {
+            id: id.to_string(),
+            path,
+            file: Some(file),
+            buf: Vec::with_capacity(INCOMING_BUFFER),
+            size: 0,
+        })
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -654,35 +780,48 @@ impl Incoming {
         self.size
     }
 
-    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| io::Error::other("spool file already closed"))?;
-        writer.write_all(data)?;
+    pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            return Err(io::Error::other("spool file already closed"));
+        }
+        self.buf.extend_from_slice(data);
         self.size += data.len() as u64;
+        if self.buf.len() >= INCOMING_BUFFER {
+            self.write_buffer().await?;
+        }
         Ok(())
     }
 
-    /// Flushes and closes the file, which stays in `spool/tmp/` until enqueued or discarded.
-    pub fn finish(mut self) -> io::Result<SpooledMessage> {
-        let Some(writer) = self.writer.take() else {
+    /// Hands the buffer to a blocking thread and waits for it.
+    async fn write_buffer(&mut self) -> io::Result<()> {
+        let Some(mut file) = self.file.take() else {
             return Err(io::Error::other("spool file already closed"));
         };
-        let path = std::mem::take(&mut self.path);
-        match writer.into_inner() {
-            Ok(file) => drop(file),
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                return Err(io::Error::new(
-                    e.error().kind(),
-                    format!("write {}: {}", path.display(), e.error()),
-                ));
-            }
+        let mut buf = std::mem::take(&mut self.buf);
+        let (file, buf, result) = tokio::task::spawn_blocking(move || {
+            let result = file.write_all(&buf);
+            buf.clear();
+            (file, buf, result)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("spool writer thread failed: {e}")))?;
+        self.file = Some(file);
+        self.buf = buf;
+        result
+    }
+
+    /// Writes what is buffered and closes the file, which stays where it is until enqueued
+    /// or discarded.
+    pub async fn finish(mut self) -> io::Result<SpooledMessage> {
+        if let Err(e) = self.write_buffer().await {
+            let path = self.path.display().to_string();
+            self.delete();
+            return Err(io::Error::new(e.kind(), format!("write {path}: {e}")));
         }
+        self.file = None;
         Ok(SpooledMessage {
             id: std::mem::take(&mut self.id),
-            path,
+            path: std::mem::take(&mut self.path),
             size: self.size,
         })
     }
@@ -693,12 +832,13 @@ impl Incoming {
     }
 
     fn delete(&mut self) {
-        if let Some(writer) = self.writer.take() {
-            // Unflushed bytes are thrown away with the file; drop the buffer unwritten.
-            let (file, _) = writer.into_parts();
-            drop(file);
-            let _ = fs::remove_file(&self.path);
+        if self.path.as_os_str().is_empty() {
+            return;
         }
+        self.file = None;
+        self.buf = Vec::new();
+        let _ = fs::remove_file(&self.path);
+        self.path = PathBuf::new();
     }
 }
 

@@ -29,6 +29,7 @@ fn envelope(id: &str, from: &str, rcpts: &[&str], size: u64) -> Envelope {
         body: Default::default(),
         smtputf8: false,
         size,
+        sha256: String::new(),
     }
 }
 
@@ -40,6 +41,7 @@ fn unit(id: &str, rcpts: &[String]) -> Pending {
         rcpts: rcpts.to_vec(),
         unit_id: format!("{id}-s"),
         last_error: None,
+        body: None,
     }
 }
 
@@ -51,8 +53,8 @@ fn open(dir: &Path) -> Arc<Spool> {
 async fn enqueue(spool: &Spool, from: &str, rcpts: &[&str], dsn: bool) -> QueueEntry {
     let id = new_id();
     let mut inc = spool.incoming(&id).unwrap();
-    inc.write(MSG).unwrap();
-    let msg = inc.finish().unwrap();
+    inc.write(MSG).await.unwrap();
+    let msg = inc.finish().await.unwrap();
     let env = envelope(&id, from, rcpts, msg.size);
     let units = vec![unit(&id, &env.rcpts)];
     let entry = QueueEntry::new(env, units, dsn);
@@ -207,8 +209,8 @@ async fn enqueue_rejects_an_entry_for_another_file() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
     let mut inc = spool.incoming("A1").unwrap();
-    inc.write(b"x\r\n").unwrap();
-    let msg = inc.finish().unwrap();
+    inc.write(b"x\r\n").await.unwrap();
+    let msg = inc.finish().await.unwrap();
     let entry = QueueEntry::new(envelope("A1", "a@b", &["c@d"], 99), vec![], false);
     let err = spool.enqueue(msg, &entry).await.unwrap_err();
     assert!(err.to_string().contains("99 bytes"), "{err}");
@@ -253,12 +255,12 @@ async fn recover_cleans_tmp_and_incoming_cleans_up() {
     let tmp = dir.path().join("spool/tmp");
     // Finished but never enqueued (the ack never happened).
     let mut inc = spool.incoming("T1").unwrap();
-    inc.write(b"partial").unwrap();
-    let _kept = inc.finish().unwrap();
+    inc.write(b"partial").await.unwrap();
+    let _kept = inc.finish().await.unwrap();
     std::fs::write(tmp.join("x.json.1.2.tmp"), b"{").unwrap();
     // Dropped without finish: deleted at once.
     let mut inc = spool.incoming("T2").unwrap();
-    inc.write(b"abc").unwrap();
+    inc.write(b"abc").await.unwrap();
     assert_eq!(inc.size(), 3);
     drop(inc);
     let inc = spool.incoming("T3").unwrap();
@@ -404,8 +406,8 @@ async fn expired_message_goes_to_dead_letters_with_a_dsn() {
     let queue = start(&spool, d.clone(), config(50, 60));
     let id = new_id();
     let mut inc = spool.incoming(&id).unwrap();
-    inc.write(MSG).unwrap();
-    let msg = inc.finish().unwrap();
+    inc.write(MSG).await.unwrap();
+    let msg = inc.finish().await.unwrap();
     let mut env = envelope(
         &id,
         "alice@example.org",

@@ -49,6 +49,7 @@ fn envelope(rcpts: &[&str], size: u64) -> Envelope {
         body: Body::SevenBit,
         smtputf8: false,
         size,
+        sha256: String::new(),
     }
 }
 

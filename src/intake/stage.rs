@@ -1,0 +1,228 @@
+//! The filter stage: each route's filters, in order, once per route and message, before
+//! the client is answered (DESIGN.md "Filters"). Recipients that share a route share one
+//! run. A filter may pass, change the body, reject, re-route to another route (whose
+//! filters and sinks take over) or discard; a temporary failure fails that route's
+//! recipients for now unless the filter is `fail_open`.
+
+use crate::delivery::SinkError;
+use crate::envelope::Envelope;
+use crate::filters::{FilterInput, Verdict};
+use crate::pipeline::Pipeline;
+use crate::spool::{BodyFile, Pending, body_path};
+use std::path::{Path, PathBuf};
+
+/// What became of one route's recipients.
+#[derive(Debug)]
+pub enum RouteOutcome {
+    /// To these delivery units (the sinks of the route the recipients ended on).
+    Deliver(Vec<Pending>),
+    /// Refused for good by a filter.
+    Rejected(SinkError),
+    /// A filter failed for now: the client must retry; nothing of it is kept.
+    Deferred(SinkError),
+    /// Accepted and delivered nowhere (the trail says why).
+    Discarded,
+}
+
+pub struct RouteResult {
+    pub rcpts: Vec<String>,
+    pub outcome: RouteOutcome,
+    /// What the filters did, for the transaction line (`name: verdict`).
+    pub trail: Vec<String>,
+}
+
+pub struct Filtered {
+    pub routes: Vec<RouteResult>,
+    /// The changed bodies the units deliver, beside the message as `ID.NAME.eml`.
+    pub bodies: Vec<BodyFile>,
+}
+
+impl Filtered {
+    /// Every delivery unit, in route order.
+    pub fn units(&self) -> Vec<Pending> {
+        self.routes
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                RouteOutcome::Deliver(units) => Some(units.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// Removes the changed bodies (the message was refused, or kept nowhere).
+    pub fn discard_bodies(&self, message: &Path) {
+        for b in &self.bodies {
+            remove(&body_path(message, Some(&b.name)));
+        }
+    }
+
+    /// Removes the changed bodies no unit of `units` delivers any more.
+    pub fn keep_bodies_of(&mut self, message: &Path, units: &[Pending]) {
+        self.bodies.retain(|b| {
+            let used = units.iter().any(|u| u.body.as_deref() == Some(&b.name));
+            if !used {
+                remove(&body_path(message, Some(&b.name)));
+            }
+            used
+        });
+    }
+}
+
+/// Runs the filters of every route of `envelope` over `message`. `Err` only when a
+/// recipient has no route any more (a reload between RCPT and the end of DATA).
+pub async fn run(
+    pipeline: &Pipeline,
+    envelope: &Envelope,
+    message: &Path,
+) -> Result<Filtered, String> {
+    let groups = pipeline.group_by_route(&envelope.rcpts)?;
+    let mut filtered = Filtered {
+        routes: Vec::new(),
+        bodies: Vec::new(),
+    };
+    let mut next_unit = 0;
+    let mut next_body = 0;
+    for (route, rcpts) in groups {
+        let mut trail = Vec::new();
+        let outcome = run_route(
+            pipeline,
+            envelope,
+            message,
+            route,
+            &rcpts,
+            &mut next_unit,
+            &mut next_body,
+            &mut filtered.bodies,
+            &mut trail,
+        )
+        .await;
+        filtered.routes.push(RouteResult {
+            rcpts,
+            outcome,
+            trail,
+        });
+    }
+    Ok(filtered)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_route(
+    pipeline: &Pipeline,
+    envelope: &Envelope,
+    message: &Path,
+    first_route: usize,
+    rcpts: &[String],
+    next_unit: &mut usize,
+    next_body: &mut usize,
+    bodies: &mut Vec<BodyFile>,
+    trail: &mut Vec<String>,
+) -> RouteOutcome {
+    let mut route = first_route;
+    let mut visited = vec![route];
+    // The body so far: `None` = the message as received; else a name in `bodies`.
+    let mut body: Option<String> = None;
+    'route: loop {
+        for built in pipeline.filters_of(route) {
+            let current = body_path(message, body.as_deref());
+            *next_body += 1;
+            let name = format!("f{next_body}");
+            let output = body_path(message, Some(&name));
+            remove(&output);
+            let input = FilterInput {
+                envelope,
+                route: pipeline.route_name_at(route),
+                rcpts,
+                body: &current,
+                output: &output,
+            };
+            let verdict = built.filter.apply(&input).await;
+            if !matches!(verdict, Ok(Verdict::Changed)) {
+                remove(&output);
+            }
+            match verdict {
+                Ok(Verdict::Pass) => trail.push(format!("{}: pass", built.name)),
+                Ok(Verdict::Changed) => {
+                    let size = match std::fs::metadata(&output) {
+                        Ok(m) => m.len(),
+                        Err(e) => {
+                            remove(&output);
+                            let e = SinkError::from_io(
+                                format!("filter {}: its output {}", built.name, output.display()),
+                                &e,
+                            );
+                            trail.push(format!("{}: {e}", built.name));
+                            return RouteOutcome::Deferred(e);
+                        }
+                    };
+                    // The body it replaces is no unit's any more.
+                    if let Some(old) = body.take() {
+                        remove(&current);
+                        bodies.retain(|b| b.name != old);
+                    }
+                    bodies.push(BodyFile {
+                        name: name.clone(),
+                        size,
+                    });
+                    body = Some(name);
+                    trail.push(format!("{}: changed", built.name));
+                }
+                Ok(Verdict::Reject { status, text }) => {
+                    trail.push(format!("{}: rejected {status} {text}", built.name));
+                    return RouteOutcome::Rejected(SinkError::permanent(&status, text));
+                }
+                Ok(Verdict::Discard { reason }) => {
+                    trail.push(format!("{}: discarded ({reason})", built.name));
+                    return RouteOutcome::Discarded;
+                }
+                Ok(Verdict::Reroute { route: to }) => {
+                    trail.push(format!("{}: re-routed to {to}", built.name));
+                    let Some(next) = pipeline.route_index(&to) else {
+                        return RouteOutcome::Deferred(SinkError::temporary(
+                            "4.3.5",
+                            format!(
+                                "filter {} re-routes to {to:?}, which is not a route",
+                                built.name
+                            ),
+                        ));
+                    };
+                    if visited.contains(&next) {
+                        return RouteOutcome::Deferred(SinkError::temporary(
+                            "4.3.5",
+                            format!("filter {} re-routes back to route {to:?}", built.name),
+                        ));
+                    }
+                    visited.push(next);
+                    route = next;
+                    continue 'route;
+                }
+                Err(e) if built.fail_open => {
+                    tracing::warn!(id = %envelope.id, filter = %built.name, error = %e, "filter failed; fail_open passes the message on");
+                    trail.push(format!("{}: failed open ({e})", built.name));
+                }
+                Err(e) => {
+                    trail.push(format!("{}: deferred {e}", built.name));
+                    return RouteOutcome::Deferred(SinkError::temporary(
+                        &e.status,
+                        format!("filter {}: {}", built.name, e.message),
+                    ));
+                }
+            }
+        }
+        return RouteOutcome::Deliver(pipeline.units_for(
+            &envelope.id,
+            route,
+            rcpts,
+            body.as_deref(),
+            next_unit,
+        ));
+    }
+}
+
+fn remove(path: &PathBuf) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove a filtered body");
+    }
+}
