@@ -713,3 +713,117 @@ fn backoff_doubles_and_caps() {
     assert_eq!(queue::backoff_ms(&cfg, 10), 3_600_000);
     assert_eq!(queue::backoff_ms(&cfg, 200), 3_600_000);
 }
+
+/// Receives `MSG` and, beside it, a filtered body `f1`; queues a unit for each.
+async fn enqueue_with_body(spool: &Spool) -> QueueEntry {
+    let id = new_id();
+    let mut inc = spool.incoming(&id).unwrap();
+    inc.write(MSG).await.unwrap();
+    let msg = inc.finish().await.unwrap();
+    let changed = b"Received: from test\r\nSubject: [tagged] hello\r\n\r\nbody\r\n";
+    std::fs::write(body_path(&msg.path, Some("f1")), changed).unwrap();
+    let env = envelope(
+        &id,
+        "a@example.org",
+        &["b@example.org", "c@example.org"],
+        msg.size,
+    );
+    let plain = unit(&id, &env.rcpts[..1]);
+    let filtered = Pending {
+        unit_id: format!("{id}-f"),
+        body: Some("f1".into()),
+        ..unit(&id, &env.rcpts[1..])
+    };
+    let mut entry = QueueEntry::new(env, vec![plain, filtered], false);
+    entry.bodies = vec![BodyFile {
+        name: "f1".into(),
+        size: changed.len() as u64,
+    }];
+    spool.enqueue(msg, &entry).await.unwrap();
+    entry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_body_is_queued_recovered_and_removed_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let entry = enqueue_with_body(&spool).await;
+    let id = entry.id().to_string();
+    assert_eq!(
+        files(spool.queue_dir()),
+        vec![
+            format!("{id}.eml"),
+            format!("{id}.f1.eml"),
+            format!("{id}.json")
+        ]
+    );
+    let body = body_path(&spool.message_path(&id), Some("f1"));
+    assert!(
+        std::fs::read(&body)
+            .unwrap()
+            .starts_with(b"Received: from test\r\nSubject: [tagged]")
+    );
+    // A crash and a restart: the entry comes back with its body.
+    drop(spool);
+    let spool = open(dir.path());
+    assert_eq!(spool.recover().unwrap(), vec![entry.clone()]);
+    spool.remove(&entry).await.unwrap();
+    assert!(files(spool.queue_dir()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_filtered_body_sets_its_entry_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let entry = enqueue_with_body(&spool).await;
+    let id = entry.id().to_string();
+    std::fs::write(body_path(&spool.message_path(&id), Some("f1")), b"Rec").unwrap();
+    // A body that no entry names (an enqueue cut short) goes aside too.
+    let good = enqueue(&spool, "a@example.org", &["b@example.org"], false).await;
+    std::fs::write(
+        spool.queue_dir().join(format!("{}.f9.eml", good.id())),
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(spool.recover().unwrap(), vec![good.clone()]);
+    let mut corrupt = files(spool.corrupt_dir());
+    corrupt.sort();
+    assert_eq!(
+        corrupt,
+        vec![
+            format!("{id}.eml"),
+            format!("{id}.f1.eml"),
+            format!("{id}.json"),
+            format!("{}.f9.eml", good.id())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_takes_its_filtered_bodies_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let entry = enqueue_with_body(&spool).await;
+    let id = entry.id().to_string();
+    spool.dead_letter(&entry, "test").await.unwrap();
+    assert!(files(spool.queue_dir()).is_empty());
+    assert_eq!(
+        files(spool.dead_dir()),
+        vec![
+            format!("{id}.eml"),
+            format!("{id}.f1.eml"),
+            format!("{id}.json")
+        ]
+    );
+}
+
+#[test]
+fn body_paths_sit_beside_their_message() {
+    let m = Path::new("/s/queue/ABC.eml");
+    assert_eq!(body_path(m, None), m);
+    assert_eq!(body_path(m, Some("f2")), Path::new("/s/queue/ABC.f2.eml"));
+    assert!(store::check_body_name("f1").is_ok());
+    for bad in ["", "a.b", "../x", "a/b"] {
+        assert!(store::check_body_name(bad).is_err(), "{bad:?}");
+    }
+}

@@ -2,6 +2,7 @@
 
 mod delivery;
 mod dovecot;
+mod filters;
 mod harness;
 mod limits;
 mod operate;
