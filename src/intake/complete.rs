@@ -135,6 +135,7 @@ impl Intake<'_> {
             };
         }
         let entry = self.entry(envelope, filtered, units, failed);
+        let received_at = msg.path.clone();
         match durable.spool.enqueue(msg, &entry).await {
             Ok(()) => {
                 durable.queue.submit(entry);
@@ -148,6 +149,8 @@ impl Intake<'_> {
             }
             Err(e) => {
                 let envelope = entry.envelope;
+                // Wherever the failed enqueue left them.
+                filtered.discard_bodies(&received_at);
                 filtered.discard_bodies(&durable.spool.message_path(&id));
                 self.uniform(
                     &envelope,
@@ -209,12 +212,15 @@ impl Intake<'_> {
                         .saturating_add(backoff_ms(durable.retry, 1));
                 }
                 let path = msg.path.clone();
+                // Bodies only sinks that already have them needed.
+                filtered.discard_bodies_except(&path, &entry.bodies);
                 match durable.spool.enqueue(msg, &entry).await {
                     Ok(()) => durable.queue.submit(entry),
                     Err(e) => {
                         // Saying 451 may duplicate into the sinks that took it; saying 250
                         // could lose it. Duplicates win.
                         filtered.discard_bodies(&path);
+                        filtered.discard_bodies(&durable.spool.message_path(&id));
                         error = Some(e.to_string());
                         outcome.push_str("; spool failed");
                         let failure = spool_failed(&e);

@@ -57,6 +57,13 @@ impl Filtered {
         }
     }
 
+    /// Removes the changed bodies beside `message` except those `keep` names.
+    pub fn discard_bodies_except(&self, message: &Path, keep: &[BodyFile]) {
+        for b in self.bodies.iter().filter(|b| !keep.contains(b)) {
+            remove(&body_path(message, Some(&b.name)));
+        }
+    }
+
     /// Removes the changed bodies no unit of `units` delivers any more.
     pub fn keep_bodies_of(&mut self, message: &Path, units: &[Pending]) {
         self.bodies.retain(|b| {
