@@ -4,7 +4,6 @@
 pub mod conn;
 pub mod intake;
 pub mod listener;
-pub mod proxy_header;
 pub mod received;
 pub mod settings;
 pub mod tls;
