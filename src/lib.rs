@@ -6,6 +6,7 @@
 //! - [`pipeline`]: routes recipients to sinks and runs one delivery attempt.
 //! - [`spool`]: durability (group commit), the on-disk queue, retries, dead letters, DSNs.
 //! - [`sinks`]: where a message ends (Maildir, MH, mbox, SMTP/LMTP relay, exec, discard).
+//! - [`smtp_client`]: an SMTP/LMTP client, one transaction step at a time (relay, proxy).
 //! - [`config`]: the TOML contract, env overrides, validation.
 
 pub mod config;
@@ -19,5 +20,6 @@ pub mod privileges;
 pub mod proto;
 pub mod serve;
 pub mod sinks;
+pub mod smtp_client;
 pub mod smtpd;
 pub mod spool;

@@ -1,4 +1,4 @@
-//! `mailchute::smtpd::proxy_header::parse` on arbitrary bytes and on every prefix of them,
+//! `mailchute::proto::proxy_header::parse` on arbitrary bytes and on every prefix of them,
 //! as the listener calls it (one byte read at a time until the answer is not `Incomplete`).
 //!
 //! Invariants: no panic; `Done { len }` never claims more than the buffer; and at the first
@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailchute::smtpd::proxy_header::{MAX_HEADER, Parsed, parse};
+use mailchute::proto::proxy_header::{MAX_HEADER, Parsed, parse};
 
 fuzz_target!(|data: &[u8]| {
     if let Parsed::Done { len, .. } = parse(data) {

@@ -1,5 +1,5 @@
-//! The relay client's reply parser `mailchute::sinks::relay::parse_reply`, reading a
-//! stream of pipelined replies as the relay does.
+//! The SMTP client's reply parser `mailchute::proto::parse_reply`, reading a
+//! stream of pipelined replies as `smtp_client` does.
 //!
 //! Invariants: no panic; a parsed reply used `0 < n <= len` bytes ending in LF, has a
 //! three-digit code and at least one line, without control characters but TAB; parsing
@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailchute::sinks::relay::parse_reply;
+use mailchute::proto::parse_reply;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = data;

@@ -1,6 +1,11 @@
 //! Sans-I/O protocol code: bytes in, replies and events out. No sockets, no async, no
 //! panics on any input.
 //!
+//! Besides the server session below: the client side's parsers and encoders
+//! ([`remote_reply`]: a server's replies and EHLO capabilities; [`encode`]: DATA
+//! dot-stuffing and xtext), used by `smtp_client`, and the PROXY protocol header
+//! ([`proxy_header`]) that may precede a session.
+//!
 //! # The SMTP/LMTP server session
 //!
 //! [`Session`] is one connection's state machine (RFC 5321 with PIPELINING, SIZE, 8BITMIME,
@@ -82,6 +87,9 @@
 
 pub mod command;
 pub mod data;
+pub mod encode;
+pub mod proxy_header;
+pub mod remote_reply;
 pub mod reply;
 pub mod session;
 
@@ -91,5 +99,7 @@ mod session_tests;
 pub use crate::config::Protocol;
 pub use command::{Command, MailParams, ParseError, XForwardAttr, parse_command, xtext_decode};
 pub use data::{DotReader, DotStep, LineLimit};
+pub use encode::{DotStuffer, xtext};
+pub use remote_reply::{Capabilities, RemoteReply, ReplyError, parse_reply};
 pub use reply::{Enhanced, Reply};
 pub use session::{Event, Exchange, MAX_COMMAND_LINE, Refusal, Session, SessionConfig};

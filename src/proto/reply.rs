@@ -1,6 +1,6 @@
-//! SMTP replies: a code, an optional enhanced status code (RFC 3463 / 2034) and text lines,
-//! rendered as one or more `code[-| ]enhanced text` lines. Also a sans-I/O reply parser for
-//! the client side (relay sinks, proxy mode), which must pass an upstream's reply on.
+//! SMTP replies our server session sends: a code, an optional enhanced status code
+//! (RFC 3463 / 2034) and text lines, rendered as one or more `code[-| ]enhanced text`
+//! lines. A reply received from another server is parsed by [`super::remote_reply`].
 
 use std::fmt;
 

@@ -2,9 +2,9 @@
 
 use super::Server;
 use super::conn::{BoxIo, Conn, Peer};
-use super::proxy_header::{self, Parsed};
 use super::settings::ListenerSettings;
 use crate::config::{ListenerConfig, TlsMode};
+use crate::proto::proxy_header::{self, Parsed};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

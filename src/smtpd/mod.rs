@@ -3,7 +3,6 @@
 
 pub mod conn;
 pub mod listener;
-pub mod proxy_header;
 pub mod settings;
 pub mod tls;
 

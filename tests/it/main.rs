@@ -8,5 +8,6 @@ mod limits;
 mod operate;
 mod postfix;
 mod postfix_interop;
+mod smtp_client;
 mod smtp_ingress;
 mod spool;

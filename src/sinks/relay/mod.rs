@@ -1,22 +1,19 @@
 //! The `smtp` and `lmtp` sinks: hand the message to another server over SMTP or LMTP.
 //!
-//! One connection per delivery: connect (TCP or Unix socket, TLS implicit / STARTTLS /
-//! opportunistic), EHLO/LHLO, AUTH, XFORWARD, MAIL, RCPT per recipient, DATA streamed from
-//! the spool file with canonical CRLF line ends and dot-stuffing (or one BDAT chunk for a
-//! BODY=BINARYMIME message), QUIT. The `timeout` bounds each step: connecting, the TLS
-//! handshake, each whole reply (however slowly it trickles in), each write of the content;
-//! the reply to the end of the message gets one more second per 64 KiB of it. The upstream's
-//! own code, enhanced status and text come back in each recipient's result.
+//! One connection per delivery, through [`crate::smtp_client`]: connect (TCP or Unix
+//! socket, TLS implicit / STARTTLS / opportunistic), EHLO/LHLO, AUTH, XFORWARD, MAIL, RCPT
+//! per recipient (pipelined when the upstream offers it), DATA streamed from the spool file
+//! with canonical CRLF line ends and dot-stuffing (or one BDAT chunk for a BODY=BINARYMIME
+//! message), QUIT. The `timeout` is the client's step timeout: connecting, the TLS
+//! handshake, each whole reply, each write of the content; the reply to the end of the
+//! message gets one more second per 64 KiB of it. What stays here: the settings, what TLS
+//! and body type to use, and what each reply or failure means for each recipient
+//! (temporary or permanent, with the upstream's own code, enhanced status and text).
 //!
 //! Duplicates: once the final "." is sent the upstream may have the message even if its
 //! reply never reaches us (connection lost, timeout, our crash). We then report a temporary
 //! failure and the retry sends it again; SMTP has no way to recognise the resend. The window
 //! is the time between the upstream committing the message and its reply arriving here.
-
-mod conn;
-mod encode;
-mod reply;
-mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -25,31 +22,26 @@ use super::{
     BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
 };
 use crate::config::{RelayConfig, RelayTls};
-use crate::envelope::{Body, Envelope};
-use conn::{Conn, Target};
-use encode::{DotStuffer, xtext};
-use reply::{Capabilities, Reply};
+use crate::envelope::Body;
+use crate::proto::{Capabilities, RemoteReply};
+use crate::smtp_client::{
+    self, Auth, Client, MailOptions, Request, Target, sendable, tls, xforward_attributes,
+};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-pub use reply::{ReplyError, parse_reply};
+pub use crate::smtp_client::Dialect;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Smtp,
-    Lmtp,
-}
-
-/// XFORWARD command lines may not exceed this (Postfix's limit, CRLF included).
-const XFORWARD_LINE_MAX: usize = 512;
-
-/// Bytes read from the spool file per write to the upstream.
+/// Bytes read from the spool file per read when checking it for 8-bit content.
 const DATA_CHUNK: usize = 64 * 1024;
+
+/// The status of a failed TLS handshake (RFC 3463: "cryptographic failure"); under
+/// `opportunistic` it means "try again without TLS".
+const TLS_FAILED: &str = "4.7.5";
 
 pub struct RelaySink {
     target: Target,
@@ -74,7 +66,7 @@ type Partial = Vec<Option<Result<Delivered, SinkError>>>;
 enum Next {
     /// Send the content. The reply to DATA, or `None` for BDAT (its command goes with the
     /// content).
-    Content(Option<Reply>),
+    Content(Option<RemoteReply>),
     /// Nothing: every recipient has its result (refused, or the connection was lost).
     Done,
 }
@@ -145,9 +137,9 @@ impl RelaySink {
     /// `opportunistic` TLS that fails in the handshake is given up for plain text on a new
     /// connection, as Postfix's `may` level does: a server whose TLS is broken (or too old
     /// for us) still gets its mail; `starttls` insists.
-    async fn open(&self) -> Result<Session, SinkError> {
+    async fn open(&self) -> Result<Client, SinkError> {
         match self.open_with(self.mode).await {
-            Err(e) if self.mode == RelayTls::Opportunistic && e.status == conn::TLS_FAILED => {
+            Err(e) if self.mode == RelayTls::Opportunistic && e.status == TLS_FAILED => {
                 tracing::warn!(
                     upstream = %self.target,
                     error = %e.message,
@@ -159,30 +151,33 @@ impl RelaySink {
         }
     }
 
-    async fn open_with(&self, mode: RelayTls) -> Result<Session, SinkError> {
-        let mut conn = Conn::connect(&self.target, self.timeout).await?;
+    async fn open_with(&self, mode: RelayTls) -> Result<Client, SinkError> {
+        let mut client = Client::connect(&self.target, self.timeout)
+            .await
+            .map_err(client_error)?;
         tracing::debug!(upstream = %self.target, step = "connect", "relay: connected");
         if mode == RelayTls::Implicit {
-            conn = conn
+            client
                 .start_tls(self.tls()?, self.server_name.clone())
-                .await?;
+                .await
+                .map_err(client_error)?;
         }
-        let greeting = conn.read_reply().await?;
+        let greeting = client.greeting().await.map_err(client_error)?;
         self.step("greeting", &greeting);
         if greeting.code != 220 {
-            conn.quit().await;
+            client.quit().await;
             return Err(session_error(
                 &greeting,
                 "4.3.2",
                 &format!("upstream {} greeted with", self.target),
             ));
         }
-        let mut session = self.hello(conn).await?;
-        let offers_tls = session.caps.has("STARTTLS");
+        let mut client = self.hello(client).await?;
+        let offers_tls = client.capabilities().has("STARTTLS");
         let want_tls = match mode {
             RelayTls::Starttls => {
                 if !offers_tls {
-                    session.conn.quit().await;
+                    client.quit().await;
                     return Err(SinkError::temporary(
                         "4.7.0",
                         format!(
@@ -197,17 +192,16 @@ impl RelaySink {
             RelayTls::Implicit | RelayTls::None => false,
         };
         if want_tls {
-            let reply = session.conn.command("STARTTLS", None).await?;
+            let reply = client
+                .starttls(self.tls()?, self.server_name.clone())
+                .await
+                .map_err(client_error)?;
             self.step("STARTTLS", &reply);
             if reply.code == 220 {
-                let conn = session
-                    .conn
-                    .start_tls(self.tls()?, self.server_name.clone())
-                    .await?;
                 // RFC 3207: forget what was learnt in plain text and ask again.
-                session = self.hello(conn).await?;
+                client = self.hello(client).await?;
             } else if mode == RelayTls::Starttls {
-                session.conn.quit().await;
+                client.quit().await;
                 return Err(session_error(
                     &reply,
                     "4.7.0",
@@ -221,16 +215,13 @@ impl RelaySink {
                 );
             }
         }
-        if let Some(creds) = &self.credentials {
-            match self.auth(&mut session, creds).await {
-                Ok(()) => {}
-                Err(e) => {
-                    session.conn.quit().await;
-                    return Err(e);
-                }
-            }
+        if let Some(creds) = &self.credentials
+            && let Err(e) = self.auth(&mut client, creds).await
+        {
+            client.quit().await;
+            return Err(e);
         }
-        Ok(session)
+        Ok(client)
     }
 
     fn tls(&self) -> Result<Arc<ClientConfig>, SinkError> {
@@ -243,10 +234,9 @@ impl RelaySink {
         })
     }
 
-    /// EHLO (HELO when EHLO gets a 5xx) or LHLO; reads the capabilities.
     /// One upstream step at debug level: which, and what the upstream answered (its
     /// replies, not our message; the whole dialogue is at trace).
-    fn step(&self, step: &'static str, reply: &Reply) {
+    fn step(&self, step: &'static str, reply: &RemoteReply) {
         tracing::debug!(upstream = %self.target, step, reply = %reply.one_line(), "relay");
     }
 
@@ -254,44 +244,41 @@ impl RelaySink {
     fn logged(
         &self,
         step: &'static str,
-        reply: Result<Reply, SinkError>,
-    ) -> Result<Reply, SinkError> {
+        reply: smtp_client::Result<RemoteReply>,
+    ) -> Result<RemoteReply, smtp_client::Error> {
         if let Ok(r) = &reply {
             self.step(step, r);
         }
         reply
     }
 
-    async fn hello(&self, mut conn: Conn) -> Result<Session, SinkError> {
+    /// EHLO (HELO when EHLO gets a 5xx) or LHLO; the client keeps the capabilities.
+    async fn hello(&self, mut client: Client) -> Result<Client, SinkError> {
         let verb = self.hello_verb();
-        let reply = conn.command(&format!("{verb} {}", self.helo), None).await?;
+        let reply = match self.dialect {
+            Dialect::Smtp => client.ehlo(&self.helo).await,
+            Dialect::Lmtp => client.lhlo(&self.helo).await,
+        }
+        .map_err(client_error)?;
         // The capability lines are in the trace ("S: ..."); the code says enough here.
         tracing::debug!(upstream = %self.target, step = verb, reply = reply.code, "relay");
         if reply.code == 250 {
-            return Ok(Session {
-                caps: Capabilities::from_ehlo(&reply),
-                conn,
-                usable: true,
-            });
+            return Ok(client);
         }
         if self.dialect == Dialect::Smtp && reply.class() == 5 {
-            let helo = conn.command(&format!("HELO {}", self.helo), None).await?;
+            let helo = client.helo(&self.helo).await.map_err(client_error)?;
             tracing::debug!(upstream = %self.target, step = "HELO", reply = helo.code, "relay");
             if helo.code == 250 {
-                return Ok(Session {
-                    caps: Capabilities::default(),
-                    conn,
-                    usable: true,
-                });
+                return Ok(client);
             }
-            conn.quit().await;
+            client.quit().await;
             return Err(session_error(
                 &helo,
                 "4.5.0",
                 &format!("upstream {} refused EHLO and HELO:", self.target),
             ));
         }
-        conn.quit().await;
+        client.quit().await;
         Err(session_error(
             &reply,
             "4.5.0",
@@ -299,20 +286,8 @@ impl RelaySink {
         ))
     }
 
-    async fn auth(&self, s: &mut Session, creds: &Credentials) -> Result<(), SinkError> {
-        use base64::Engine as _;
-        let b64 = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
-        if !s.conn.encrypted && !s.conn.local {
-            return Err(SinkError::temporary(
-                "4.7.0",
-                format!(
-                    "not sending the password for {} to {} over an unencrypted connection \
-                     (use tls = \"starttls\" or \"implicit\", or an upstream on loopback)",
-                    creds.username, self.target
-                ),
-            ));
-        }
-        let failed = |reply: &Reply| {
+    async fn auth(&self, client: &mut Client, creds: &Credentials) -> Result<(), SinkError> {
+        let failed = |reply: &RemoteReply| {
             let status = if reply.code == 535 {
                 "4.7.8".to_string()
             } else {
@@ -328,90 +303,42 @@ impl RelaySink {
                 ),
             )
         };
-        if s.caps.has_param("AUTH", "PLAIN") {
-            let token = b64(format!("\0{}\0{}", creds.username, creds.password).as_bytes());
-            let reply = s
-                .conn
-                .command(&format!("AUTH PLAIN {token}"), Some("AUTH PLAIN <secret>"))
-                .await?;
-            // 235 per RFC 4954; any 2xx is taken as success (test servers say 250).
-            return if reply.is_positive() {
-                Ok(())
-            } else {
-                Err(failed(&reply))
-            };
-        }
-        if s.caps.has_param("AUTH", "LOGIN") {
-            let mut reply = s.conn.command("AUTH LOGIN", None).await?;
-            for (secret, shown) in [
-                (creds.username.as_bytes(), "<username>"),
-                (creds.password.as_bytes(), "<password>"),
-            ] {
-                if reply.code != 334 {
-                    return Err(failed(&reply));
-                }
-                reply = s.conn.command(&b64(secret), Some(shown)).await?;
-            }
-            // 235 per RFC 4954; any 2xx is taken as success (test servers say 250).
-            return if reply.is_positive() {
-                Ok(())
-            } else {
-                Err(failed(&reply))
-            };
-        }
-        let offered = s
-            .caps
-            .params("AUTH")
-            .map(|m| m.join(" "))
-            .unwrap_or_default();
-        Err(SinkError::temporary(
-            "4.7.0",
-            if offered.is_empty() {
+        let outcome = client
+            .auth(&creds.username, &creds.password)
+            .await
+            .map_err(client_error)?;
+        match outcome {
+            Auth::Replied(reply) if reply.is_positive() => Ok(()),
+            Auth::Replied(reply) => Err(failed(&reply)),
+            Auth::Unencrypted => Err(SinkError::temporary(
+                "4.7.0",
+                format!(
+                    "not sending the password for {} to {} over an unencrypted connection \
+                     (use tls = \"starttls\" or \"implicit\", or an upstream on loopback)",
+                    creds.username, self.target
+                ),
+            )),
+            Auth::NoMechanism { offered } if offered.is_empty() => Err(SinkError::temporary(
+                "4.7.0",
                 format!(
                     "upstream {} does not offer AUTH{}, but username is set",
                     self.target,
-                    if s.conn.encrypted {
+                    if client.is_encrypted() {
                         ""
                     } else {
                         " (some servers offer it only after STARTTLS)"
                     }
-                )
-            } else {
+                ),
+            )),
+            Auth::NoMechanism { offered } => Err(SinkError::temporary(
+                "4.7.0",
                 format!(
-                    "upstream {} offers AUTH {offered}; we speak PLAIN and LOGIN",
-                    self.target
-                )
-            },
-        ))
-    }
-
-    /// The XFORWARD commands to send: only attributes the upstream advertised, values
-    /// xtext-encoded, each line at most 512 bytes.
-    fn xforward_lines(&self, caps: &Capabilities, env: &Envelope) -> Vec<String> {
-        let attrs = xforward_attributes(env);
-        let mut lines = Vec::new();
-        let mut line = String::from("XFORWARD");
-        for (name, value) in attrs {
-            if !caps.has_param("XFORWARD", name) {
-                continue;
-            }
-            let item = format!(" {name}={}", xtext(&value));
-            if "XFORWARD".len() + item.len() + 2 > XFORWARD_LINE_MAX {
-                tracing::debug!(
-                    attribute = name,
-                    "XFORWARD value too long to send; left out"
-                );
-                continue;
-            }
-            if line.len() + item.len() + 2 > XFORWARD_LINE_MAX {
-                lines.push(std::mem::replace(&mut line, String::from("XFORWARD")));
-            }
-            line.push_str(&item);
+                    "upstream {} offers AUTH {}; we speak PLAIN and LOGIN",
+                    self.target,
+                    offered.join(" ")
+                ),
+            )),
         }
-        if line.len() > "XFORWARD".len() {
-            lines.push(line);
-        }
-        lines
     }
 
     async fn deliver_inner(&self, d: &Delivery<'_>) -> RcptResults {
@@ -431,14 +358,13 @@ impl RelaySink {
                 );
             }
         };
-        let mut session = match self.open().await {
-            Ok(s) => s,
+        let mut client = match self.open().await {
+            Ok(c) => c,
             Err(e) => return super::same_for_all(n, Err(e)),
         };
-        let results = self.transaction(&mut session, d, size).await;
-        if session.usable {
-            session.conn.quit().await;
-        }
+        let results = self.transaction(&mut client, d, size).await;
+        // A session an error left in an unknown state is dropped without QUIT.
+        client.quit().await;
         results
             .into_iter()
             .map(|r| {
@@ -453,12 +379,12 @@ impl RelaySink {
     }
 
     /// One mail transaction on an open session. Returns one entry per `d.rcpts`.
-    async fn transaction(&self, s: &mut Session, d: &Delivery<'_>, size: u64) -> Partial {
+    async fn transaction(&self, c: &mut Client, d: &Delivery<'_>, size: u64) -> Partial {
         let n = d.rcpts.len();
         let env = d.envelope;
         let all = |r: Result<Delivered, SinkError>| vec![Some(r); n];
 
-        if env.smtputf8 && !s.caps.has("SMTPUTF8") {
+        if env.smtputf8 && !c.capabilities().has("SMTPUTF8") {
             return all(Err(SinkError::permanent(
                 "5.6.7",
                 format!(
@@ -467,7 +393,7 @@ impl RelaySink {
                 ),
             )));
         }
-        if let Some(limit) = s.caps.size_limit()
+        if let Some(limit) = c.capabilities().size_limit()
             && size > limit
         {
             return all(Err(SinkError::permanent(
@@ -478,43 +404,34 @@ impl RelaySink {
                 ),
             )));
         }
-        let transfer = match self.transfer(&s.caps, env.body, d.message).await {
+        let transfer = match self.transfer(c.capabilities(), env.body, d.message).await {
             Ok(t) => t,
             Err(e) => return all(Err(e)),
         };
-        if self.xforward && s.caps.has("XFORWARD") {
-            for line in self.xforward_lines(&s.caps, env) {
-                match s.conn.command(&line, None).await {
-                    Ok(r) if r.code == 250 => {}
-                    Ok(r) => {
-                        return all(Err(session_error(
-                            &r,
-                            "4.5.0",
-                            &format!("upstream {} refused XFORWARD:", self.target),
-                        )));
-                    }
-                    Err(e) => {
-                        s.usable = false;
-                        return all(Err(e));
-                    }
+        if self.xforward && c.capabilities().has("XFORWARD") {
+            match c.xforward(&xforward_attributes(env)).await {
+                Ok(Some(r)) if r.code != 250 => {
+                    return all(Err(session_error(
+                        &r,
+                        "4.5.0",
+                        &format!("upstream {} refused XFORWARD:", self.target),
+                    )));
                 }
+                Ok(_) => {}
+                Err(e) => return all(Err(client_error(e))),
             }
         }
 
-        let mut mail = format!("MAIL FROM:<{}>", env.mail_from);
-        if s.caps.has("SIZE") {
-            mail.push_str(&format!(" SIZE={size}"));
-        }
-        match transfer {
-            Transfer::Data { body: Some(body) } => mail.push_str(&format!(" BODY={body}")),
-            Transfer::Data { body: None } => {}
-            Transfer::Bdat => mail.push_str(" BODY=BINARYMIME"),
-        }
-        if env.smtputf8 {
-            mail.push_str(" SMTPUTF8");
-        }
+        let options = MailOptions {
+            size: Some(size),
+            body: match transfer {
+                Transfer::Data { body } => body,
+                Transfer::Bdat => Some("BINARYMIME"),
+            },
+            smtputf8: env.smtputf8,
+        };
         let mut results: Partial = vec![None; n];
-        if !address_is_sendable(&env.mail_from) {
+        if !sendable(&env.mail_from) {
             return all(Err(SinkError::permanent(
                 "5.1.7",
                 format!(
@@ -523,11 +440,11 @@ impl RelaySink {
                 ),
             )));
         }
-        // (index in d.rcpts, command line) for the recipients we send.
-        let mut rcpt_lines: Vec<(usize, String)> = Vec::with_capacity(n);
+        // (index in d.rcpts, address) for the recipients we send.
+        let mut rcpts: Vec<(usize, &str)> = Vec::with_capacity(n);
         for (i, rcpt) in d.rcpts.iter().enumerate() {
-            if address_is_sendable(rcpt) {
-                rcpt_lines.push((i, format!("RCPT TO:<{rcpt}>")));
+            if sendable(rcpt) {
+                rcpts.push((i, rcpt));
             } else {
                 results[i] = Some(Err(SinkError::permanent(
                     "5.1.3",
@@ -538,16 +455,17 @@ impl RelaySink {
                 )));
             }
         }
-        if rcpt_lines.is_empty() {
+        if rcpts.is_empty() {
             return results;
         }
         let mut accepted: Vec<usize> = Vec::new();
         let data = transfer != Transfer::Bdat;
-        let next = if s.caps.has("PIPELINING") {
-            self.envelope_pipelined(s, &mail, &rcpt_lines, data, &mut results, &mut accepted)
+        let mail = (env.mail_from.as_str(), &options);
+        let next = if c.capabilities().has("PIPELINING") {
+            self.envelope_pipelined(c, mail, &rcpts, data, &mut results, &mut accepted)
                 .await
         } else {
-            self.envelope_lockstep(s, &mail, &rcpt_lines, data, &mut results, &mut accepted)
+            self.envelope_lockstep(c, mail, &rcpts, data, &mut results, &mut accepted)
                 .await
         };
         let data_reply = match next {
@@ -567,18 +485,18 @@ impl RelaySink {
         // From here on the upstream may end up with the message whatever we see: every
         // failure is temporary (see the module comment about duplicates).
         let sent = match transfer {
-            Transfer::Data { .. } => self.send_data(s, d).await,
-            Transfer::Bdat => self.send_bdat(s, d, size).await,
+            Transfer::Data { .. } => c.send_data_content(d.message).await,
+            Transfer::Bdat => c.send_bdat_last(d.message, size).await,
         };
         if let Err(e) = sent {
-            s.usable = false;
+            let e = client_error(e);
             for &i in &accepted {
                 results[i] = Some(Err(e.clone()));
             }
             return results;
         }
         let stage = if data { "end of DATA" } else { "BDAT" };
-        self.final_replies(s, d, &accepted, stage, &mut results)
+        self.final_replies(c, d, &accepted, stage, &mut results)
             .await;
         results
     }
@@ -587,40 +505,37 @@ impl RelaySink {
     /// replies in order.
     async fn envelope_pipelined(
         &self,
-        s: &mut Session,
-        mail: &str,
-        rcpt_lines: &[(usize, String)],
+        c: &mut Client,
+        (from, options): (&str, &MailOptions),
+        rcpts: &[(usize, &str)],
         data: bool,
         results: &mut Partial,
         accepted: &mut Vec<usize>,
     ) -> Next {
-        let mut batch = String::new();
-        for line in std::iter::once(mail).chain(rcpt_lines.iter().map(|(_, l)| l.as_str())) {
-            batch.push_str(line);
-            batch.push_str("\r\n");
-        }
+        let mut batch = vec![Request::Mail(from, options)];
+        batch.extend(rcpts.iter().map(|&(_, to)| Request::Rcpt(to)));
         // BDAT could go in the batch too, but then the content would be sent even when
         // every RCPT was refused.
         if data {
-            batch.push_str("DATA\r\n");
+            batch.push(Request::Data);
         }
-        if let Err(e) = s.conn.send(batch.as_bytes()).await {
-            return lose(s, results, e);
+        if let Err(e) = c.pipeline(&batch).await {
+            return lose(results, e);
         }
-        let mail_reply = match s.conn.read_reply().await {
+        let mail_reply = match c.read_reply().await {
             Ok(r) => r,
-            Err(e) => return lose(s, results, e),
+            Err(e) => return lose(results, e),
         };
         self.step("MAIL", &mail_reply);
-        for &(i, _) in rcpt_lines {
-            let reply = self.logged("RCPT", s.conn.read_reply().await);
+        for &(i, _) in rcpts {
+            let reply = self.logged("RCPT", c.read_reply().await);
             match reply {
                 Ok(r) if mail_reply.is_positive() && r.is_positive() => accepted.push(i),
                 Ok(r) if mail_reply.is_positive() => {
                     results[i] = Some(Err(self.reply_error(&r, "RCPT")))
                 }
                 Ok(_) => results[i] = Some(Err(self.reply_error(&mail_reply, "MAIL"))),
-                Err(e) => return lose(s, results, e),
+                Err(e) => return lose(results, e),
             }
         }
         if !data {
@@ -630,19 +545,18 @@ impl RelaySink {
                 Next::Content(None)
             };
         }
-        let data_reply = match s.conn.read_reply().await {
+        let data_reply = match c.read_reply().await {
             Ok(r) => r,
-            Err(e) => return lose(s, results, e),
+            Err(e) => return lose(results, e),
         };
         self.step("DATA", &data_reply);
         if !accepted.is_empty() {
             return Next::Content(Some(data_reply));
         }
         if data_reply.code == 354 {
-            // A server that says 354 with no recipient still wants the end of DATA.
-            if s.conn.send(b".\r\n").await.is_err() || s.conn.read_reply().await.is_err() {
-                s.usable = false;
-            }
+            // A server that says 354 with no recipient still wants the end of DATA; if
+            // that fails, the client knows it is broken and will not QUIT.
+            let _ = c.finish_empty_data().await;
         }
         Next::Done
     }
@@ -650,28 +564,28 @@ impl RelaySink {
     /// MAIL, each RCPT and DATA (unless `data` is false: BDAT), one reply at a time.
     async fn envelope_lockstep(
         &self,
-        s: &mut Session,
-        mail: &str,
-        rcpt_lines: &[(usize, String)],
+        c: &mut Client,
+        (from, options): (&str, &MailOptions),
+        rcpts: &[(usize, &str)],
         data: bool,
         results: &mut Partial,
         accepted: &mut Vec<usize>,
     ) -> Next {
-        let reply = self.logged("MAIL", s.conn.command(mail, None).await);
+        let reply = self.logged("MAIL", c.mail(from, options).await);
         match reply {
             Ok(r) if r.is_positive() => {}
             Ok(r) => {
                 fill_undecided(results, self.reply_error(&r, "MAIL"));
                 return Next::Done;
             }
-            Err(e) => return lose(s, results, e),
+            Err(e) => return lose(results, e),
         }
-        for (i, line) in rcpt_lines {
-            let reply = self.logged("RCPT", s.conn.command(line, None).await);
+        for &(i, to) in rcpts {
+            let reply = self.logged("RCPT", c.rcpt(to).await);
             match reply {
-                Ok(r) if r.is_positive() => accepted.push(*i),
-                Ok(r) => results[*i] = Some(Err(self.reply_error(&r, "RCPT"))),
-                Err(e) => return lose(s, results, e),
+                Ok(r) if r.is_positive() => accepted.push(i),
+                Ok(r) => results[i] = Some(Err(self.reply_error(&r, "RCPT"))),
+                Err(e) => return lose(results, e),
             }
         }
         if accepted.is_empty() {
@@ -680,19 +594,19 @@ impl RelaySink {
         if !data {
             return Next::Content(None);
         }
-        match s.conn.command("DATA", None).await {
+        match c.data_command().await {
             Ok(r) => {
                 self.step("DATA", &r);
                 Next::Content(Some(r))
             }
-            Err(e) => lose(s, results, e),
+            Err(e) => lose(results, e),
         }
     }
 
     /// The replies after the content: one for SMTP, one per accepted recipient for LMTP.
     async fn final_replies(
         &self,
-        s: &mut Session,
+        c: &mut Client,
         d: &Delivery<'_>,
         accepted: &[usize],
         stage: &str,
@@ -703,20 +617,14 @@ impl RelaySink {
             Dialect::Lmtp => accepted.len(),
         };
         for k in 0..finals {
-            let reply = if k == 0 {
-                s.conn
-                    .read_reply_within(in_transit_grace(d.envelope.size))
-                    .await
-            } else {
-                s.conn.read_reply().await
-            };
-            let outcome = match self.logged("final", reply) {
+            // The first one also gets time for the content still in transit.
+            let outcome = match self.logged("final", c.final_reply().await) {
                 Ok(r) if r.is_positive() => Ok(Delivered {
                     detail: format!("upstream {} said: {}", self.target, r.one_line()),
                 }),
                 Ok(r) => Err(self.reply_error(&r, stage)),
                 Err(e) => {
-                    s.usable = false;
+                    let e = client_error(e);
                     let e = SinkError::temporary(
                         &e.status,
                         format!(
@@ -791,76 +699,9 @@ impl RelaySink {
         }
     }
 
-    /// Sends the whole spool file as one `BDAT <size> LAST` chunk: the bytes as they are,
-    /// neither stuffed nor with line ends touched. One chunk because the size is known and
-    /// every chunk costs a reply.
-    async fn send_bdat(
-        &self,
-        s: &mut Session,
-        d: &Delivery<'_>,
-        size: u64,
-    ) -> Result<(), SinkError> {
-        let spool_error = |e: std::io::Error| {
-            SinkError::from_io(format!("spool file {}", d.message.display()), &e)
-        };
-        let mut file = tokio::fs::File::open(d.message)
-            .await
-            .map_err(spool_error)?;
-        s.conn
-            .send(format!("BDAT {size} LAST\r\n").as_bytes())
-            .await?;
-        let mut input = vec![0u8; DATA_CHUNK];
-        let mut left = size;
-        loop {
-            let got = file.read(&mut input).await.map_err(spool_error)?;
-            // A count that does not match would make the upstream read message bytes as
-            // commands, or commands as message bytes. Dropping the connection mid-chunk
-            // makes it discard what it got.
-            if got as u64 > left || (got == 0 && left > 0) {
-                return Err(SinkError::temporary(
-                    "4.3.0",
-                    format!(
-                        "spool file {} changed size while being sent",
-                        d.message.display()
-                    ),
-                ));
-            }
-            if got == 0 {
-                return Ok(());
-            }
-            s.conn.send(&input[..got]).await?;
-            left -= got as u64;
-        }
-    }
-
-    /// Streams the spool file, line ends made CRLF and dot-stuffed, and the final ".".
-    async fn send_data(&self, s: &mut Session, d: &Delivery<'_>) -> Result<(), SinkError> {
-        let spool_error = |e: std::io::Error| {
-            SinkError::from_io(format!("spool file {}", d.message.display()), &e)
-        };
-        let mut file = tokio::fs::File::open(d.message)
-            .await
-            .map_err(spool_error)?;
-        let mut stuffer = DotStuffer::new();
-        let mut input = vec![0u8; DATA_CHUNK];
-        let mut output = Vec::with_capacity(DATA_CHUNK + DATA_CHUNK / 32);
-        loop {
-            // A spool read error leaves the upstream mid-DATA; dropping the connection
-            // without the final "." makes it discard what it got.
-            let got = file.read(&mut input).await.map_err(spool_error)?;
-            if got == 0 {
-                break;
-            }
-            output.clear();
-            stuffer.encode(&input[..got], &mut output);
-            s.conn.send(&output).await?;
-        }
-        s.conn.send(stuffer.finish()).await
-    }
-
     /// The result for a negative reply to MAIL, RCPT, DATA or the end of DATA: the class
     /// decides temporary or permanent, and the upstream's words are kept.
-    fn reply_error(&self, reply: &Reply, stage: &str) -> SinkError {
+    fn reply_error(&self, reply: &RemoteReply, stage: &str) -> SinkError {
         let message = format!("upstream {} said: {}", self.target, reply.one_line());
         match reply.class() {
             5 => SinkError::permanent(reply.enhanced().unwrap_or("5.0.0"), message),
@@ -893,11 +734,10 @@ async fn is_seven_bit(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// The connection failed before the content: every recipient without a result gets `e`,
-/// and the session is not used again.
-fn lose(s: &mut Session, results: &mut Partial, e: SinkError) -> Next {
-    s.usable = false;
-    fill_undecided(results, e);
+/// The connection failed before the content: every recipient without a result gets its
+/// error (the client is broken now and will not be used again).
+fn lose(results: &mut Partial, e: smtp_client::Error) -> Next {
+    fill_undecided(results, client_error(e));
     Next::Done
 }
 
@@ -908,29 +748,34 @@ fn fill_undecided(results: &mut Partial, e: SinkError) {
     }
 }
 
-/// An address goes on a command line: it must not end the line (which would let it
-/// smuggle a command of its own).
-fn address_is_sendable(addr: &str) -> bool {
-    !addr.contains(['\r', '\n', '\0'])
-}
-
-struct Session {
-    conn: Conn,
-    caps: Capabilities,
-    /// False once an I/O error or timeout left the connection in an unknown state: no QUIT.
-    usable: bool,
-}
-
-/// Our last write of the content returns while megabytes may still sit in socket buffers
-/// on their way to the upstream: the reply to the end of the message is given time for the
-/// upstream to read that much at a slow 64 KiB/s, on top of the usual step `timeout`.
-fn in_transit_grace(size: u64) -> Duration {
-    Duration::from_secs(size / (64 * 1024))
+/// What a failure of the connection means for a delivery: always temporary (the message
+/// may go next time), with the status RFC 3463 has for it.
+fn client_error(e: smtp_client::Error) -> SinkError {
+    use smtp_client::Error as E;
+    let status = match &e {
+        E::Connect { source, .. } => match source.kind() {
+            std::io::ErrorKind::TimedOut => "4.4.2",
+            std::io::ErrorKind::NotFound => "4.4.3",
+            _ => "4.4.1",
+        },
+        E::Io { .. } | E::Closed { .. } => "4.4.2",
+        E::Malformed { .. } => "4.5.0",
+        E::Tls { .. } | E::DataBeforeTls { .. } => TLS_FAILED,
+        E::Message { path, source } => {
+            return SinkError::from_io(format!("spool file {}", path.display()), source);
+        }
+        E::MessageChanged { .. } => "4.3.0",
+        // The transaction checks addresses before it sends them; should one slip through,
+        // it is about this message, not the upstream.
+        E::Unsendable { verb: "MAIL", .. } => return SinkError::permanent("5.1.7", e.to_string()),
+        E::Unsendable { .. } => return SinkError::permanent("5.1.3", e.to_string()),
+    };
+    SinkError::temporary(status, e.to_string())
 }
 
 /// A session-level failure (greeting, hello, STARTTLS, AUTH, XFORWARD): always temporary,
 /// since it is about the upstream or our config, never about this message.
-fn session_error(reply: &Reply, fallback: &str, context: &str) -> SinkError {
+fn session_error(reply: &RemoteReply, fallback: &str, context: &str) -> SinkError {
     SinkError::temporary(
         &temporary_status(reply, fallback),
         format!("{context} {}", reply.one_line()),
@@ -938,7 +783,7 @@ fn session_error(reply: &Reply, fallback: &str, context: &str) -> SinkError {
 }
 
 /// The reply's enhanced code with its class made 4, or `fallback`.
-fn temporary_status(reply: &Reply, fallback: &str) -> String {
+fn temporary_status(reply: &RemoteReply, fallback: &str) -> String {
     match reply.enhanced() {
         Some(code) if code.len() > 1 => format!("4{}", &code[1..]),
         _ => fallback.to_string(),
@@ -1035,73 +880,6 @@ fn read_password(c: &RelayConfig, ctx: &SinkContext) -> Result<String, InvalidKe
     }
 }
 
-/// What to send with XFORWARD, in Postfix's order: the facts a trusted upstream forwarded
-/// to us, unchanged, or else what we know about our own client.
-fn xforward_attributes(env: &Envelope) -> Vec<(&'static str, String)> {
-    let fwd = &env.client.xforward;
-    if !fwd.is_empty() {
-        return fwd
-            .attributes()
-            .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
-            .collect();
-    }
-    let client = &env.client;
-    let (addr, port) = match client.addr.as_deref() {
-        Some(a) => match a.parse::<SocketAddr>() {
-            Ok(sa) => (Some(sa.ip()), Some(sa.port())),
-            Err(_) => (a.parse::<IpAddr>().ok(), None),
-        },
-        None => (None, None),
-    };
-    let mut attrs = vec![("NAME", "[UNAVAILABLE]".to_string())];
-    if let Some(ip) = addr {
-        let ip = match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => format!("IPv6:{v6}"),
-            },
-            IpAddr::V4(v4) => v4.to_string(),
-        };
-        attrs.push(("ADDR", ip));
-    }
-    if let Some(port) = port {
-        attrs.push(("PORT", port.to_string()));
-    }
-    attrs.push(("PROTO", xforward_proto(&client.protocol).to_string()));
-    if let Some(helo) = &client.helo {
-        attrs.push(("HELO", helo.clone()));
-    }
-    attrs.push(("IDENT", env.id.clone()));
-    let source = if client.addr.is_some() {
-        "REMOTE"
-    } else {
-        "LOCAL"
-    };
-    attrs.push(("SOURCE", source.to_string()));
-    attrs
-}
-
-/// PROTO for the protocol our client spoke, as the ingress names it for the Received
-/// header: "SMTP", "ESMTP", "ESMTPS", "LMTP", "LMTPS" (RFC 3848; compared ignoring case).
-///
-/// The base name, without RFC 3848's TLS/AUTH suffixes (they describe the hop, not the
-/// protocol), as Postfix's own smtpd keeps and forwards it ("proto=ESMTP" in its logs).
-/// The XFORWARD README allows any protocol name, so LMTP stays LMTP. What no client spoke
-/// to us (our own DSNs are "local") is `[UNAVAILABLE]`.
-fn xforward_proto(protocol: &str) -> &'static str {
-    let p = protocol.to_ascii_uppercase();
-    if p.starts_with("ESMTP") {
-        "ESMTP"
-    } else if p.starts_with("LMTP") {
-        "LMTP"
-    } else if p == "SMTP" {
-        "SMTP"
-    } else {
-        "[UNAVAILABLE]"
-    }
-}
-
 impl Sink for RelaySink {
     fn deliver<'a>(&'a self, d: &'a Delivery<'a>) -> BoxFuture<'a, RcptResults> {
         Box::pin(self.deliver_inner(d))
@@ -1111,8 +889,8 @@ impl Sink for RelaySink {
     /// that certificate and credential problems show up here too; then QUIT.
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            let session = self.open().await?;
-            session.conn.quit().await;
+            let client = self.open().await?;
+            client.quit().await;
             Ok(())
         })
     }

@@ -5,8 +5,10 @@
 use super::*;
 use crate::config::RelayConfig;
 use crate::config::error::path_string;
-use crate::envelope::{ClientInfo, XForward};
+use crate::envelope::{ClientInfo, Envelope, XForward};
+use crate::proto::parse_reply;
 use crate::sinks::Severity;
+use crate::smtp_client::{Io, XFORWARD_LINE_MAX, xforward_lines};
 use crate::spool::commit::Committer;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -199,6 +201,13 @@ fn dotted_message() -> Vec<u8> {
     }
     m.extend_from_slice(b"last line\r\n");
     m
+}
+
+impl RelaySink {
+    /// The XFORWARD lines this sink would send for `env` to a server advertising `caps`.
+    fn xforward_lines(&self, caps: &Capabilities, env: &Envelope) -> Vec<String> {
+        xforward_lines(caps, &xforward_attributes(env))
+    }
 }
 
 fn is_ok(r: &Result<Delivered, SinkError>) -> bool {
@@ -729,7 +738,7 @@ const TRICKLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Writes `reply`, one byte per [`TRICKLE`] when `slow`.
 async fn reply_to(
-    io: &mut BufReader<Box<dyn conn::Io>>,
+    io: &mut BufReader<Box<dyn Io>>,
     reply: &[u8],
     slow: bool,
 ) -> std::io::Result<()> {
@@ -756,7 +765,7 @@ async fn scripted_server(script: Script) -> (u16, Arc<Mutex<Vec<String>>>) {
             let script = script.clone();
             let log = Arc::clone(&log2);
             tokio::spawn(async move {
-                let stream: Box<dyn conn::Io> = match &script.implicit {
+                let stream: Box<dyn Io> = match &script.implicit {
                     Some(acc) => match acc.accept(tcp).await {
                         Ok(s) => Box::new(s),
                         Err(e) => {
@@ -774,7 +783,7 @@ async fn scripted_server(script: Script) -> (u16, Arc<Mutex<Vec<String>>>) {
 }
 
 async fn serve(
-    stream: Box<dyn conn::Io>,
+    stream: Box<dyn Io>,
     script: Script,
     log: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {

@@ -1,13 +1,19 @@
-//! Sans-I/O parsing of what an SMTP/LMTP server says: replies (RFC 5321 §4.2), their
-//! enhanced status codes (RFC 3463, RFC 2034) and EHLO/LHLO capabilities.
+//! Sans-I/O parsing of what an SMTP/LMTP server says to us as its client: replies (RFC 5321
+//! §4.2), their enhanced status codes (RFC 3463, RFC 2034) and EHLO/LHLO capabilities.
+//!
+//! [`RemoteReply`] is a reply as another server sent it, its text lines kept as they came
+//! (the enhanced code stays inside the first line's text), so that a caller can log it or
+//! hand it on unchanged. [`super::Reply`] is the other direction: a reply our own server
+//! session renders, with its enhanced code as a separate field.
 
 /// Upper bound on one reply, all lines included. A server that talks longer than this is
 /// broken or hostile; we stop buffering instead of growing without end.
 pub const MAX_REPLY: usize = 64 * 1024;
 
-/// One complete reply.
+/// One complete reply received from a server (see the module comment for how it differs
+/// from [`super::Reply`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub struct RemoteReply {
     /// The three-digit code, 200..=599 in practice (any 3 digits are accepted).
     pub code: u16,
     /// The text of each line after the code and separator, without the line ending.
@@ -26,7 +32,7 @@ pub enum ReplyError {
     TooLong,
 }
 
-impl Reply {
+impl RemoteReply {
     /// 2 for 2xx, 3 for 3xx, ...
     pub fn class(&self) -> u16 {
         self.code / 100
@@ -74,7 +80,7 @@ impl Reply {
 /// Takes one complete reply off the front of `buf`. `Ok(None)` means "read more bytes";
 /// `Ok(Some((reply, n)))` means the reply used the first `n` bytes. Lines end in CRLF, or
 /// a bare LF (tolerated: some servers and test tools send it).
-pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+pub fn parse_reply(buf: &[u8]) -> Result<Option<(RemoteReply, usize)>, ReplyError> {
     let mut pos = 0;
     let mut code: Option<u16> = None;
     let mut lines = Vec::new();
@@ -109,7 +115,7 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
         pos = end;
         if last {
             return Ok(Some((
-                Reply {
+                RemoteReply {
                     code: this_code,
                     lines,
                 },
@@ -153,7 +159,7 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Every line but the first (the server's greeting name) is one extension.
-    pub fn from_ehlo(reply: &Reply) -> Self {
+    pub fn from_ehlo(reply: &RemoteReply) -> Self {
         let entries = reply
             .lines
             .iter()
@@ -198,7 +204,7 @@ impl Capabilities {
 mod tests {
     use super::*;
 
-    fn parse_all(s: &str) -> Reply {
+    fn parse_all(s: &str) -> RemoteReply {
         let (reply, n) = parse_reply(s.as_bytes()).unwrap().unwrap();
         assert_eq!(n, s.len());
         reply

@@ -1,102 +1,36 @@
 //! One client connection: bytes to and from the server, every step (connecting, the TLS
-//! handshake, one whole reply, one write) bounded by the sink's `timeout`, replies parsed
-//! by [`super::reply`], and the switch to TLS.
+//! handshake, one whole reply, one write) bounded by one timeout, replies parsed by
+//! [`crate::proto::parse_reply`], and the switch to TLS.
 
-use super::reply::{Reply, parse_reply};
-use crate::sinks::SinkError;
+use super::error::{Error, Result};
+use super::target::Target;
+use crate::proto::{RemoteReply, parse_reply};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-/// The status of a failed TLS handshake (RFC 3463: "cryptographic failure").
-pub const TLS_FAILED: &str = "4.7.5";
-
-/// QUIT is a courtesy once the outcome is known: it may not hold a delivery longer.
+/// QUIT is a courtesy once the outcome is known: it may not hold the caller longer.
 const QUIT_MAX: Duration = Duration::from_secs(10);
 
 /// Anything we can speak SMTP over: TCP, a Unix socket, or TLS on either.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Where the upstream listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `host` has no brackets, also for IPv6.
-    Tcp {
-        host: String,
-        port: u16,
-    },
-    Unix(PathBuf),
-}
-
-impl Target {
-    /// "host:port", "[v6]:port" or "unix:/absolute/path".
-    pub fn parse(address: &str) -> Result<Target, String> {
-        if let Some(path) = address.strip_prefix("unix:") {
-            let path = PathBuf::from(path);
-            if !path.is_absolute() {
-                return Err(format!(
-                    "address \"{address}\": expected unix:/absolute/path"
-                ));
-            }
-            return Ok(Target::Unix(path));
-        }
-        let bad = || {
-            format!("address \"{address}\": expected host:port, [ipv6]:port or unix:/absolute/path")
-        };
-        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().ok().filter(|&p| p != 0).ok_or_else(bad)?;
-        let host = match host.strip_prefix('[') {
-            Some(h) => h.strip_suffix(']').ok_or_else(bad)?,
-            // An IPv6 address needs brackets, or "::1:25" would be ambiguous.
-            None if host.contains(':') => return Err(bad()),
-            None => host,
-        };
-        if host.is_empty() || host.contains(['[', ']', ' ', '/']) {
-            return Err(bad());
-        }
-        Ok(Target::Tcp {
-            host: host.to_string(),
-            port,
-        })
-    }
-
-    /// The host part, to check a certificate against.
-    pub fn host(&self) -> Option<&str> {
-        match self {
-            Target::Tcp { host, .. } => Some(host),
-            Target::Unix(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
-            Target::Tcp { host, port } => write!(f, "{host}:{port}"),
-            Target::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
-pub struct Conn {
+pub(crate) struct Conn {
     stream: Box<dyn Io>,
     /// Bytes received but not yet parsed into a reply.
     buf: Vec<u8>,
-    /// How long one step may take. A whole reply is one step (not each read of it), so an
-    /// upstream trickling a byte at a time cannot hold a delivery for as long as it likes;
+    /// How long one step may take. A whole reply is one step (not each read of it), so a
+    /// server trickling a byte at a time cannot hold the caller for as long as it likes;
     /// the message content is many steps (one per write), so a large message to a slow
-    /// upstream is not cut off half-way — after the upstream may already have most of it.
+    /// server is not cut off half-way — after the server may already have most of it.
     limit: Duration,
     /// Shortens the steps of QUIT, whose answer does not matter.
     quitting: bool,
@@ -110,20 +44,24 @@ pub struct Conn {
 
 impl Conn {
     /// Connects, within `limit`, the bound of every later step too.
-    pub async fn connect(target: &Target, limit: Duration) -> Result<Conn, SinkError> {
+    pub async fn connect(target: &Target, limit: Duration) -> Result<Conn> {
         let peer = target.to_string();
         let deadline = Instant::now() + limit;
+        let connect_error = |source| Error::Connect {
+            peer: peer.clone(),
+            source,
+        };
         let (stream, local): (Box<dyn Io>, bool) = match target {
             Target::Unix(path) => {
                 let s = by_deadline(deadline, limit, tokio::net::UnixStream::connect(path))
                     .await
-                    .map_err(|e| connect_error(&peer, e))?;
+                    .map_err(connect_error)?;
                 (Box::new(s), true)
             }
             Target::Tcp { host, port } => {
                 let s = by_deadline(deadline, limit, connect_tcp(host, *port))
                     .await
-                    .map_err(|e| connect_error(&peer, e))?;
+                    .map_err(connect_error)?;
                 // We batch commands ourselves; Nagle would only add delay between them.
                 let _ = s.set_nodelay(true);
                 let local = s.peer_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
@@ -142,60 +80,48 @@ impl Conn {
     }
 
     /// Starts TLS on the connection (right after connect, or after a 220 to STARTTLS).
+    /// After a failure the connection is gone: every later step fails.
     pub async fn start_tls(
-        self,
+        &mut self,
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
-    ) -> Result<Conn, SinkError> {
+    ) -> Result<()> {
         if !self.buf.is_empty() {
             // Bytes that arrived before the handshake were sent in plain text and could
             // have been injected; RFC 3207 §6 says discard, we give up on the session.
-            return Err(SinkError::temporary(
-                TLS_FAILED,
-                format!(
-                    "{} sent data after its STARTTLS reply, before TLS",
-                    self.peer
-                ),
-            ));
+            return Err(Error::DataBeforeTls {
+                peer: self.peer.clone(),
+            });
         }
-        let Conn {
-            stream,
-            buf,
-            limit,
-            peer,
-            local,
-            ..
-        } = self;
-        let handshake = TlsConnector::from(config).connect(name, stream);
-        let tls = by_deadline(Instant::now() + limit, limit, handshake)
+        // The plain stream goes into the handshake; a stream that reads nothing and
+        // writes nowhere holds its place meanwhile (and for good, if the handshake fails).
+        let placeholder = Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink()));
+        let plain = std::mem::replace(&mut self.stream, placeholder);
+        let handshake = TlsConnector::from(config).connect(name, plain);
+        let tls = by_deadline(Instant::now() + self.limit, self.limit, handshake)
             .await
-            .map_err(|e| {
-                SinkError::temporary(TLS_FAILED, format!("TLS with {peer} failed: {e}"))
+            .map_err(|source| Error::Tls {
+                peer: self.peer.clone(),
+                source,
             })?;
         if let (Some(version), Some(suite)) = (
             tls.get_ref().1.protocol_version(),
             tls.get_ref().1.negotiated_cipher_suite(),
         ) {
-            tracing::debug!(upstream = %peer, "TLS up: {version:?} {:?}", suite.suite());
+            tracing::debug!(upstream = %self.peer, "TLS up: {version:?} {:?}", suite.suite());
         }
-        Ok(Conn {
-            stream: Box::new(tls),
-            buf,
-            limit,
-            quitting: false,
-            peer,
-            encrypted: true,
-            local,
-        })
+        self.stream = Box::new(tls);
+        self.encrypted = true;
+        Ok(())
     }
 
     /// Reads the next complete reply, within one step.
-    pub async fn read_reply(&mut self) -> Result<Reply, SinkError> {
+    pub async fn read_reply(&mut self) -> Result<RemoteReply> {
         self.read_reply_within(Duration::ZERO).await
     }
 
     /// Reads the next complete reply, within one step and `extra`.
-    pub async fn read_reply_within(&mut self, extra: Duration) -> Result<Reply, SinkError> {
+    pub async fn read_reply_within(&mut self, extra: Duration) -> Result<RemoteReply> {
         let deadline = self.step_deadline() + extra;
         let mut chunk = [0u8; 4096];
         loop {
@@ -206,28 +132,27 @@ impl Conn {
                     return Ok(reply);
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    return Err(SinkError::temporary(
-                        "4.5.0",
-                        format!("{} sent a malformed reply: {e}", self.peer),
-                    ));
+                Err(source) => {
+                    return Err(Error::Malformed {
+                        peer: self.peer.clone(),
+                        source,
+                    });
                 }
             }
             let n = by_deadline(deadline, self.limit, self.stream.read(&mut chunk))
                 .await
                 .map_err(|e| self.io_error("reading a reply from", e))?;
             if n == 0 {
-                return Err(SinkError::temporary(
-                    "4.4.2",
-                    format!("{} closed the connection", self.peer),
-                ));
+                return Err(Error::Closed {
+                    peer: self.peer.clone(),
+                });
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
-    /// Sends bytes as they are (commands with their CRLF, or DATA content).
-    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+    /// Sends bytes as they are (commands with their CRLF, or message content).
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
         let deadline = self.step_deadline();
         let stream = &mut self.stream;
         let result = by_deadline(deadline, self.limit, async {
@@ -240,7 +165,7 @@ impl Conn {
 
     /// Sends one command line and reads its reply. `shown` replaces the line in logs when it
     /// carries a secret.
-    pub async fn command(&mut self, line: &str, shown: Option<&str>) -> Result<Reply, SinkError> {
+    pub async fn command(&mut self, line: &str, shown: Option<&str>) -> Result<RemoteReply> {
         tracing::trace!(upstream = %self.peer, "C: {}", shown.unwrap_or(line));
         let mut bytes = Vec::with_capacity(line.len() + 2);
         bytes.extend_from_slice(line.as_bytes());
@@ -267,8 +192,12 @@ impl Conn {
         Instant::now() + limit
     }
 
-    fn io_error(&self, doing: &str, e: io::Error) -> SinkError {
-        SinkError::temporary("4.4.2", format!("{doing} {}: {e}", self.peer))
+    fn io_error(&self, doing: &'static str, source: io::Error) -> Error {
+        Error::Io {
+            peer: self.peer.clone(),
+            doing,
+            source,
+        }
     }
 }
 
@@ -290,21 +219,12 @@ async fn connect_tcp(host: &str, port: u16) -> io::Result<tokio::net::TcpStream>
     Err(last)
 }
 
-fn connect_error(peer: &str, e: io::Error) -> SinkError {
-    let status = match e.kind() {
-        io::ErrorKind::TimedOut => "4.4.2",
-        io::ErrorKind::NotFound => "4.4.3",
-        _ => "4.4.1",
-    };
-    SinkError::temporary(status, format!("connecting to {peer}: {e}"))
-}
-
 /// Runs `fut` until `deadline`; running out of time is an `io::ErrorKind::TimedOut` that
 /// names the configured `limit`.
 async fn by_deadline<T, E>(
     deadline: Instant,
     limit: Duration,
-    fut: impl Future<Output = Result<T, E>>,
+    fut: impl Future<Output = std::result::Result<T, E>>,
 ) -> io::Result<T>
 where
     E: Into<io::Error>,
@@ -318,48 +238,5 @@ where
                 limit.as_secs_f64()
             ),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_targets() {
-        assert_eq!(
-            Target::parse("127.0.0.1:25").unwrap(),
-            Target::Tcp {
-                host: "127.0.0.1".into(),
-                port: 25
-            }
-        );
-        assert_eq!(
-            Target::parse("[::1]:24").unwrap().to_string(),
-            "[::1]:24".to_string()
-        );
-        assert_eq!(Target::parse("[::1]:24").unwrap().host(), Some("::1"));
-        assert_eq!(
-            Target::parse("mx.example.org:587").unwrap().host(),
-            Some("mx.example.org")
-        );
-        assert_eq!(
-            Target::parse("unix:/run/dovecot/lmtp").unwrap(),
-            Target::Unix("/run/dovecot/lmtp".into())
-        );
-        for bad in [
-            "",
-            "host",
-            "host:",
-            "host:0",
-            "host:99999",
-            ":25",
-            "::1:25",
-            "[::1:25",
-            "unix:relative/path",
-            "a b:25",
-        ] {
-            assert!(Target::parse(bad).is_err(), "{bad:?}");
-        }
     }
 }

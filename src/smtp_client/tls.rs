@@ -1,4 +1,4 @@
-//! The rustls client configurations a relay uses.
+//! The rustls client configurations: checking (system roots or a CA file) and not.
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
