@@ -1,6 +1,7 @@
 //! mailchute: a mail gateway in one binary.
 //!
 //! The layers, each readable without the others:
+//! - [`cli`]: the commands (`serve`, `queue`, `config`); the top layer, which nothing imports.
 //! - [`proto`]: sans-I/O protocol code (SMTP/LMTP server state machine, reply parsing).
 //! - [`smtpd`]: the network side of the SMTP/LMTP listeners; only moves bytes.
 //! - [`pipeline`]: routes recipients to sinks and runs one delivery attempt.
@@ -8,6 +9,7 @@
 //! - [`sinks`]: where a message ends (Maildir, MH, mbox, SMTP/LMTP relay, exec, discard).
 //! - [`config`]: the TOML contract, env overrides, validation.
 
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod envelope;
@@ -16,7 +18,6 @@ pub mod log;
 pub mod pipeline;
 pub mod privileges;
 pub mod proto;
-pub mod serve;
 pub mod sinks;
 pub mod smtpd;
 pub mod spool;

@@ -1,6 +1,7 @@
 //! The operator's surface of the real binary: `config example` / `config check` and their
 //! errors, config discovery and env overrides, the embedded default, relative paths,
-//! SIGHUP reload, the queue CLI, the transaction log line, SIGTERM mid-DATA, `--help`.
+//! SIGHUP reload, the queue CLI, the transaction log line, SIGTERM mid-DATA, `--help`,
+//! the `sendmail` name.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -1271,6 +1272,23 @@ fn exit_statuses_tell_what_went_wrong() {
         &[],
     );
     run_status(dir.path(), &["config", "frobnicate"], &[], 2);
+}
+
+/// Invoked through a link named `sendmail`: that interface is not in this version, and
+/// the binary says so instead of acting as `mailchute`.
+#[test]
+fn invoked_as_sendmail_says_it_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("sendmail");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let o = Command::new(&link)
+        .args(["-t", "-i"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert_contains(&stderr(&o), &["sendmail interface is not in this version"]);
 }
 
 #[test]

@@ -44,6 +44,17 @@ fn config_fail(e: impl std::fmt::Display) -> ServeError {
     }
 }
 
+/// What `serve` does before its runtime starts: load the config (the embedded default when
+/// no file is found) and start logging on stderr; `log_format` is `--log-format`.
+pub fn prepare(
+    config: Option<&Path>,
+    log_format: Option<crate::config::LogFormat>,
+) -> Result<Loaded, super::CliError> {
+    let loaded = config::load(config, true)?;
+    crate::log::init(log_format.unwrap_or(loaded.config.server.log_format));
+    Ok(loaded)
+}
+
 pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     let config = &loaded.config;
     if config.listeners.is_empty() {
