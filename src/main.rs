@@ -6,7 +6,7 @@
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use mailchute::cli::config::ConfigCommand;
 use mailchute::cli::queue::QueueArgs;
-use mailchute::cli::{self, CliError};
+use mailchute::cli::{self, CliError, LogOptions};
 use mailchute::config::{ConfigError, LogFormat};
 use mailchute::delivery::sysexits::{EX_CONFIG, EX_NOINPUT, EX_OSERR, EX_UNAVAILABLE};
 use std::path::{Path, PathBuf};
@@ -37,9 +37,12 @@ struct Cli {
     /// Config file (TOML).
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log format on stderr; overrides [server] log_format.
+    /// Log format; overrides [server] log_format.
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormatArg>,
+    /// Log to FILE (appended to) instead of stderr.
+    #[arg(long, global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -140,7 +143,7 @@ impl Failure {
             CliError::Config(ConfigError::Invalid(_)) => EX_CONFIG,
             CliError::Serve(s) if s.config => EX_CONFIG,
             // serve cannot start or run.
-            CliError::Serve(_) => EX_UNAVAILABLE,
+            CliError::Serve(_) | CliError::Log(_) => EX_UNAVAILABLE,
             CliError::NoInput(_) => EX_NOINPUT,
             CliError::Spool(_) => EX_FAILURE,
             // Exited with by clap in `main`; 2 is its usage status.
@@ -150,9 +153,13 @@ impl Failure {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    let log = LogOptions {
+        format: cli.log_format.map(to_format),
+        file: cli.log_file,
+    };
     match cli.command {
         Command::Serve => {
-            let loaded = cli::serve::prepare(cli.config.as_deref(), cli.log_format.map(to_format))?;
+            let loaded = cli::serve::prepare(cli.config.as_deref(), &log)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

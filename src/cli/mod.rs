@@ -10,10 +10,12 @@ pub mod config;
 pub mod queue;
 pub mod serve;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, LogFormat};
+use crate::log::{Destination, LogError};
 use crate::spool::SpoolError;
 use clap::error::ErrorKind;
 use serve::ServeError;
+use std::path::PathBuf;
 
 /// Why a command failed. `Display` is the message; its sources are the causes, which the
 /// binary's edge prints on the same line.
@@ -25,6 +27,8 @@ pub enum CliError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Log(#[from] LogError),
     /// The arguments contradict each other; reported (with status 2) as clap reports its own.
     #[error("{message}")]
     Usage { kind: ErrorKind, message: String },
@@ -39,5 +43,22 @@ impl CliError {
             kind,
             message: message.into(),
         }
+    }
+}
+
+/// The global logging flags.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// `--log-format`; overrides the config's `[server] log_format`.
+    pub format: Option<LogFormat>,
+    /// `--log-file FILE`: instead of the command's own destination.
+    pub file: Option<PathBuf>,
+}
+
+impl LogOptions {
+    /// Starts logging: to `--log-file` if given, else where the command logs by default.
+    pub fn init(&self, configured: LogFormat, default: Destination) -> Result<(), LogError> {
+        let dest = self.file.clone().map_or(default, Destination::File);
+        crate::log::init(self.format.unwrap_or(configured), dest)
     }
 }

@@ -45,13 +45,13 @@ fn config_fail(e: impl std::fmt::Display) -> ServeError {
 }
 
 /// What `serve` does before its runtime starts: load the config (the embedded default when
-/// no file is found) and start logging on stderr; `log_format` is `--log-format`.
-pub fn prepare(
-    config: Option<&Path>,
-    log_format: Option<crate::config::LogFormat>,
-) -> Result<Loaded, super::CliError> {
+/// no file is found) and start logging, to stderr unless `--log-file` says otherwise.
+pub fn prepare(config: Option<&Path>, log: &super::LogOptions) -> Result<Loaded, super::CliError> {
     let loaded = config::load(config, true)?;
-    crate::log::init(log_format.unwrap_or(loaded.config.server.log_format));
+    log.init(
+        loaded.config.server.log_format,
+        crate::log::Destination::Stderr,
+    )?;
     Ok(loaded)
 }
 

@@ -1,7 +1,7 @@
 //! The operator's surface of the real binary: `config example` / `config check` and their
 //! errors, config discovery and env overrides, the embedded default, relative paths,
-//! SIGHUP reload, the queue CLI, the transaction log line, SIGTERM mid-DATA, `--help`,
-//! the `sendmail` name.
+//! SIGHUP reload, the queue CLI, the transaction log line and `--log-file`, SIGTERM
+//! mid-DATA, `--help`, the `sendmail` name.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -1071,6 +1071,47 @@ fn log_format_text_is_not_json() {
             .any(|l| l.contains("transaction") && l.contains("rcpt@test")),
         "{log}"
     );
+}
+
+#[test]
+fn log_file_gets_the_log_and_stderr_stays_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = write_config(
+        dir.path(),
+        "mailchute.toml",
+        &one_listener(&format!("127.0.0.1:{port}"), "sync", ""),
+    );
+    let log_file = dir.path().join("mailchute.log");
+    fs::write(&log_file, "an earlier line\n").unwrap();
+    let log_arg = log_file.display().to_string();
+    let mut serve = Serve::start(
+        dir.path(),
+        &["-c", &file, "--log-file", &log_arg],
+        &[],
+        port,
+    );
+    send(port, "rcpt@test", &message("file-log", "To a file.\r\n"));
+    serve.signal(libc::SIGTERM);
+    serve.wait_exit(Duration::from_secs(20));
+    assert_eq!(serve.log(), "", "stdout and stderr");
+    let log = fs::read_to_string(&log_file).unwrap();
+    assert!(log.starts_with("an earlier line\n"), "{log}");
+    assert_contains(&log, &["mailchute started", "rcpt@test", "stopped"]);
+    // One that cannot be opened: serve does not start.
+    let err = run_status(
+        dir.path(),
+        &[
+            "serve",
+            "-c",
+            &file,
+            "--log-file",
+            "/nonexistent/dir/mailchute.log",
+        ],
+        &[],
+        69,
+    );
+    assert_contains(&err, &["/nonexistent/dir/mailchute.log"]);
 }
 
 // ---- 8. SIGTERM during DATA ------------------------------------------------------------
