@@ -1,6 +1,7 @@
 //! mailchute: a mail gateway in one binary.
 //!
 //! The layers, each readable without the others:
+//! - [`cli`]: the commands (`serve`, `queue`, `config`); the top layer, which nothing imports.
 //! - [`proto`]: sans-I/O protocol code (SMTP/LMTP server state machine, reply parsing).
 //! - [`smtpd`]: the network side of the SMTP/LMTP listeners; only moves bytes.
 //! - [`pipeline`]: routes recipients to sinks and runs one delivery attempt.
@@ -9,6 +10,7 @@
 //! - [`smtp_client`]: an SMTP/LMTP client, one transaction step at a time (relay, proxy).
 //! - [`config`]: the TOML contract, env overrides, validation.
 
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod envelope;
@@ -18,7 +20,6 @@ pub mod log;
 pub mod pipeline;
 pub mod privileges;
 pub mod proto;
-pub mod serve;
 pub mod sinks;
 pub mod smtp_client;
 pub mod smtpd;

@@ -1,26 +1,84 @@
 //! Logging setup and the one-line-per-transaction record.
 
 use crate::config::LogFormat;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tracing::Dispatch;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-/// Installs the global subscriber: JSON (one object per line) or human text, on stderr.
+/// Where log lines go; each command chooses. A daemon logs to stderr (its supervisor
+/// collects it) or a file; `deliver` logs nowhere or to a file, because Postfix reads its
+/// stdout and stderr through one pipe and the first line it reads must be the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Stderr,
+    /// Appended to, created if missing (mode 0640: log lines name senders and recipients).
+    File(PathBuf),
+    /// Nothing is written anywhere.
+    None,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot open the log file {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Installs the global subscriber: JSON (one object per line) or human text, to `dest`.
 /// The level comes from `MAILCHUTE_LOG` (e.g. `debug`, `mailchute=trace`), default `info`.
-pub fn init(format: LogFormat) {
+/// A second call leaves the first subscriber in place.
+pub fn init(format: LogFormat, dest: Destination) -> Result<(), LogError> {
+    if let Some(dispatch) = dispatch(format, dest)? {
+        let _ = tracing::dispatcher::set_global_default(dispatch);
+    }
+    Ok(())
+}
+
+/// The subscriber [`init`] installs; `None` for [`Destination::None`], because with no
+/// subscriber at all tracing drops every event before formatting it.
+fn dispatch(format: LogFormat, dest: Destination) -> Result<Option<Dispatch>, LogError> {
+    let writer = match dest {
+        Destination::None => return Ok(None),
+        Destination::Stderr => BoxMakeWriter::new(std::io::stderr),
+        // O_APPEND, and each event is formatted whole before it is written: lines from
+        // several processes (deliver runs once per message) land whole, one after another.
+        Destination::File(path) => BoxMakeWriter::new(Arc::new(open_append(&path)?)),
+    };
     let filter =
         EnvFilter::try_from_env("MAILCHUTE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
+    Ok(Some(match format {
+        LogFormat::Json => Dispatch::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .finish(),
+        ),
+        LogFormat::Text => Dispatch::new(builder.with_ansi(false).finish()),
+    }))
+}
+
+fn open_append(path: &Path) -> Result<std::fs::File, LogError> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|source| LogError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// One event at warn when `$warn` (something failed that the operator should look at), else
@@ -80,5 +138,95 @@ impl Transaction<'_> {
             duration_ms = self.duration_ms,
             error = self.error,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_file_receives_lines_after_what_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailchute.log");
+        std::fs::write(&path, "an earlier line\n").unwrap();
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let d = dispatch(format, Destination::File(path.clone()))
+                .unwrap()
+                .unwrap();
+            tracing::dispatcher::with_default(&d, || tracing::warn!(event = "test", "to the file"));
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], "an earlier line");
+        assert!(
+            lines[1].contains("to the file") && !lines[1].starts_with('{'),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(json["message"], "to the file");
+        assert_eq!(json["event"], "test");
+    }
+
+    #[test]
+    fn a_new_log_file_is_not_for_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.log");
+        dispatch(LogFormat::Text, Destination::File(path.clone())).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o007, 0, "{mode:o}");
+    }
+
+    #[test]
+    fn a_log_file_that_cannot_be_opened_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir/mailchute.log");
+        let e = init(LogFormat::Json, Destination::File(path.clone())).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains(&path.display().to_string()), "{m}");
+        assert!(m.contains("No such file or directory"), "{m}");
+    }
+
+    const CHILD: &str = "log::tests::child_logs_one_line";
+    const LINE: &str = "a line that only stderr may show";
+
+    /// Does something only when [`none_writes_nothing`] runs it in a child process: installs
+    /// the global subscriber, which a test in this process must not.
+    #[test]
+    fn child_logs_one_line() {
+        let Ok(dest) = std::env::var("MAILCHUTE_LOG_TEST_DESTINATION") else {
+            return;
+        };
+        let dest = match dest.as_str() {
+            "stderr" => Destination::Stderr,
+            _ => Destination::None,
+        };
+        init(LogFormat::Text, dest).unwrap();
+        tracing::error!("{LINE}");
+    }
+
+    #[test]
+    fn none_writes_nothing() {
+        let run = |dest: &str| {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", CHILD, "--nocapture", "--test-threads=1"])
+                .env("MAILCHUTE_LOG_TEST_DESTINATION", dest)
+                .env_remove("MAILCHUTE_LOG")
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            text
+        };
+        // The same child with stderr shows the line: the check below can fail.
+        assert!(run("stderr").contains(LINE));
+        let out = run("none");
+        assert!(!out.contains(LINE), "{out}");
     }
 }

@@ -1,11 +1,14 @@
-//! The `mailchute` command line. Errors become one clear line on stderr and a non-zero
-//! exit status here, at the binary's edge.
+//! The `mailchute` binary: which interface it was invoked as, the command line, the
+//! runtime each command runs on, and the exit status. What the commands do is in
+//! `mailchute::cli`. Errors become one clear line on stderr and a non-zero exit status
+//! here, at the binary's edge.
 
-use anyhow::{Context, Result};
-use clap::error::ErrorKind;
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use mailchute::config::{self, ConfigError, LogFormat};
-use mailchute::serve::ServeError;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use mailchute::cli::config::ConfigCommand;
+use mailchute::cli::queue::QueueArgs;
+use mailchute::cli::{self, CliError, LogOptions};
+use mailchute::config::{ConfigError, LogFormat};
+use mailchute::delivery::sysexits::{EX_CONFIG, EX_NOINPUT, EX_OSERR, EX_UNAVAILABLE};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,20 +23,8 @@ const CONFIG_LOOKUP: &str = "Config: -c FILE, else $MAILCHUTE_CONFIG, else /etc/
                              --data-dir) missing or unreadable; 69 serve cannot start or run (port taken, data_dir not\n\
                              writable, already running); 71 OS error (no current directory); 78 config invalid.";
 
-/// The exit statuses above: 1 for anything else, the others from sysexits.h.
+/// Status 1, for failures sysexits.h has no code for (e.g. no such message).
 const EX_FAILURE: u8 = 1;
-const EX_NOINPUT: u8 = 66;
-const EX_UNAVAILABLE: u8 = 69;
-const EX_OSERR: u8 = 71;
-const EX_CONFIG: u8 = 78;
-
-/// Failures of the command line itself, beyond what the library layers report.
-#[derive(Debug, thiserror::Error)]
-enum CliError {
-    /// What a command was told to read is not there (EX_NOINPUT).
-    #[error("{0}")]
-    NoInput(String),
-}
 
 #[derive(Parser)]
 #[command(
@@ -46,9 +37,12 @@ struct Cli {
     /// Config file (TOML).
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log format on stderr; overrides [server] log_format.
+    /// Log format; overrides [server] log_format.
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormatArg>,
+    /// Log to FILE (appended to) instead of stderr.
+    #[arg(long, global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,213 +67,114 @@ enum Command {
     Queue(QueueArgs),
 }
 
-#[derive(Args)]
-struct QueueArgs {
-    /// Work on the spool under DIR (the config's [server] data_dir) without reading any
-    /// config; not with -c.
-    #[arg(long, global = true, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    #[command(subcommand)]
-    command: QueueCommand,
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Print an annotated example config covering every key.
-    Example,
-    /// Print the embedded default config: what `serve` runs with when no file is found
-    /// (its route, sink and listener names are what env overrides address).
-    Default,
-    /// Validate a config and print the resolved listeners, routes and sinks.
-    Check {
-        /// The file to check (default: as for every command).
-        file: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand)]
-enum QueueCommand {
-    /// One line per queued message.
-    List,
-    /// Envelope, pending deliveries and headers of one message.
-    Show { id: String },
-    /// Retry a message now (ID or "all").
-    Retry { id: String },
-    /// Remove a message from the queue for good.
-    Delete { id: String },
-}
-
 fn main() -> ExitCode {
+    if invoked_as("sendmail") {
+        eprintln!(
+            "mailchute: the sendmail interface is not in this version of mailchute; \
+             nothing was sent (run `mailchute --help` for what there is)"
+        );
+        return ExitCode::from(EX_UNAVAILABLE);
+    }
     let cli = Cli::parse();
     match run(cli) {
-        Ok(code) => code,
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Command(CliError::Usage { kind, message })) => {
+            // Reported, and exited with status 2, as clap reports its own.
+            Cli::command().error(kind, message).exit()
+        }
         Err(e) => {
-            if let Some(usage) = e.downcast_ref::<clap::Error>() {
-                usage.exit();
-            }
-            eprintln!("mailchute: {}", message(&e));
-            ExitCode::from(exit_code(&e))
+            eprintln!("mailchute: {}", e.message());
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-/// The error and its causes on one line. Layers whose message already holds their cause
-/// (`cannot read …: Permission denied`) would otherwise show it twice.
-fn message(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+/// Whether the program was started under `name` (a symlink to the binary).
+fn invoked_as(name: &str) -> bool {
+    std::env::args_os()
+        .next()
+        .is_some_and(|argv0| Path::new(&argv0).file_name() == Some(name.as_ref()))
 }
 
-/// sysexits.h statuses, so that init systems and scripts can tell a config to fix from a
-/// port that is taken; see [`CONFIG_LOOKUP`].
-fn exit_code(e: &anyhow::Error) -> u8 {
-    if let Some(c) = e.downcast_ref::<ConfigError>() {
-        return match c {
-            ConfigError::NotFound(_) | ConfigError::Read { .. } => EX_NOINPUT,
-            ConfigError::Cwd(_) => EX_OSERR,
-            ConfigError::Invalid(_) => EX_CONFIG,
+/// How a run ends badly: a command failed, or the async runtime would not start.
+#[derive(Debug)]
+enum Failure {
+    Command(CliError),
+    Runtime(std::io::Error),
+}
+
+impl From<CliError> for Failure {
+    fn from(e: CliError) -> Self {
+        Failure::Command(e)
+    }
+}
+
+impl Failure {
+    /// The error and its causes on one line. Layers whose message already holds their
+    /// cause (`cannot read …: Permission denied`) would otherwise show it twice.
+    fn message(&self) -> String {
+        let (mut out, first): (String, &dyn std::error::Error) = match self {
+            Failure::Command(e) => (String::new(), e),
+            Failure::Runtime(e) => ("starting the async runtime".into(), e),
         };
+        let mut cause = Some(first);
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if !out.contains(&text) {
+                if !out.is_empty() {
+                    out.push_str(": ");
+                }
+                out.push_str(&text);
+            }
+            cause = e.source();
+        }
+        out
     }
-    if let Some(s) = e.downcast_ref::<ServeError>() {
-        return if s.config { EX_CONFIG } else { EX_UNAVAILABLE };
+
+    /// sysexits.h statuses, so that init systems and scripts can tell a config to fix from
+    /// a port that is taken; see [`CONFIG_LOOKUP`].
+    fn exit_code(&self) -> u8 {
+        let Failure::Command(e) = self else {
+            return EX_OSERR;
+        };
+        match e {
+            CliError::Config(ConfigError::NotFound(_) | ConfigError::Read { .. }) => EX_NOINPUT,
+            CliError::Config(ConfigError::Cwd(_)) => EX_OSERR,
+            CliError::Config(ConfigError::Invalid(_)) => EX_CONFIG,
+            CliError::Serve(s) if s.config => EX_CONFIG,
+            // serve cannot start or run.
+            CliError::Serve(_) | CliError::Log(_) => EX_UNAVAILABLE,
+            CliError::NoInput(_) => EX_NOINPUT,
+            CliError::Spool(_) => EX_FAILURE,
+            // Exited with by clap in `main`; 2 is its usage status.
+            CliError::Usage { .. } => 2,
+        }
     }
-    if let Some(CliError::NoInput(_)) = e.downcast_ref::<CliError>() {
-        return EX_NOINPUT;
-    }
-    // Only the async runtime's start gives a bare I/O error here.
-    if e.downcast_ref::<std::io::Error>().is_some() {
-        return EX_OSERR;
-    }
-    EX_FAILURE
 }
 
-/// A usage error, reported (and exited with status 2) as clap reports its own.
-fn usage(kind: ErrorKind, message: impl std::fmt::Display) -> anyhow::Error {
-    Cli::command().error(kind, message).into()
-}
-
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli) -> Result<(), Failure> {
+    let log = LogOptions {
+        format: cli.log_format.map(to_format),
+        file: cli.log_file,
+    };
     match cli.command {
         Command::Serve => {
-            let loaded = config::load(cli.config.as_deref(), true)?;
-            let format = cli
-                .log_format
-                .map(to_format)
-                .unwrap_or(loaded.config.server.log_format);
-            mailchute::log::init(format);
+            let loaded = cli::serve::prepare(cli.config.as_deref(), &log)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
-                .context("starting the async runtime")?;
-            let result = rt.block_on(mailchute::serve::run(loaded));
+                .map_err(Failure::Runtime)?;
+            let result = rt.block_on(cli::serve::run(loaded));
             // A blocking task still writing (a delivery cut short by a second signal) must
             // not hold the exit: what it was doing is still in the spool.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
-            result?;
-            Ok(ExitCode::SUCCESS)
+            result.map_err(CliError::from)?;
         }
-        Command::Config(ConfigCommand::Example) => {
-            print!("{}", config::example());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Config(ConfigCommand::Default) => {
-            print!("{}", embedded_default());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Config(ConfigCommand::Check { file }) => {
-            let path = check_path(file, cli.config)?;
-            let loaded = config::load(path.as_deref(), false)?;
-            mailchute::serve::check(&loaded)?;
-            print!("{}", config::describe(&loaded));
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Queue(q) => {
-            let data_dir = data_dir(cli.config.as_deref(), q.data_dir)?;
-            let out = match q.command {
-                QueueCommand::List => mailchute::spool::cli::list(&data_dir)?,
-                QueueCommand::Show { id } => mailchute::spool::cli::show(&data_dir, &id)?,
-                QueueCommand::Retry { id } => mailchute::spool::cli::retry(&data_dir, &id)?,
-                QueueCommand::Delete { id } => mailchute::spool::cli::delete(&data_dir, &id)?,
-            };
-            print!("{out}");
-            if !out.ends_with('\n') {
-                println!();
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        // One-shot commands: plain blocking calls, no runtime.
+        Command::Config(c) => print!("{}", cli::config::run(c, cli.config)?),
+        Command::Queue(q) => print!("{}", cli::queue::run(q, cli.config.as_deref())?),
     }
-}
-
-/// The spool: `--data-dir DIR` as given, else the config's data_dir. Never the embedded
-/// default's: a queue command run in the wrong directory would report an empty queue
-/// instead of saying that it found no config.
-fn data_dir(explicit: Option<&Path>, given: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(dir) = given {
-        if explicit.is_some() {
-            return Err(usage(
-                ErrorKind::ArgumentConflict,
-                "give -c FILE or --data-dir DIR, not both",
-            ));
-        }
-        if !dir.is_dir() {
-            return Err(CliError::NoInput(format!(
-                "--data-dir {}: no such directory",
-                dir.display()
-            ))
-            .into());
-        }
-        return Ok(dir);
-    }
-    let loaded = config::load(explicit, false).map_err(|e| match e {
-        ConfigError::NotFound(m) => ConfigError::NotFound(format!(
-            "{m}; to read a spool without a config, give --data-dir DIR"
-        )),
-        other => other,
-    })?;
-    Ok(loaded.config.server.data_dir)
-}
-
-/// `config check FILE` or `-c FILE`; both only when they name the same file, so that the
-/// file checked is never a surprise.
-fn check_path(file: Option<PathBuf>, config: Option<PathBuf>) -> Result<Option<PathBuf>> {
-    match (file, config) {
-        (Some(f), Some(c)) if !same_file(&f, &c) => Err(usage(
-            ErrorKind::ArgumentConflict,
-            format!(
-                "config check got two files: {} and -c {}; give one",
-                f.display(),
-                c.display()
-            ),
-        )),
-        (f, c) => Ok(f.or(c)),
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    a == b
-        || matches!(
-            (a.canonicalize(), b.canonicalize()),
-            (Ok(x), Ok(y)) if x == y
-        )
-}
-
-/// What `config default` prints: the embedded config, with a word on what it is.
-fn embedded_default() -> String {
-    format!(
-        "# mailchute's embedded default: what `mailchute serve` runs with when no config file\n\
-         # is found. Relative paths resolve against the current directory.\n{}",
-        config::EMBEDDED_TOML.trim_start()
-    )
+    Ok(())
 }
 
 fn to_format(f: LogFormatArg) -> LogFormat {

@@ -14,7 +14,7 @@
 //!   asked for one. Picks up `mailchute queue retry|delete` from another process within
 //!   [`queue::RESCAN_INTERVAL`].
 //! - [`dsn`]: RFC 3464 delivery status notifications.
-//! - [`cli`]: `mailchute queue list|show|retry|delete` on a data dir.
+//! - [`admin`]: retry and delete from another process (`mailchute queue`).
 //!
 //! Startup order for a daemon: [`Spool::open`], [`Spool::recover`] (before any listener
 //! accepts), [`Queue::start`] with the recovered entries.
@@ -22,15 +22,16 @@
 //! Times: [`QueueEntry::next_attempt`] is Unix **milliseconds** (0 = now), so retry delays
 //! below a second work; `Envelope::received_at` stays Unix seconds.
 
-pub mod cli;
+pub mod admin;
 pub mod commit;
 pub mod dsn;
 pub mod error;
 pub mod queue;
 pub mod store;
 
+/// Also the fixtures of the queue commands' tests (`cli::queue`).
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use commit::Committer;
 pub use error::SpoolError;

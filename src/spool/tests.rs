@@ -14,7 +14,7 @@ use std::time::Duration;
 const MSG: &[u8] =
     b"Received: from test\r\nSubject: hello\r\nFrom: alice@example.org\r\n\r\nbody\r\n";
 
-fn envelope(id: &str, from: &str, rcpts: &[&str], size: u64) -> Envelope {
+pub(crate) fn envelope(id: &str, from: &str, rcpts: &[&str], size: u64) -> Envelope {
     Envelope {
         id: id.to_string(),
         mail_from: from.to_string(),
@@ -33,7 +33,7 @@ fn envelope(id: &str, from: &str, rcpts: &[&str], size: u64) -> Envelope {
     }
 }
 
-fn unit(id: &str, rcpts: &[String]) -> Pending {
+pub(crate) fn unit(id: &str, rcpts: &[String]) -> Pending {
     Pending {
         attempted: false,
         route: "r".into(),
@@ -45,12 +45,12 @@ fn unit(id: &str, rcpts: &[String]) -> Pending {
     }
 }
 
-fn open(dir: &Path) -> Arc<Spool> {
+pub(crate) fn open(dir: &Path) -> Arc<Spool> {
     Arc::new(Spool::open(dir, Arc::new(Committer::new())).unwrap())
 }
 
 /// Receives and durably queues a message from `from` to `rcpts`.
-async fn enqueue(spool: &Spool, from: &str, rcpts: &[&str], dsn: bool) -> QueueEntry {
+pub(crate) async fn enqueue(spool: &Spool, from: &str, rcpts: &[&str], dsn: bool) -> QueueEntry {
     let id = new_id();
     let mut inc = spool.incoming(&id).unwrap();
     inc.write(MSG).await.unwrap();
@@ -444,90 +444,6 @@ async fn expired_message_goes_to_dead_letters_with_a_dsn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_list_show_retry_delete() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
-    assert!(
-        cli::list(&data.join("nothing"))
-            .unwrap()
-            .contains("queue is empty")
-    );
-    let spool = open(data);
-    assert_eq!(cli::list(data).unwrap(), "queue is empty\n");
-    let a = enqueue(
-        &spool,
-        "alice@example.org",
-        &["bob@example.net", "carol@example.net"],
-        true,
-    )
-    .await;
-    let mut b = enqueue(&spool, "", &["dave@example.net"], false).await;
-    b.attempts = 3;
-    b.next_attempt = crate::spool::store::now_millis() + 1_830_000;
-    b.last_error = Some("4.4.1 connection\r\nrefused".into());
-    spool.update(&b).await.unwrap();
-
-    let list = cli::list(data).unwrap();
-    let lines: Vec<&str> = list.lines().collect();
-    assert!(lines[0].starts_with("ID"), "{list}");
-    assert!(lines[1].starts_with(a.id()), "{list}");
-    assert!(
-        lines[1].contains("<alice@example.org>") && lines[1].contains("2 bob@example.net (+1)"),
-        "{list}"
-    );
-    assert!(
-        lines[2].contains("<>") && lines[2].contains(" 3 ") && lines[2].contains("30m"),
-        "{list}"
-    );
-    assert!(lines[2].ends_with("4.4.1 connection refused"), "{list}");
-    assert!(list.contains("2 message(s)"));
-
-    let show = cli::show(data, b.id()).unwrap();
-    assert!(show.contains("dave@example.net"), "{show}");
-    assert!(show.contains("attempts:    3"), "{show}");
-    assert!(show.contains("  Subject: hello"), "{show}");
-    assert!(
-        show.contains(&format!("{}-s route=r sink=s", b.id())),
-        "{show}"
-    );
-
-    // A request for the daemon; the sidecar (the daemon's) is left as it is.
-    assert!(cli::retry(data, b.id()).unwrap().contains("retried now"));
-    assert_eq!(spool.retry_requests().unwrap(), vec![b.id().to_string()]);
-    assert_eq!(spool.load(b.id()).unwrap().attempts, 3);
-    assert!(
-        cli::list(data)
-            .unwrap()
-            .lines()
-            .any(|l| l.starts_with(b.id()) && l.contains("now (retry requested)"))
-    );
-    assert!(cli::retry(data, "all").unwrap().starts_with("2 message(s)"));
-    let mut requested = spool.retry_requests().unwrap();
-    requested.sort();
-    assert_eq!(requested, vec![a.id().to_string(), b.id().to_string()]);
-
-    let out = cli::delete(data, a.id()).unwrap();
-    assert!(
-        out.contains(&format!("deleted {}", a.id())) && out.contains("2 pending recipient(s)"),
-        "{out}"
-    );
-    assert!(!spool.message_path(a.id()).exists() && !spool.sidecar_path(a.id()).exists());
-
-    for err in [
-        cli::show(data, "NOPE").unwrap_err(),
-        cli::retry(data, "NOPE").unwrap_err(),
-        cli::delete(data, "NOPE").unwrap_err(),
-    ] {
-        let s = err.to_string();
-        assert!(s.contains("NOPE") && s.contains("spool/queue"), "{s}");
-    }
-    assert!(matches!(
-        cli::show(data, "../etc"),
-        Err(SpoolError::InvalidId { .. })
-    ));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_queue_picks_up_external_retry_delete_and_new_entries() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
@@ -547,14 +463,14 @@ async fn running_queue_picks_up_external_retry_delete_and_new_entries() {
         spool.load(&id).map(|e| e.attempts == 1).unwrap_or(false)
     })
     .await;
-    cli::retry(dir.path(), &id).unwrap();
+    admin::request_retry(dir.path(), &id).unwrap();
     wait_until("retried from outside", || d.calls_for(&id) == 2).await;
     wait_until("second attempt recorded", || {
         spool.load(&id).map(|e| e.attempts == 2).unwrap_or(false)
     })
     .await;
 
-    cli::delete(dir.path(), &id).unwrap();
+    admin::delete(dir.path(), &id).unwrap();
     wait_until("forgotten", || queue.stats().queued == 0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -620,7 +536,7 @@ async fn retry_requested_during_an_attempt_follows_it() {
     let id = e.id().to_string();
     queue.submit(e);
     wait_until("first attempt under way", || d.calls_for(&id) == 1).await;
-    cli::retry(dir.path(), &id).unwrap();
+    admin::request_retry(dir.path(), &id).unwrap();
     wait_until("attempted again after the first", || d.calls_for(&id) == 2).await;
     wait_until("request taken", || {
         spool.retry_requests().unwrap().is_empty()
@@ -634,7 +550,7 @@ async fn update_does_not_resurrect_a_deleted_entry() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
     let e = enqueue(&spool, "a@example.org", &["b@example.net"], false).await;
-    cli::delete(dir.path(), e.id()).unwrap();
+    admin::delete(dir.path(), e.id()).unwrap();
     let err = spool.update(&e).await.unwrap_err();
     assert!(err.is_not_queued(), "{err}");
     assert!(files(spool.queue_dir()).is_empty());
@@ -674,7 +590,6 @@ async fn two_hundred_concurrent_enqueues_are_durable_and_listed() {
         .map(|e| e.envelope.id)
         .collect();
     assert_eq!(recovered, ids);
-    assert_eq!(cli::list(dir.path()).unwrap().lines().count(), 202);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

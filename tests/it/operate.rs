@@ -1,6 +1,7 @@
 //! The operator's surface of the real binary: `config example` / `config check` and their
 //! errors, config discovery and env overrides, the embedded default, relative paths,
-//! SIGHUP reload, the queue CLI, the transaction log line, SIGTERM mid-DATA, `--help`.
+//! SIGHUP reload, the queue CLI, the transaction log line and `--log-file`, SIGTERM
+//! mid-DATA, `--help`, the `sendmail` name.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -1072,6 +1073,47 @@ fn log_format_text_is_not_json() {
     );
 }
 
+#[test]
+fn log_file_gets_the_log_and_stderr_stays_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = write_config(
+        dir.path(),
+        "mailchute.toml",
+        &one_listener(&format!("127.0.0.1:{port}"), "sync", ""),
+    );
+    let log_file = dir.path().join("mailchute.log");
+    fs::write(&log_file, "an earlier line\n").unwrap();
+    let log_arg = log_file.display().to_string();
+    let mut serve = Serve::start(
+        dir.path(),
+        &["-c", &file, "--log-file", &log_arg],
+        &[],
+        port,
+    );
+    send(port, "rcpt@test", &message("file-log", "To a file.\r\n"));
+    serve.signal(libc::SIGTERM);
+    serve.wait_exit(Duration::from_secs(20));
+    assert_eq!(serve.log(), "", "stdout and stderr");
+    let log = fs::read_to_string(&log_file).unwrap();
+    assert!(log.starts_with("an earlier line\n"), "{log}");
+    assert_contains(&log, &["mailchute started", "rcpt@test", "stopped"]);
+    // One that cannot be opened: serve does not start.
+    let err = run_status(
+        dir.path(),
+        &[
+            "serve",
+            "-c",
+            &file,
+            "--log-file",
+            "/nonexistent/dir/mailchute.log",
+        ],
+        &[],
+        69,
+    );
+    assert_contains(&err, &["/nonexistent/dir/mailchute.log"]);
+}
+
 // ---- 8. SIGTERM during DATA ------------------------------------------------------------
 
 #[test]
@@ -1271,6 +1313,23 @@ fn exit_statuses_tell_what_went_wrong() {
         &[],
     );
     run_status(dir.path(), &["config", "frobnicate"], &[], 2);
+}
+
+/// Invoked through a link named `sendmail`: that interface is not in this version, and
+/// the binary says so instead of acting as `mailchute`.
+#[test]
+fn invoked_as_sendmail_says_it_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("sendmail");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let o = Command::new(&link)
+        .args(["-t", "-i"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert_contains(&stderr(&o), &["sendmail interface is not in this version"]);
 }
 
 #[test]

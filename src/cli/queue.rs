@@ -1,17 +1,83 @@
 //! `mailchute queue list|show|retry|delete`: works on `data_dir` directly, while the daemon
-//! may be running. The daemon's rescan notices retries and deletions within seconds.
-//!
-//! Changes are written with fsync here (file, then directory): the CLI has no committer.
+//! may be running. The daemon's rescan notices retries and deletions within seconds. What
+//! they change on disk is [`crate::spool::admin`]'s; here is what they print.
 
-use super::commit::fsync_dir;
-use super::dsn;
-use super::error::SpoolError;
-use super::store::{Layout, QueueEntry, check_id, keep_owner, now_millis};
+use super::CliError;
+use crate::config::{self, ConfigError};
 use crate::envelope::now_unix;
+use crate::spool::admin;
+use crate::spool::dsn;
+use crate::spool::error::SpoolError;
+use crate::spool::store::{Layout, QueueEntry, now_millis};
+use clap::error::ErrorKind;
 use std::fmt::Write as _;
-use std::io;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct QueueArgs {
+    /// Work on the spool under DIR (the config's [server] data_dir) without reading any
+    /// config; not with -c.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: QueueCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum QueueCommand {
+    /// One line per queued message.
+    List,
+    /// Envelope, pending deliveries and headers of one message.
+    Show { id: String },
+    /// Retry a message now (ID or "all").
+    Retry { id: String },
+    /// Remove a message from the queue for good.
+    Delete { id: String },
+}
+
+/// What the command prints on success, ending in a newline; `config` is the global
+/// `-c FILE`.
+pub fn run(args: QueueArgs, config: Option<&Path>) -> Result<String, CliError> {
+    let data_dir = data_dir(config, args.data_dir)?;
+    let mut out = match args.command {
+        QueueCommand::List => list(&data_dir)?,
+        QueueCommand::Show { id } => show(&data_dir, &id)?,
+        QueueCommand::Retry { id } => retry(&data_dir, &id)?,
+        QueueCommand::Delete { id } => delete(&data_dir, &id)?,
+    };
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The spool: `--data-dir DIR` as given, else the config's data_dir. Never the embedded
+/// default's: a queue command run in the wrong directory would report an empty queue
+/// instead of saying that it found no config.
+fn data_dir(explicit: Option<&Path>, given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    if let Some(dir) = given {
+        if explicit.is_some() {
+            return Err(CliError::usage(
+                ErrorKind::ArgumentConflict,
+                "give -c FILE or --data-dir DIR, not both",
+            ));
+        }
+        if !dir.is_dir() {
+            return Err(CliError::NoInput(format!(
+                "--data-dir {}: no such directory",
+                dir.display()
+            )));
+        }
+        return Ok(dir);
+    }
+    let loaded = config::load(explicit, false).map_err(|e| match e {
+        ConfigError::NotFound(m) => ConfigError::NotFound(format!(
+            "{m}; to read a spool without a config, give --data-dir DIR"
+        )),
+        other => other,
+    })?;
+    Ok(loaded.config.server.data_dir)
+}
 
 /// One line per queued message, oldest first, or "queue is empty".
 pub fn list(data_dir: &Path) -> Result<String, SpoolError> {
@@ -105,7 +171,9 @@ pub fn list(data_dir: &Path) -> Result<String, SpoolError> {
 /// Everything about one queued message: envelope, pending units, failures, headers.
 pub fn show(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
     let layout = Layout::new(data_dir);
-    let entry = layout.load(id).map_err(|e| or_dead(&layout, id, e))?;
+    let entry = layout
+        .load(id)
+        .map_err(|e| admin::or_dead(&layout, id, e))?;
     let env = &entry.envelope;
     let now_ms = now_millis();
     let mut o = String::new();
@@ -190,114 +258,33 @@ pub fn show(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
 
 /// Makes one message (or `all`) due now. The daemon picks the change up at its next rescan.
 pub fn retry(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
-    let layout = Layout::new(data_dir);
     if id == "all" {
-        if !layout.queue.exists() {
+        if !Layout::new(data_dir).queue.exists() {
             return Ok("queue is empty\n".into());
         }
-        let mut n = 0usize;
+        let all = admin::request_retry_all(data_dir)?;
         let mut problems = String::new();
-        for id in layout.sidecar_ids()? {
-            match request_retry(&layout, &id) {
-                Ok(()) => n += 1,
-                Err(e) if e.is_not_queued() => {}
-                Err(e) => {
-                    let _ = writeln!(problems, "{id}: {e}");
-                }
-            }
-        }
-        if n > 0 {
-            fsync_dir(&layout.retry).map_err(|e| SpoolError::io("fsync", &layout.retry, e))?;
+        for (id, e) in all.problems {
+            let _ = writeln!(problems, "{id}: {e}");
         }
         return Ok(format!(
-            "{n} message(s) to be retried now (a running daemon starts within seconds)\n{problems}"
+            "{} message(s) to be retried now (a running daemon starts within seconds)\n{problems}",
+            all.requested
         ));
     }
-    check_id(id)?;
-    request_retry(&layout, id).map_err(|e| or_dead(&layout, id, e))?;
-    fsync_dir(&layout.retry).map_err(|e| SpoolError::io("fsync", &layout.retry, e))?;
+    admin::request_retry(data_dir, id)?;
     Ok(format!(
         "{id} to be retried now (a running daemon starts within seconds; one in the middle of an attempt retries right after it)\n"
     ))
 }
 
-/// Leaves a request for the daemon rather than rewriting the sidecar: the daemon owns the
-/// sidecar, and a copy read here could be stale by the time it was written back (bringing
-/// back recipients delivered meanwhile).
-fn request_retry(layout: &Layout, id: &str) -> Result<(), SpoolError> {
-    if !layout.sidecar(id).exists() || !layout.message(id).exists() {
-        return Err(SpoolError::NotQueued {
-            id: id.to_string(),
-            dir: layout.queue.clone(),
-        });
-    }
-    if !layout.retry.exists() {
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&layout.retry)
-            .or_else(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => Ok(()),
-                _ => Err(e),
-            })
-            .map_err(|e| SpoolError::io("create directory", &layout.retry, e))?;
-        keep_owner(&layout.retry, &layout.retry);
-    }
-    let request = layout.retry_request(id);
-    std::fs::write(&request, b"").map_err(|e| SpoolError::io("write", &request, e))?;
-    keep_owner(&request, &request);
-    Ok(())
-}
-
 /// Removes a queued message without delivering it.
 pub fn delete(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
-    check_id(id)?;
-    let layout = Layout::new(data_dir);
-    let entry = layout.load(id);
-    let data = layout.message(id);
-    let sidecar = layout.sidecar(id);
-    let mut removed = Vec::new();
-    // Data first: the daemon treats a sidecar without data as deleted, never the reverse.
-    for (path, what) in [(&data, "message"), (&sidecar, "sidecar")] {
-        match std::fs::remove_file(path) {
-            Ok(()) => removed.push(what),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SpoolError::io("remove", path, e)),
-        }
-    }
-    if removed.is_empty() {
-        let e = SpoolError::NotQueued {
-            id: id.to_string(),
-            dir: layout.queue.clone(),
-        };
-        return Err(or_dead(&layout, id, e));
-    }
-    fsync_dir(&layout.queue).map_err(|e| SpoolError::io("fsync", &layout.queue, e))?;
-    Ok(match entry {
-        Ok(entry) => describe_deleted(&entry),
-        Err(_) => format!("deleted {id}: {}\n", removed.join(" and ")),
+    let deleted = admin::delete(data_dir, id)?;
+    Ok(match deleted.entry {
+        Some(entry) => describe_deleted(&entry),
+        None => format!("deleted {id}: {}\n", deleted.removed.join(" and ")),
     })
-}
-
-/// A message that is not queued may have died: say so, with the reason its sidecar in
-/// `dead/` records, instead of a bare "no message".
-fn or_dead(layout: &Layout, id: &str, e: SpoolError) -> SpoolError {
-    if !e.is_not_queued() || check_id(id).is_err() {
-        return e;
-    }
-    let sidecar = layout.dead.join(format!("{id}.json"));
-    let reason = match std::fs::read(&sidecar) {
-        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("dead_reason")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| "not recorded".into()),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return e,
-        Err(err) => format!("unknown (cannot read it: {err})"),
-    };
-    SpoolError::DeadLetter {
-        id: id.to_string(),
-        sidecar,
-        reason: dsn::one_line(&reason, true),
-    }
 }
 
 fn describe_deleted(entry: &QueueEntry) -> String {
@@ -347,6 +334,7 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::tests::{enqueue, open};
 
     #[test]
     fn dead_letters_are_named_as_such() {
@@ -375,5 +363,112 @@ mod tests {
         // Neither queued nor dead: the plain answer.
         let m = show(dir.path(), "NOSUCH").unwrap_err().to_string();
         assert!(m.starts_with("no message NOSUCH in the queue"), "{m}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn list_show_retry_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        assert!(
+            super::list(&data.join("nothing"))
+                .unwrap()
+                .contains("queue is empty")
+        );
+        let spool = open(data);
+        assert_eq!(super::list(data).unwrap(), "queue is empty\n");
+        let a = enqueue(
+            &spool,
+            "alice@example.org",
+            &["bob@example.net", "carol@example.net"],
+            true,
+        )
+        .await;
+        let mut b = enqueue(&spool, "", &["dave@example.net"], false).await;
+        b.attempts = 3;
+        b.next_attempt = crate::spool::store::now_millis() + 1_830_000;
+        b.last_error = Some("4.4.1 connection\r\nrefused".into());
+        spool.update(&b).await.unwrap();
+
+        let list = super::list(data).unwrap();
+        let lines: Vec<&str> = list.lines().collect();
+        assert!(lines[0].starts_with("ID"), "{list}");
+        assert!(lines[1].starts_with(a.id()), "{list}");
+        assert!(
+            lines[1].contains("<alice@example.org>") && lines[1].contains("2 bob@example.net (+1)"),
+            "{list}"
+        );
+        assert!(
+            lines[2].contains("<>") && lines[2].contains(" 3 ") && lines[2].contains("30m"),
+            "{list}"
+        );
+        assert!(lines[2].ends_with("4.4.1 connection refused"), "{list}");
+        assert!(list.contains("2 message(s)"));
+
+        let show = super::show(data, b.id()).unwrap();
+        assert!(show.contains("dave@example.net"), "{show}");
+        assert!(show.contains("attempts:    3"), "{show}");
+        assert!(show.contains("  Subject: hello"), "{show}");
+        assert!(
+            show.contains(&format!("{}-s route=r sink=s", b.id())),
+            "{show}"
+        );
+
+        // A request for the daemon; the sidecar (the daemon's) is left as it is.
+        assert!(super::retry(data, b.id()).unwrap().contains("retried now"));
+        assert_eq!(spool.retry_requests().unwrap(), vec![b.id().to_string()]);
+        assert_eq!(spool.load(b.id()).unwrap().attempts, 3);
+        assert!(
+            super::list(data)
+                .unwrap()
+                .lines()
+                .any(|l| l.starts_with(b.id()) && l.contains("now (retry requested)"))
+        );
+        assert!(
+            super::retry(data, "all")
+                .unwrap()
+                .starts_with("2 message(s)")
+        );
+        let mut requested = spool.retry_requests().unwrap();
+        requested.sort();
+        assert_eq!(requested, vec![a.id().to_string(), b.id().to_string()]);
+
+        let out = super::delete(data, a.id()).unwrap();
+        assert!(
+            out.contains(&format!("deleted {}", a.id())) && out.contains("2 pending recipient(s)"),
+            "{out}"
+        );
+        assert!(!spool.message_path(a.id()).exists() && !spool.sidecar_path(a.id()).exists());
+
+        for err in [
+            super::show(data, "NOPE").unwrap_err(),
+            super::retry(data, "NOPE").unwrap_err(),
+            super::delete(data, "NOPE").unwrap_err(),
+        ] {
+            let s = err.to_string();
+            assert!(s.contains("NOPE") && s.contains("spool/queue"), "{s}");
+        }
+        assert!(matches!(
+            super::show(data, "../etc"),
+            Err(SpoolError::InvalidId { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_hundred_entries_are_two_hundred_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let spool = spool.clone();
+            tasks.push(tokio::spawn(async move {
+                let rcpt = format!("r{i}@example.net");
+                enqueue(&spool, "a@example.org", &[rcpt.as_str()], false).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // The header, one line each, the count.
+        assert_eq!(list(dir.path()).unwrap().lines().count(), 202);
     }
 }

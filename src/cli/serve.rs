@@ -44,6 +44,17 @@ fn config_fail(e: impl std::fmt::Display) -> ServeError {
     }
 }
 
+/// What `serve` does before its runtime starts: load the config (the embedded default when
+/// no file is found) and start logging, to stderr unless `--log-file` says otherwise.
+pub fn prepare(config: Option<&Path>, log: &super::LogOptions) -> Result<Loaded, super::CliError> {
+    let loaded = config::load(config, true)?;
+    log.init(
+        loaded.config.server.log_format,
+        crate::log::Destination::Stderr,
+    )?;
+    Ok(loaded)
+}
+
 pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     let config = &loaded.config;
     if config.listeners.is_empty() {
