@@ -107,6 +107,17 @@ pub fn delete(data_dir: &Path, id: &str) -> Result<Deleted, SpoolError> {
         };
         return Err(or_dead(&layout, id, e));
     }
+    // Bodies a route's filters changed go with their message.
+    if let Ok(entry) = &entry {
+        for body in &entry.bodies {
+            let path = layout.body(id, &body.name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SpoolError::io("remove", path, e)),
+            }
+        }
+    }
     fsync_dir(&layout.queue).map_err(|e| SpoolError::io("fsync", &layout.queue, e))?;
     Ok(Deleted {
         entry: entry.ok(),
