@@ -68,7 +68,14 @@ fn mailbox_tokens(mailbox: &str) -> Vec<Token> {
     let lead = &phrase[..phrase.len() - phrase.trim_start_matches([' ', '\t']).len()];
     let mut out = if !name.is_ascii() {
         // A quoted name loses its quotes: an encoded word inside quotes is not decoded.
-        vec![Token::encode(lead, &unquote(name))]
+        // Its words with non-ASCII or specials are encoded, the other atoms stay.
+        let mut t = fold::encode_runs(&unquote(name), |w| {
+            !w.is_ascii() || w.contains(|c| "()<>[]:;@\\,\"".contains(c))
+        });
+        if let Some(first) = t.first_mut() {
+            first.space = lead.to_string();
+        }
+        t
     } else if needs_quotes(name) {
         let mut t = plain(&quote(&unquote(name)));
         if let Some(first) = t.first_mut() {
@@ -238,7 +245,7 @@ mod tests {
         // As `=?utf-8?q?M=C3=BCller=2C_Hans?= <h@x>` decodes.
         assert_eq!(
             folded("Müller, Hans <h@example.org>"),
-            "From: =?utf-8?q?M=C3=BCller=2C_Hans?= <h@example.org>\r\n"
+            "From: =?utf-8?q?M=C3=BCller=2C?= Hans <h@example.org>\r\n"
         );
         // ASCII: quoted instead.
         assert_eq!(

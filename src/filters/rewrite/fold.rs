@@ -61,35 +61,63 @@ pub fn words(text: &str) -> Vec<(&str, &str)> {
 }
 
 /// Tokens for an unstructured value (Subject, custom fields): runs of words with non-ASCII
-/// in them are encoded, together with the whitespace between them (which a decoder would
-/// otherwise drop between two encoded words).
+/// in them are encoded.
 pub fn unstructured(value: &str, name_len: usize) -> Vec<Token> {
     // An ASCII word too long for any line is encoded too, so it can be split: the one way
     // to keep a line within RFC 5322's 998.
-    let too_long = 998 - name_len - 2;
-    let needs = |w: &str| !w.is_ascii() || w.len() > too_long;
+    let too_long = 998usize.saturating_sub(name_len + 2);
+    encode_runs(value, |w| !w.is_ascii() || w.len() > too_long)
+}
+
+/// Tokens for `text`: each run of words that `needs` encoding is one [`Word::Encode`],
+/// with the whitespace between its words (which a decoder would drop between two encoded
+/// words); the other words are plain.
+pub fn encode_runs(text: &str, needs: impl Fn(&str) -> bool) -> Vec<Token> {
     let mut out: Vec<Token> = Vec::new();
     let mut run_open = false;
-    for (space, word) in words(value) {
-        if needs(word) {
-            if run_open
-                && let Some(Token {
-                    word: Word::Encode(text),
-                    ..
-                }) = out.last_mut()
-            {
-                text.push_str(space);
-                text.push_str(word);
-                continue;
-            }
-            out.push(Token::encode(space, word));
-            run_open = true;
-        } else {
+    for (space, word) in words(text) {
+        if !needs(word) {
             out.push(Token::plain(space, word));
             run_open = false;
+            continue;
         }
+        if run_open
+            && let Some(Token {
+                word: Word::Encode(run),
+                ..
+            }) = out.last_mut()
+        {
+            run.push_str(space);
+            run.push_str(word);
+            continue;
+        }
+        out.push(Token::encode(space, word));
+        run_open = true;
     }
     out
+}
+
+/// The chunk of `rest` for one encoded word, cut back to just after a space when `fits`
+/// (the most that fits) ends inside a word and a space is not too far back. Some readers
+/// (Python's `email` in display names) keep the whitespace between two encoded words
+/// instead of dropping it as RFC 2047 §6.2 says; cut there, they still read no space into
+/// the middle of a word.
+fn at_space(
+    rest: &str,
+    fits: (String, usize),
+    encoding: encoded_word::Encoding,
+) -> (String, usize) {
+    let (word, used) = fits;
+    if used == rest.len() || rest[used..].starts_with(' ') {
+        return (word, used);
+    }
+    match rest[..used].rfind(' ') {
+        Some(space) if space > 0 && space + 1 >= used / 3 => {
+            encoded_word::encode_word(&rest[..space + 1], encoding, encoded_word::MAX_WORD)
+                .unwrap_or((word, used))
+        }
+        _ => (word, used),
+    }
 }
 
 /// `Name: value` with its line end, folded. `tokens[0].space` is dropped: one space
@@ -121,12 +149,22 @@ pub fn fold(name: &str, tokens: &[Token], line_end: &str) -> String {
                 let mut space = space;
                 while !rest.is_empty() {
                     let room = SOFT_LIMIT.saturating_sub(col + space.chars().count());
+                    // What fits in one word is not split: fold before it instead.
+                    if col > 0 && !space.is_empty() {
+                        let whole =
+                            encoded_word::encode_word(rest, encoding, encoded_word::MAX_WORD);
+                        if whole.is_some_and(|(w, used)| used == rest.len() && w.len() > room) {
+                            out.push_str(line_end);
+                            col = 0;
+                            continue;
+                        }
+                    }
                     // A short word at the end of a line, cut short by the room left, is
                     // worse than folding first; on a fresh line anything goes.
                     let fits = encoded_word::encode_word(rest, encoding, room)
                         .filter(|(w, used)| *used == rest.len() || w.len() >= MIN_WORD || col == 0);
                     let (word, used) = match fits {
-                        Some(f) => f,
+                        Some(f) => at_space(rest, f, encoding),
                         None if !space.is_empty() && col > 0 => {
                             // Fold before this word (the space starts the next line). The
                             // first word of the value may go to the next line too, when

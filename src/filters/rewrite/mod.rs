@@ -34,6 +34,8 @@ mod edit;
 mod encoded_word;
 mod fold;
 mod header;
+#[cfg(test)]
+mod tests;
 
 use super::{Filter, FilterContext, FilterError, FilterInput, Verdict};
 use crate::config::InvalidKey;
