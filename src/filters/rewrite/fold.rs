@@ -273,6 +273,19 @@ mod tests {
     }
 
     #[test]
+    fn a_run_that_fits_one_word_is_folded_not_split() {
+        let value = format!("{} Zoë Ünal", "x".repeat(50));
+        let folded = fold("To", &unstructured(&value, 2), "\r\n");
+        assert_eq!(
+            folded,
+            format!(
+                "To: {}\r\n =?utf-8?q?Zo=C3=AB_=C3=9Cnal?=\r\n",
+                "x".repeat(50)
+            )
+        );
+    }
+
+    #[test]
     fn a_long_name_moves_the_value_to_the_next_line() {
         let name = format!("X-{}", "N".repeat(70));
         let folded = fold(&name, &[Token::encode("", "é")], "\r\n");

@@ -21,19 +21,23 @@
 //!   it, and `replace` (the regex crate's syntax: `$1`, `${name}`, `$$`) replaces **every**
 //!   match, as `re.sub` and `s///g` do: anchor the pattern (`^`, `$`) to replace once.
 //! - A field whose value comes out the same is written back byte for byte. A changed value
-//!   is folded at 78 columns; non-ASCII in it is encoded (UTF-8 encoded words): in address
-//!   fields only the display names, elsewhere the runs of non-ASCII words. A line end in
+//!   is folded at 78 columns; non-ASCII in it is encoded (UTF-8 encoded words, Q for text
+//!   that is mostly ASCII, B for the rest): in address fields only the display names,
+//!   elsewhere the runs of non-ASCII words. A run that fits one encoded word is moved to
+//!   the next line rather than split (Python's `email` reads a space into a display name
+//!   split across encoded words). A line end in
 //!   the result becomes a space (no field can be smuggled in).
 //! - A value that comes out empty (or only whitespace): `on_empty`, by default
 //!   `drop-header`, which removes the field, as DDMailer users expect; `keep` writes
 //!   `Name: ` with nothing after it; `discard-message` discards the message for the route.
 //! - A field whose bytes are not UTF-8 (raw 8-bit) is not matched and stays as it is.
 
-mod address;
+// The sans-I/O parts are public so a fuzz target can drive each alone.
+pub mod address;
 mod edit;
-mod encoded_word;
-mod fold;
-mod header;
+pub mod encoded_word;
+pub mod fold;
+pub mod header;
 #[cfg(test)]
 mod tests;
 
