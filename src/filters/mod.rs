@@ -3,6 +3,8 @@
 //! answers one [`Verdict`], or a temporary failure. The stage that runs them, and what each
 //! verdict means for the client's answer and the spool, is `intake`'s.
 
+pub mod rewrite;
+
 use crate::delivery::BoxFuture;
 use crate::envelope::Envelope;
 use std::path::{Path, PathBuf};

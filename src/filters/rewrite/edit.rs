@@ -1,0 +1,171 @@
+//! The rewrite itself, on a header block in memory: which fields match, what their value
+//! becomes, how the new field is written. No I/O.
+
+use super::{OnEmpty, address, encoded_word, fold, header};
+use regex::Regex;
+
+/// A checked `rewrite` config, ready to apply.
+#[derive(Debug)]
+pub struct Rewriter {
+    /// The field name as configured; matched case-insensitively.
+    pub header: String,
+    pub pattern: Regex,
+    pub replace: String,
+    pub on_empty: OnEmpty,
+}
+
+/// What became of a header block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Edit {
+    /// No field matched, or every match left its value as it was.
+    Unchanged,
+    /// The new block (without the empty line that ends it).
+    Changed(Vec<u8>),
+    /// A field rewrote to nothing and `on_empty = "discard-message"`.
+    Discard,
+}
+
+/// What becomes of one field.
+enum FieldEdit {
+    Keep,
+    Replace(String),
+    Drop,
+    Discard,
+}
+
+impl Rewriter {
+    pub fn edit(&self, block: &[u8]) -> Edit {
+        let block_end = header::block_line_end(block);
+        let mut out = Vec::with_capacity(block.len() + 256);
+        let mut changed = false;
+        for part in header::parts(block) {
+            match self.edit_field(&part, block_end) {
+                FieldEdit::Keep => out.extend_from_slice(part.raw),
+                FieldEdit::Replace(new) => {
+                    out.extend_from_slice(new.as_bytes());
+                    changed = true;
+                }
+                FieldEdit::Drop => changed = true,
+                FieldEdit::Discard => return Edit::Discard,
+            }
+        }
+        if changed {
+            Edit::Changed(out)
+        } else {
+            Edit::Unchanged
+        }
+    }
+
+    fn edit_field(&self, part: &header::Part<'_>, block_end: &'static str) -> FieldEdit {
+        let Some(name) = part.name else {
+            return FieldEdit::Keep;
+        };
+        if !name.eq_ignore_ascii_case(self.header.as_bytes()) {
+            return FieldEdit::Keep;
+        }
+        // A field name is ASCII (header::is_field_name).
+        let name = String::from_utf8_lossy(name);
+        // 8-bit bytes that are not UTF-8 are no text to match: the field stays as it is.
+        let Ok(unfolded) = String::from_utf8(header::unfold(part.value())) else {
+            return FieldEdit::Keep;
+        };
+        let value = encoded_word::decode(unfolded.trim_matches([' ', '\t']));
+        let new = self.pattern.replace_all(&value, self.replace.as_str());
+        if new == value {
+            return FieldEdit::Keep;
+        }
+        // A line end from `replace` (or a bare CR in the value) would end the field early
+        // and start one of its own: it becomes a space.
+        let new = new.replace(['\r', '\n'], " ");
+        let new = new.trim_matches([' ', '\t']);
+        let line_end = part.line_end().unwrap_or(block_end);
+        if new.is_empty() {
+            return match self.on_empty {
+                OnEmpty::DropHeader => FieldEdit::Drop,
+                OnEmpty::Keep => FieldEdit::Replace(format!("{name}: {line_end}")),
+                OnEmpty::DiscardMessage => FieldEdit::Discard,
+            };
+        }
+        let tokens = if address::is_address_field(&name) {
+            address::tokens(new)
+        } else {
+            fold::unstructured(new, name.len())
+        };
+        FieldEdit::Replace(fold::fold(&name, &tokens, line_end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(header: &str, pattern: &str, replace: &str, on_empty: OnEmpty) -> Rewriter {
+        Rewriter {
+            header: header.into(),
+            pattern: Regex::new(pattern).unwrap(),
+            replace: replace.into(),
+            on_empty,
+        }
+    }
+
+    fn changed(e: Edit) -> String {
+        match e {
+            Edit::Changed(b) => String::from_utf8(b).unwrap(),
+            other => panic!("not changed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rewrites_each_occurrence_and_keeps_the_rest() {
+        let block = b"Received: x\r\nsubject: one\r\nX: y\r\nSUBJECT: two\r\n";
+        let r = rw("Subject", "^", "[a] ", OnEmpty::DropHeader);
+        assert_eq!(
+            changed(r.edit(block)),
+            "Received: x\r\nsubject: [a] one\r\nX: y\r\nSUBJECT: [a] two\r\n"
+        );
+    }
+
+    #[test]
+    fn unchanged_values_are_not_a_change() {
+        let block = b"Subject: =?utf-8?q?caf=C3=A9?=\r\n  folded\r\n";
+        assert_eq!(
+            rw("Subject", "nomatch", "x", OnEmpty::Keep).edit(block),
+            Edit::Unchanged
+        );
+        assert_eq!(
+            rw("Subject", "é", "é", OnEmpty::Keep).edit(block),
+            Edit::Unchanged
+        );
+        assert_eq!(
+            rw("To", ".*", "", OnEmpty::Keep).edit(block),
+            Edit::Unchanged
+        );
+    }
+
+    #[test]
+    fn a_replacement_cannot_start_a_field() {
+        let r = rw("Subject", "$", "\r\nBcc: x@example.org", OnEmpty::Keep);
+        assert_eq!(
+            changed(r.edit(b"Subject: hi\r\n")),
+            "Subject: hi  Bcc: x@example.org\r\n"
+        );
+    }
+
+    #[test]
+    fn on_empty() {
+        let block = b"A: 1\nSubject: [spam]\nB: 2\n";
+        let r = |o| rw("subject", r"\[spam\]", "", o);
+        assert_eq!(changed(r(OnEmpty::DropHeader).edit(block)), "A: 1\nB: 2\n");
+        assert_eq!(
+            changed(r(OnEmpty::Keep).edit(block)),
+            "A: 1\nSubject: \nB: 2\n"
+        );
+        assert_eq!(r(OnEmpty::DiscardMessage).edit(block), Edit::Discard);
+    }
+
+    #[test]
+    fn the_last_field_without_a_line_end_gets_the_block_s() {
+        let r = rw("B", "2", "3", OnEmpty::Keep);
+        assert_eq!(changed(r.edit(b"A: 1\nB: 2")), "A: 1\nB: 3\n");
+    }
+}
