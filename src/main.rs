@@ -199,8 +199,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Check { file }) => {
             let path = check_path(file, cli.config)?;
             let loaded = config::load(path.as_deref(), false)?;
-            mailchute::serve::check(&loaded)?;
-            print!("{}", config::describe(&loaded));
+            print!("{}", mailchute::serve::check(&loaded)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Queue(q) => {

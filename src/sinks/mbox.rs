@@ -13,13 +13,15 @@
 //! a retry of an append that completed (the crash came before the spool heard of it) is
 //! recognised instead of written twice.
 
+pub mod config;
+
 use super::local::{self, CrlfToLf, MboxQuoter};
 use super::mbox_journal::{Journal, Leftover, Record};
 use super::template::PathTemplate;
 use super::{
     BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
 };
-use crate::config::MboxConfig;
+use config::MboxConfig;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};

@@ -13,6 +13,7 @@
 //! failure and the retry sends it again; SMTP has no way to recognise the resend. The window
 //! is the time between the upstream committing the message and its reply arriving here.
 
+pub mod config;
 mod conn;
 mod encode;
 mod reply;
@@ -24,8 +25,8 @@ mod tests;
 use super::{
     BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
 };
-use crate::config::{RelayConfig, RelayTls};
 use crate::envelope::{Body, Envelope};
+use config::{RelayConfig, RelayTls};
 use conn::{Conn, Target};
 use encode::{DotStuffer, xtext};
 use reply::{Capabilities, Reply};
