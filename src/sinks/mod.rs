@@ -14,7 +14,6 @@ pub mod exec;
 pub mod local;
 pub mod maildir;
 pub mod mbox;
-mod mbox_journal;
 pub mod mh;
 pub mod relay;
 pub mod template;
