@@ -35,7 +35,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("smtp", relay::config::build_smtp),
     ("lmtp", relay::config::build_lmtp),
     ("exec", exec::config::build),
-    ("discard", discard::build),
+    ("discard", discard::config::build),
 ];
 
 /// Sink types in the design that this build does not have yet: named as such, not as
