@@ -27,8 +27,7 @@ pub fn run(command: ConfigCommand, config: Option<PathBuf>) -> Result<String, Cl
         ConfigCommand::Check { file } => {
             let path = check_path(file, config)?;
             let loaded = config::load(path.as_deref(), false)?;
-            super::serve::check(&loaded)?;
-            Ok(config::describe(&loaded))
+            Ok(super::serve::check(&loaded)?)
         }
     }
 }

@@ -287,10 +287,12 @@ fn build_pipeline(loaded: &Loaded, committer: &Arc<Committer>) -> Result<Pipelin
 /// What `config check` adds to loading: every sink built exactly as `serve` builds it, so
 /// that a secret that cannot be read or a template that cannot be parsed fails the check
 /// and not the start. Building reads files but binds, connects and creates nothing, and
-/// the committer is never asked to sync.
-pub fn check(loaded: &Loaded) -> Result<(), ServeError> {
+/// the committer is never asked to sync. Returns what `config check` prints: the config as
+/// understood, with each sink's and filter's summary from its registry.
+pub fn check(loaded: &Loaded) -> Result<String, ServeError> {
     let committer = Arc::new(Committer::with_method(loaded.config.server.sync_method));
-    build_pipeline(loaded, &committer).map(drop)
+    let pipeline = build_pipeline(loaded, &committer)?;
+    Ok(config::describe(loaded, pipeline.summaries()))
 }
 
 fn listener_settings(

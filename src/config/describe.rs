@@ -1,19 +1,29 @@
 //! What `mailchute config check` prints: the config as mailchute understood it.
 
-use super::load::{Loaded, Source};
+use super::loaded::{Loaded, Source};
 use super::net::{dsn_enabled, is_loopback_listener};
 use super::rules::MatchRule;
+use super::tagged::TaggedTable;
 use super::types::*;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-pub fn describe(loaded: &Loaded) -> String {
+/// One line per `[sink.NAME]` and `[filter.NAME]`, by name: what the registries say of the
+/// tables they built (the config layer cannot read them).
+#[derive(Debug, Clone, Default)]
+pub struct Summaries {
+    pub sinks: BTreeMap<String, String>,
+    pub filters: BTreeMap<String, String>,
+}
+
+pub fn describe(loaded: &Loaded, summaries: &Summaries) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail; the results are ignored on purpose.
-    let _ = write_description(&mut out, loaded);
+    let _ = write_description(&mut out, loaded, summaries);
     out
 }
 
-fn write_description(out: &mut String, loaded: &Loaded) -> std::fmt::Result {
+fn write_description(out: &mut String, loaded: &Loaded, summaries: &Summaries) -> std::fmt::Result {
     let c = &loaded.config;
     match &loaded.source {
         Source::File(p) => writeln!(out, "config:    {}", p.display())?,
@@ -87,18 +97,43 @@ fn write_description(out: &mut String, loaded: &Loaded) -> std::fmt::Result {
         .unwrap_or(0);
     for (_, i, m, r) in &entries {
         let name = r.name.clone().unwrap_or_else(|| format!("route[{i}]"));
-        writeln!(out, "  {m:<width$}  -> {name} -> {}", r.sinks.join(", "))?;
+        let filters = if r.filters.is_empty() {
+            String::new()
+        } else {
+            format!(" -> filters {}", r.filters.join(", "))
+        };
+        writeln!(
+            out,
+            "  {m:<width$}  -> {name}{filters} -> {}",
+            r.sinks.join(", ")
+        )?;
     }
     if entries.is_empty() {
         writeln!(out, "  none: every recipient is refused")?;
     }
 
-    writeln!(out)?;
-    writeln!(out, "sinks:")?;
-    for (name, s) in &c.sinks {
-        writeln!(out, "  {name}: {}", sink_summary(s))?;
+    write_tagged(out, "sinks", &c.sinks, &summaries.sinks)?;
+    if !c.filters.is_empty() {
+        write_tagged(out, "filters", &c.filters, &summaries.filters)?;
     }
-    if c.sinks.is_empty() {
+    Ok(())
+}
+
+/// `[sink.*]` or `[filter.*]`: each with its registry's summary, or its type when there is
+/// none (a config described without building it).
+fn write_tagged(
+    out: &mut String,
+    title: &str,
+    tables: &BTreeMap<String, TaggedTable>,
+    summaries: &BTreeMap<String, String>,
+) -> std::fmt::Result {
+    writeln!(out)?;
+    writeln!(out, "{title}:")?;
+    for (name, t) in tables {
+        let summary = summaries.get(name).unwrap_or(&t.kind);
+        writeln!(out, "  {name}: {summary}")?;
+    }
+    if tables.is_empty() {
         writeln!(out, "  none")?;
     }
     Ok(())
@@ -181,32 +216,4 @@ fn write_listener(out: &mut String, l: &ListenerConfig) -> std::fmt::Result {
         if dsn { "yes" } else { "no" },
         if l.dsn.is_none() { " (default)" } else { "" }
     )
-}
-
-fn sink_summary(s: &SinkConfig) -> String {
-    match s {
-        SinkConfig::Maildir(c) => {
-            let folder = c
-                .folder
-                .as_deref()
-                .map(|f| format!(", folder {f}"))
-                .unwrap_or_default();
-            format!("maildir {}{folder}", c.path)
-        }
-        SinkConfig::Mh(c) => format!("mh {}", c.path),
-        SinkConfig::Mbox(c) => format!("mbox {}", c.path),
-        SinkConfig::Smtp(c) => format!("smtp relay to {}, tls {}", c.address, relay_tls(c.tls)),
-        SinkConfig::Lmtp(c) => format!("lmtp to {}, tls {}", c.address, relay_tls(c.tls)),
-        SinkConfig::Exec(c) => format!("exec {:?}, timeout {}", c.command, c.timeout),
-        SinkConfig::Discard(_) => "discard (accepted and dropped)".to_string(),
-    }
-}
-
-fn relay_tls(t: RelayTls) -> &'static str {
-    match t {
-        RelayTls::Opportunistic => "opportunistic",
-        RelayTls::Starttls => "starttls (required)",
-        RelayTls::Implicit => "implicit",
-        RelayTls::None => "none",
-    }
 }

@@ -6,66 +6,19 @@ use super::error::{
     ConfigError, Locator, Override, Problem, Seg, line_of, operator_words, path_at, path_string,
     span_of, unknown_field_name,
 };
+use super::loaded::EMBEDDED_ORIGIN;
+pub use super::loaded::{Loaded, Source};
+use super::paths::{join, join_unix_address};
+use super::tagged::wants_string;
 use super::types::*;
 use super::validate;
 use serde::Deserialize;
-use std::path::{Component, Path, PathBuf};
-use toml::Spanned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use std::path::{Path, PathBuf};
+use toml::de::DeTable;
 use toml::{Table, Value};
-
-/// Where the config came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    File(PathBuf),
-    /// No file: the built-in default (`serve` only).
-    Embedded,
-}
-
-/// A loaded, validated config. Every path in `config` is absolute.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    pub config: Config,
-    pub source: Source,
-    /// The file's directory (or the cwd for the embedded default): what relative paths
-    /// were resolved against.
-    pub base_dir: PathBuf,
-    /// Env overrides that were applied, in the order they were applied.
-    pub overrides: Vec<Override>,
-    /// The file's text as it was read (none for the embedded default), so that a problem
-    /// found after loading (a sink that cannot be built) is placed in the version of the
-    /// file that was loaded, not in whatever is on disk by then.
-    text: Option<String>,
-}
-
-impl Loaded {
-    /// How errors and `config check` name the source.
-    pub fn origin(&self) -> String {
-        match &self.source {
-            Source::File(p) => p.display().to_string(),
-            Source::Embedded => EMBEDDED_ORIGIN.to_string(),
-        }
-    }
-
-    /// A config error at `path`, placed as load errors are: file, line of the key (or of
-    /// the nearest table that is written), key path, or the env override that set it.
-    pub fn error(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
-        self.locator().error(path, message)
-    }
-
-    pub(crate) fn locator(&self) -> Locator {
-        Locator {
-            origin: self.origin(),
-            text: self.text.clone(),
-            overrides: self.overrides.clone(),
-        }
-    }
-}
 
 /// The file used when neither `-c` nor `$MAILCHUTE_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/mailchute/mailchute.toml";
-
-const EMBEDDED_ORIGIN: &str = "embedded default";
 
 /// What `mailchute serve` runs with when there is no config file (DESIGN "Defaults that
 /// work with no config"). The `[http]` page on 127.0.0.1:8025 belongs here too once `[http]`
@@ -227,6 +180,7 @@ fn build(
     validate::check_empty_paths(&config, &loc)?;
     resolve_paths(&mut config, &base_dir);
     fill_defaults(&mut config);
+    keep_env_text(&mut config, &loc.overrides);
     validate::check(&config, &loc)?;
     Ok(Loaded {
         config,
@@ -250,7 +204,7 @@ fn deserialize_config(
         Ok(config) => return Ok(config),
         Err(e) => e,
     };
-    let retried = wants_string(&first)
+    let retried = wants_string(first.message())
         .then(|| overrides_as_strings(file_table, &mut loc.overrides))
         .flatten();
     let result = match retried {
@@ -260,18 +214,13 @@ fn deserialize_config(
     result.map_err(|e| deserialize_error(text, file_table, loc, &e))
 }
 
-/// serde's "invalid type: integer `1234`, expected a string".
-fn wants_string(e: &toml::de::Error) -> bool {
-    let m = e.message();
-    m.starts_with("invalid type") && m.contains("expected a string")
-}
-
 /// Applies the overrides to the file's table one by one; one that makes deserializing fail
 /// with [`wants_string`] (and did not find it failing so) and whose value is not a TOML
 /// string is applied as its text instead, and marked so. `None` if none was changed.
 fn overrides_as_strings(file_table: &Table, overrides: &mut [Override]) -> Option<Table> {
-    let fails_wanting_string =
-        |t: &Table| Config::deserialize(Value::Table(t.clone())).is_err_and(|e| wants_string(&e));
+    let fails_wanting_string = |t: &Table| {
+        Config::deserialize(Value::Table(t.clone())).is_err_and(|e| wants_string(e.message()))
+    };
     let mut t = file_table.clone();
     let mut changed = false;
     for o in overrides.iter_mut() {
@@ -350,20 +299,6 @@ fn locate_file_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigErr
             p.push(Seg::Key(name));
             span = span_of(d, &p).or(span);
         }
-    } else if let (Some(d), [Seg::Key(top), Seg::Key(name)]) = (&doc, path.as_slice())
-        && top == "sink"
-        && let Some(inner) = sink_error(d, name)
-    {
-        // Errors inside a `type`-tagged sink only point at its header; deserializing the
-        // typed table alone points at the key.
-        span = inner.span().or(span);
-        message = inner.message().to_string();
-        path = span.clone().map(|s| path_at(d, s.start)).unwrap_or(path);
-        if let Some(field) = unknown_field_name(&message)
-            && path.last() == Some(&Seg::Key(field.to_string()))
-        {
-            path.pop();
-        }
     }
     if message.contains("expected a sequence")
         && let [Seg::Key(k)] = path.as_slice()
@@ -380,68 +315,9 @@ fn locate_file_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigErr
     }))
 }
 
-/// The error from deserializing `[sink.NAME]` as its own type, with spans intact.
-fn sink_error<'i>(doc: &Spanned<DeTable<'i>>, name: &str) -> Option<toml::de::Error> {
-    fn find<'i>(t: &DeTable<'i>, k: &str) -> Option<Spanned<DeValue<'i>>> {
-        t.iter()
-            .find(|(tk, _)| tk.get_ref().as_ref() == k)
-            .map(|(_, v)| v.clone())
-    }
-    let sinks = find(doc.get_ref(), "sink")?;
-    let DeValue::Table(sinks) = sinks.get_ref() else {
-        return None;
-    };
-    let sink = find(sinks, name)?;
-    let DeValue::Table(fields) = sink.get_ref() else {
-        return None;
-    };
-    let kind = find(fields, "type")?.get_ref().as_str()?.to_string();
-    let mut rest = DeTable::new();
-    for (k, v) in fields.iter() {
-        if k.get_ref().as_ref() != "type" {
-            rest.insert(k.clone(), v.clone());
-        }
-    }
-    let d = ValueDeserializer::from(Spanned::new(sink.span(), DeValue::Table(rest)));
-    match kind.as_str() {
-        "maildir" => MaildirConfig::deserialize(d).err(),
-        "mh" => MhConfig::deserialize(d).err(),
-        "mbox" => MboxConfig::deserialize(d).err(),
-        "smtp" | "lmtp" => RelayConfig::deserialize(d).err(),
-        "exec" => ExecConfig::deserialize(d).err(),
-        "discard" => DiscardConfig::deserialize(d).err(),
-        _ => None,
-    }
-}
-
-/// `base/p` for a relative `p`, `p` itself when absolute; `.` components dropped.
-fn join(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        return p.to_path_buf();
-    }
-    base.join(p)
-        .components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
-}
-
-fn join_str(base: &Path, p: &str) -> String {
-    if p.is_empty() || Path::new(p).is_absolute() {
-        return p.to_string();
-    }
-    join(base, Path::new(p)).to_string_lossy().into_owned()
-}
-
-fn join_unix_address(base: &Path, address: &mut String) {
-    if let Some(p) = address.strip_prefix("unix:")
-        && !p.is_empty()
-    {
-        *address = format!("unix:{}", join_str(base, p));
-    }
-}
-
 /// DESIGN: relative paths resolve against the config file's directory (under Postfix's
-/// `pipe` the cwd is arbitrary). Done here so that no consumer ever sees a relative path.
+/// `pipe` the cwd is arbitrary). Done here for the config layer's own keys; a sink or filter
+/// resolves the paths in its table itself (it is given the directory).
 fn resolve_paths(config: &mut Config, base: &Path) {
     config.server.data_dir = join(base, &config.server.data_dir);
     for l in &mut config.listeners {
@@ -453,26 +329,22 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             *p = join(base, p);
         }
     }
-    for sink in config.sinks.values_mut() {
-        match sink {
-            SinkConfig::Maildir(c) => c.path = join_str(base, &c.path),
-            SinkConfig::Mh(c) => c.path = join_str(base, &c.path),
-            SinkConfig::Mbox(c) => c.path = join_str(base, &c.path),
-            SinkConfig::Smtp(c) | SinkConfig::Lmtp(c) => {
-                join_unix_address(base, &mut c.address);
-                for p in [&mut c.ca_file, &mut c.password_file].into_iter().flatten() {
-                    *p = join(base, p);
-                }
-            }
-            SinkConfig::Exec(c) => {
-                // A bare name is looked up in PATH; only a path with a `/` is relative to us.
-                if let Some(program) = c.command.first_mut()
-                    && program.contains('/')
-                {
-                    *program = join_str(base, program);
-                }
-            }
-            SinkConfig::Discard(_) => {}
+}
+
+/// Hands each `[sink.NAME]` / `[filter.NAME]` table the text of the overrides that set its
+/// keys: only its kind knows whether a key wants a string (see [`super::TaggedTable`]).
+fn keep_env_text(config: &mut Config, overrides: &[Override]) {
+    for o in overrides {
+        let [Seg::Key(section), Seg::Key(name), Seg::Key(k)] = o.path.as_slice() else {
+            continue;
+        };
+        let tables = match section.as_str() {
+            "sink" => &mut config.sinks,
+            "filter" => &mut config.filters,
+            _ => continue,
+        };
+        if let Some(t) = tables.get_mut(name) {
+            t.env_text.insert(k.clone(), o.value.clone());
         }
     }
 }

@@ -3,14 +3,19 @@
 //! [`load`] finds the file (`-c`, `$MAILCHUTE_CONFIG`, `/etc/mailchute/mailchute.toml`, or
 //! the embedded default), applies `MAILCHUTE_…__…` env overrides, resolves relative paths
 //! against the file's directory, fills defaults (host name, listener and route names) and
-//! validates. A [`Loaded`] config is therefore always complete and checked.
+//! validates. A [`Loaded`] config is therefore always complete and checked, except for the
+//! insides of `[sink.*]` and `[filter.*]` tables: the config layer sits below sinks and
+//! filters, so their registries type, check and resolve those (see [`TaggedTable`]).
 
 pub mod describe;
 pub mod env;
 pub mod error;
 pub mod load;
+pub mod loaded;
 pub mod net;
+pub mod paths;
 pub mod rules;
+pub mod tagged;
 pub mod types;
 pub mod units;
 pub mod validate;
@@ -18,7 +23,7 @@ pub mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use describe::describe;
+pub use describe::{Summaries, describe};
 pub use env::{OverrideError, apply_env_overrides};
 pub use error::{ConfigError, InvalidKey, Override, Problem, Seg};
 pub use load::{
@@ -27,6 +32,7 @@ pub use load::{
 };
 pub use net::{IpList, ListenAddr, dsn_enabled, is_loopback_listener};
 pub use rules::MatchRule;
+pub use tagged::TaggedTable;
 pub use types::*;
 pub use units::{Duration, Size};
-pub use validate::{SINK_TYPES, validate};
+pub use validate::validate;

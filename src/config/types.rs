@@ -1,5 +1,6 @@
 //! The config file's shape (DESIGN.md "Config — the contract"). Extend, never rename.
 
+use super::tagged::TaggedTable;
 use super::units::{Duration, Size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -14,10 +15,12 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `[sink.NAME]`: typed by the sinks registry, not here (see [`TaggedTable`]).
     #[serde(default, rename = "sink")]
-    pub sinks: BTreeMap<String, SinkConfig>,
+    pub sinks: BTreeMap<String, TaggedTable>,
+    /// `[filter.NAME]`: typed by the filters registry.
     #[serde(default, rename = "filter")]
-    pub filters: BTreeMap<String, toml::Table>,
+    pub filters: BTreeMap<String, TaggedTable>,
     #[serde(default)]
     pub http: Option<toml::Table>,
     #[serde(default)]
@@ -293,138 +296,4 @@ pub struct RouteConfig {
     pub filters: Vec<String>,
     #[serde(default)]
     pub sinks: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum SinkConfig {
-    Maildir(MaildirConfig),
-    Mh(MhConfig),
-    Mbox(MboxConfig),
-    Smtp(RelayConfig),
-    Lmtp(RelayConfig),
-    Exec(ExecConfig),
-    Discard(DiscardConfig),
-}
-
-/// Line endings a local mailbox file gets. Unix mail tools (mutt, Dovecot, Python's
-/// `mailbox`, Postfix's own local/virtual) expect LF; `crlf` keeps the bytes as sent.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LineEndings {
-    #[default]
-    Lf,
-    Crlf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaildirConfig {
-    /// Maildir root; may hold `{rcpt}`, `{local}`, `{domain}`.
-    pub path: String,
-    /// Subfolder (Maildir++ `.Sub`), e.g. "Archive" or "Lists.rust"; empty = INBOX.
-    #[serde(default)]
-    pub folder: Option<String>,
-    #[serde(default)]
-    pub line_endings: LineEndings,
-    /// Create missing Maildirs (cur/new/tmp) on first delivery.
-    #[serde(default = "yes")]
-    pub create: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MhConfig {
-    /// MH folder; may hold `{rcpt}`, `{local}`, `{domain}`.
-    pub path: String,
-    #[serde(default)]
-    pub line_endings: LineEndings,
-    #[serde(default = "yes")]
-    pub create: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MboxConfig {
-    /// mbox file; may hold `{rcpt}`, `{local}`, `{domain}`.
-    pub path: String,
-    #[serde(default = "yes")]
-    pub create: bool,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RelayTls {
-    /// Use STARTTLS when the upstream offers it, plain text otherwise.
-    #[default]
-    Opportunistic,
-    /// Refuse to send unless STARTTLS succeeds.
-    Starttls,
-    Implicit,
-    None,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RelayConfig {
-    /// "host:port" or "unix:/path".
-    pub address: String,
-    #[serde(default)]
-    pub tls: RelayTls,
-    /// TLS server name to verify; default: the host part of `address`.
-    #[serde(default)]
-    pub tls_name: Option<String>,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Accept any certificate (logged as a warning).
-    #[serde(default)]
-    pub insecure: bool,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password_env: Option<String>,
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Name sent in EHLO/LHLO; default: server hostname.
-    #[serde(default)]
-    pub helo: Option<String>,
-    /// Pass the client facts on with XFORWARD when the upstream advertises it.
-    #[serde(default = "yes")]
-    pub xforward: bool,
-    /// Limit on each step of a delivery: connecting, the TLS handshake, one whole reply
-    /// (not each read of it: an upstream that trickles bytes must not hold a delivery), one
-    /// write of the content. The reply to the end of the message gets 1 s per 64 KiB more.
-    #[serde(default = "default_relay_timeout")]
-    pub timeout: Duration,
-}
-
-fn default_relay_timeout() -> Duration {
-    Duration::from_secs(120)
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecConfig {
-    /// argv; elements may hold `{sender}`, `{rcpt}`, `{id}`. An element that is exactly
-    /// `{rcpt}` expands to one argument per recipient; `{rcpt}` inside a longer element
-    /// runs the command once per recipient. Other braces are passed on as they are.
-    pub command: Vec<String>,
-    #[serde(default = "default_exec_timeout")]
-    pub timeout: Duration,
-    /// Line endings of the message on the command's stdin: `lf` (default, as Postfix's
-    /// `pipe` gives it) or `crlf` (the bytes as received).
-    #[serde(default)]
-    pub line_endings: LineEndings,
-}
-
-fn default_exec_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct DiscardConfig {}
-
-fn yes() -> bool {
-    true
 }

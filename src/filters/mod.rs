@@ -5,9 +5,13 @@
 
 pub mod rewrite;
 
+use crate::config::error::path_string;
+use crate::config::{InvalidKey, Seg, TaggedTable};
 use crate::delivery::BoxFuture;
 use crate::envelope::Envelope;
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One run of one filter for the recipients of one route.
 pub struct FilterInput<'a> {
@@ -84,16 +88,6 @@ pub trait Filter: Send + Sync {
     }
 }
 
-/// A `[filter.NAME]` as built from the config.
-#[derive(Clone)]
-pub struct BuiltFilter {
-    pub name: String,
-    pub filter: std::sync::Arc<dyn Filter>,
-    /// A temporary failure of this filter is logged and passed over instead of failing
-    /// the message.
-    pub fail_open: bool,
-}
-
 /// What every filter may need from the process around it.
 #[derive(Clone, Debug)]
 pub struct FilterContext {
@@ -101,4 +95,127 @@ pub struct FilterContext {
     pub hostname: String,
     /// Directory relative paths are resolved against (the config file's directory).
     pub base_dir: PathBuf,
+}
+
+/// What builds a filter from its `[filter.NAME]` table (without the keys every filter shares,
+/// see [`build`]): the filter and its one line for `config check`.
+pub type Constructor =
+    fn(&TaggedTable, &FilterContext) -> Result<(Arc<dyn Filter>, String), InvalidKey>;
+
+/// Every filter type this build has, by the `type` that picks it. A new filter is its folder
+/// and one line here.
+pub const REGISTRY: &[(&str, Constructor)] = &[("rewrite", |t, ctx| {
+    typed(t, ctx, rewrite::RewriteFilter::new, rewrite::summary)
+})];
+
+/// Filter types in the design that this build does not have yet.
+const LATER: [&str; 4] = ["detach", "clamd", "spamd", "exec"];
+
+/// A `[filter.NAME]` as a route runs it.
+#[derive(Clone)]
+pub struct BuiltFilter {
+    /// The `NAME` of `[filter.NAME]`, for logs and errors.
+    pub name: String,
+    pub filter: Arc<dyn Filter>,
+    /// A temporary failure passes the message on (logged) instead of answering 4xx.
+    pub fail_open: bool,
+}
+
+/// A filter that could not be built. `Display` names the key path but no file: callers that
+/// have the loaded config turn it into a located [`crate::config::ConfigError`].
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}", path_string(&self.path()), .problem.message)]
+pub struct BuildError {
+    /// The `NAME` of `[filter.NAME]`, as the config spells it.
+    pub name: String,
+    pub problem: InvalidKey,
+}
+
+impl BuildError {
+    /// The full key path of the problem: `filter.NAME.KEY`.
+    pub fn path(&self) -> Vec<Seg> {
+        let mut path = vec![Seg::Key("filter".into()), Seg::Key(self.name.clone())];
+        path.extend(self.problem.key.iter().cloned());
+        path
+    }
+}
+
+/// The `type` names of [`REGISTRY`], in its order.
+pub fn types() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(name, _)| *name)
+}
+
+/// Builds the filter a `[filter.NAME]` table describes, with its summary. The keys every
+/// filter has (`type`, `fail_open`) are read here; the rest goes to the filter's type.
+pub fn build(
+    name: &str,
+    table: &TaggedTable,
+    ctx: &FilterContext,
+) -> Result<(BuiltFilter, String), BuildError> {
+    build_from(REGISTRY, name, table, ctx)
+}
+
+/// [`build`] with another registry (tests add filter types of their own).
+pub fn build_from(
+    registry: &[(&str, Constructor)],
+    name: &str,
+    table: &TaggedTable,
+    ctx: &FilterContext,
+) -> Result<(BuiltFilter, String), BuildError> {
+    let err = |problem: InvalidKey| BuildError {
+        name: name.to_string(),
+        problem,
+    };
+    let kind = table.kind.as_str();
+    let Some((_, construct)) = registry.iter().find(|(t, _)| *t == kind) else {
+        let built = registry
+            .iter()
+            .map(|(t, _)| *t)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let message = if LATER.contains(&kind) {
+            format!(
+                "filter type \"{kind}\" is not available in this version yet (this build has: {built})"
+            )
+        } else {
+            format!("unknown filter type \"{kind}\": expected one of {built}")
+        };
+        return Err(err(InvalidKey::at("type", message)));
+    };
+    let (rest, fail_open) = table.take("fail_open");
+    let fail_open = match fail_open {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(other) => {
+            return Err(err(InvalidKey::at(
+                "fail_open",
+                format!("expected true or false, not a {}", other.type_str()),
+            )));
+        }
+    };
+    let (filter, summary) = construct(&rest, ctx).map_err(err)?;
+    let summary = if fail_open {
+        format!("{summary} (fail_open)")
+    } else {
+        summary
+    };
+    let built = BuiltFilter {
+        name: name.to_string(),
+        filter,
+        fail_open,
+    };
+    Ok((built, summary))
+}
+
+/// A [`Constructor`] from a filter type's own parts: its config type, its `new` and its
+/// summary.
+pub fn typed<C: DeserializeOwned, F: Filter + 'static>(
+    table: &TaggedTable,
+    ctx: &FilterContext,
+    new: fn(&C, &FilterContext) -> Result<F, InvalidKey>,
+    summary: fn(&C) -> String,
+) -> Result<(Arc<dyn Filter>, String), InvalidKey> {
+    let c: C = table.parse()?;
+    let filter = new(&c, ctx)?;
+    Ok((Arc::new(filter), summary(&c)))
 }

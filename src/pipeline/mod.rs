@@ -6,9 +6,10 @@
 
 pub mod router;
 
-use crate::config::{ConfigError, Loaded};
+use crate::config::error::key;
+use crate::config::{ConfigError, Loaded, Seg, Summaries};
 use crate::envelope::Envelope;
-use crate::filters::BuiltFilter;
+use crate::filters::{self, BuiltFilter, FilterContext};
 use crate::sinks::{self, BoxFuture, RcptResults, Sink, SinkContext, SinkError};
 use crate::spool::queue::Deliverer;
 use crate::spool::store::{Pending, body_path};
@@ -19,9 +20,21 @@ use std::sync::Arc;
 
 pub struct Pipeline {
     router: Router,
-    /// Route names and their sink names, by route index.
-    routes: Vec<(String, Vec<String>)>,
+    /// By route index, as the router numbers them.
+    routes: Vec<Route>,
     sinks: HashMap<String, Arc<dyn Sink>>,
+    /// What `config check` prints for each sink and filter.
+    summaries: Summaries,
+}
+
+/// One `[[route]]` as built.
+struct Route {
+    /// `route_name(r, i)`: what re-routes and the spool call it.
+    name: String,
+    /// Its filters, in the order they run.
+    filters: Vec<BuiltFilter>,
+    /// Its sinks' names (keys of `Pipeline::sinks`).
+    sinks: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,22 +44,49 @@ pub enum PipelineError {
     /// A sink that cannot be built, placed in the config like any other config error.
     #[error(transparent)]
     Sink(ConfigError),
+    /// A filter that cannot be built or re-routes where it must not, placed in the config.
+    #[error(transparent)]
+    Filter(ConfigError),
     #[error("route {route}: sink {sink:?} is not defined")]
     UnknownSink { route: String, sink: String },
+    #[error("route {route}: filter {filter:?} is not defined")]
+    UnknownFilter { route: String, filter: String },
 }
 
 impl Pipeline {
-    /// Builds the router and every `[sink.*]`, used by a route or not: `serve`, a SIGHUP
-    /// reload and `config check` all come through here, so a config that one of them
-    /// refuses is refused by all of them, with the same message.
+    /// Builds the router, every `[sink.*]` and every `[filter.*]`, used by a route or not:
+    /// `serve`, a SIGHUP reload and `config check` all come through here, so a config that
+    /// one of them refuses is refused by all of them, with the same message.
     pub fn build(loaded: &Loaded, ctx: &SinkContext) -> Result<Pipeline, PipelineError> {
+        Pipeline::build_with(loaded, ctx, filters::REGISTRY)
+    }
+
+    /// [`Pipeline::build`] with another filter registry (tests add filter types).
+    fn build_with(
+        loaded: &Loaded,
+        ctx: &SinkContext,
+        filter_types: &[(&str, filters::Constructor)],
+    ) -> Result<Pipeline, PipelineError> {
         let config = &loaded.config;
         let router = Router::new(&config.routes, config.server.local_part_case)?;
+        let mut summaries = Summaries::default();
         let mut sinks = HashMap::new();
-        for (name, sink) in &config.sinks {
-            let sink = sinks::build(name, sink, ctx)
+        for (name, table) in &config.sinks {
+            let built = sinks::build(name, table, ctx)
                 .map_err(|e| PipelineError::Sink(loaded.error(&e.path(), e.problem.message)))?;
-            sinks.insert(name.clone(), sink);
+            summaries.sinks.insert(name.clone(), built.summary);
+            sinks.insert(name.clone(), built.sink);
+        }
+        let filter_ctx = FilterContext {
+            hostname: ctx.hostname.clone(),
+            base_dir: ctx.base_dir.clone(),
+        };
+        let mut built_filters = HashMap::new();
+        for (name, table) in &config.filters {
+            let (built, summary) = filters::build_from(filter_types, name, table, &filter_ctx)
+                .map_err(|e| PipelineError::Filter(loaded.error(&e.path(), e.problem.message)))?;
+            summaries.filters.insert(name.clone(), summary);
+            built_filters.insert(name.clone(), built);
         }
         let mut routes = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
@@ -57,18 +97,59 @@ impl Pipeline {
                     sink: missing.clone(),
                 });
             }
-            routes.push((name, r.sinks.clone()));
+            let mut filters = Vec::new();
+            for f in &r.filters {
+                let Some(built) = built_filters.get(f) else {
+                    return Err(PipelineError::UnknownFilter {
+                        route: name,
+                        filter: f.clone(),
+                    });
+                };
+                filters.push(built.clone());
+            }
+            routes.push(Route {
+                name,
+                filters,
+                sinks: r.sinks.clone(),
+            });
         }
+        check_reroutes(&routes).map_err(|(filter, message)| {
+            PipelineError::Filter(loaded.error(&[key("filter"), Seg::Key(filter)], message))
+        })?;
         Ok(Pipeline {
             router,
             routes,
             sinks,
+            summaries,
         })
     }
 
     /// The name of the route `rcpt` goes to; `None` means "refuse at RCPT".
     pub fn route_of(&self, rcpt: &str) -> Option<&str> {
-        self.router.route(rcpt).map(|i| self.routes[i].0.as_str())
+        self.router
+            .route(rcpt)
+            .map(|i| self.routes[i].name.as_str())
+    }
+
+    /// The index of the route called `name` (what a re-route names).
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.name == name)
+    }
+
+    /// The name of route `i`. Panics on an index the pipeline did not give out.
+    pub fn route_name_at(&self, i: usize) -> &str {
+        &self.routes[i].name
+    }
+
+    /// Route `route`'s filters, in the order they run. Panics on an index the pipeline did
+    /// not give out.
+    pub fn filters_of(&self, route: usize) -> &[BuiltFilter] {
+        &self.routes[route].filters
+    }
+
+    /// What `config check` prints for each sink and filter.
+    pub fn summaries(&self) -> &Summaries {
+        &self.summaries
     }
 
     /// Whether every sink of `rcpt`'s route can take it (see [`Sink::accepts`]); the
@@ -77,7 +158,7 @@ impl Pipeline {
         let Some(route) = self.router.route(rcpt) else {
             return Ok(());
         };
-        for name in &self.routes[route].1 {
+        for name in &self.routes[route].sinks {
             if let Some(sink) = self.sinks.get(name) {
                 sink.accepts(rcpt)?;
             }
@@ -89,6 +170,62 @@ impl Pipeline {
     pub fn sinks(&self) -> impl Iterator<Item = (&String, &Arc<dyn Sink>)> {
         self.sinks.iter()
     }
+}
+
+/// Each name a filter re-routes to must be a route, and following re-routes (a route, its
+/// filters' re-routes, theirs, ...) must never come back to a route already on the way:
+/// the message would go round for ever. The error names the filter to blame.
+fn check_reroutes(routes: &[Route]) -> Result<(), (String, String)> {
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    for route in routes {
+        for f in &route.filters {
+            for target in f.filter.reroutes() {
+                if !names.contains(&target.as_str()) {
+                    return Err((
+                        f.name.clone(),
+                        format!(
+                            "re-routes to \"{target}\", which is not a route (routes: {})",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    // Depth-first from every route; `path` holds the routes on the way.
+    fn walk(routes: &[Route], at: usize, path: &mut Vec<usize>) -> Result<(), (String, String)> {
+        path.push(at);
+        for f in &routes[at].filters {
+            for target in f.filter.reroutes() {
+                let Some(next) = routes.iter().position(|r| r.name == target) else {
+                    continue;
+                };
+                if path.contains(&next) {
+                    let from = path.iter().position(|&r| r == next).unwrap_or(0);
+                    let mut cycle: Vec<&str> = path[from..]
+                        .iter()
+                        .map(|&r| routes[r].name.as_str())
+                        .collect();
+                    cycle.push(&routes[next].name);
+                    return Err((
+                        f.name.clone(),
+                        format!(
+                            "re-routes route \"{}\" to \"{target}\", which makes a cycle: {}",
+                            routes[at].name,
+                            cycle.join(" -> ")
+                        ),
+                    ));
+                }
+                walk(routes, next, path)?;
+            }
+        }
+        path.pop();
+        Ok(())
+    }
+    for start in 0..routes.len() {
+        walk(routes, start, &mut Vec::new())?;
+    }
+    Ok(())
 }
 
 impl Pipeline {
@@ -119,12 +256,13 @@ impl Pipeline {
         body: Option<&str>,
         next: &mut usize,
     ) -> Vec<Pending> {
-        let (route_name, sink_names) = &self.routes[route];
-        sink_names
+        let route = &self.routes[route];
+        route
+            .sinks
             .iter()
             .map(|sink| {
                 let unit = Pending {
-                    route: route_name.clone(),
+                    route: route.name.clone(),
                     sink: sink.clone(),
                     rcpts: rcpts.to_vec(),
                     unit_id: format!("{id}.{next}"),
@@ -138,19 +276,10 @@ impl Pipeline {
             .collect()
     }
 
-    /// The name of route `i`.
-    pub fn route_name_at(&self, i: usize) -> &str {
-        &self.routes[i].0
-    }
-
-    /// The index of the route called `name`.
-    pub fn route_index(&self, name: &str) -> Option<usize> {
-        self.routes.iter().position(|(n, _)| n == name)
-    }
-
-    /// Route `i`'s filters, in order.
-    pub fn filters_of(&self, _route: usize) -> &[BuiltFilter] {
-        &[]
+    /// Test filters on route `route` (the registry builds only the config's).
+    #[cfg(test)]
+    pub(crate) fn set_filters(&mut self, route: usize, filters: Vec<BuiltFilter>) {
+        self.routes[route].filters = filters;
     }
 }
 
@@ -346,6 +475,192 @@ path = \"Maildir\"
         assert!(
             e.to_string()
                 .starts_with("t.toml: sink.up.helo (set by MAILCHUTE_SINK__UP__HELO): "),
+            "{e}"
+        );
+    }
+
+    /// A filter type of the tests' own: re-routes to the routes in `to`.
+    struct Reroute(Vec<String>);
+
+    impl crate::filters::Filter for Reroute {
+        fn apply<'a>(
+            &'a self,
+            _input: &'a crate::filters::FilterInput<'a>,
+        ) -> BoxFuture<'a, Result<crate::filters::Verdict, crate::filters::FilterError>> {
+            Box::pin(async { Ok(crate::filters::Verdict::Pass) })
+        }
+
+        fn reroutes(&self) -> Vec<String> {
+            self.0.clone()
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RerouteConfig {
+        to: Vec<String>,
+    }
+
+    const TEST_FILTERS: &[(&str, filters::Constructor)] = &[
+        ("reroute", |t, ctx| {
+            filters::typed(
+                t,
+                ctx,
+                |c: &RerouteConfig, _| Ok(Reroute(c.to.clone())),
+                |c| format!("reroute to {}", c.to.join(", ")),
+            )
+        }),
+        ("rewrite", |t, ctx| {
+            filters::typed(
+                t,
+                ctx,
+                filters::rewrite::RewriteFilter::new,
+                filters::rewrite::summary,
+            )
+        }),
+    ];
+
+    const ROUTES: &str = "\
+[[route]]
+name = \"a\"
+match = [\"@a.test\"]
+sinks = [\"m\"]
+filters = [\"to-b\"]
+
+[[route]]
+name = \"b\"
+match = [\"@b.test\"]
+sinks = [\"m\"]
+filters = [\"to-c\"]
+
+[[route]]
+name = \"c\"
+match = [\"*\"]
+sinks = [\"m\"]
+
+[sink.m]
+type = \"discard\"
+
+[filter.to-b]
+type = \"reroute\"
+to = [\"b\"]
+";
+
+    fn build_test(text: &str) -> (String, Result<Pipeline, PipelineError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = parse_str(text, "t.toml", dir.path())
+            .unwrap_or_else(|e| panic!("the loader already refuses it: {e}"));
+        let ctx = SinkContext {
+            hostname: "mx.test".into(),
+            committer: Arc::new(Committer::new()),
+            base_dir: loaded.base_dir.clone(),
+        };
+        (
+            text.to_string(),
+            Pipeline::build_with(&loaded, &ctx, TEST_FILTERS),
+        )
+    }
+
+    fn filter_error(text: &str) -> String {
+        match build_test(text).1 {
+            Err(PipelineError::Filter(e)) => e.to_string(),
+            Err(e) => panic!("not a filter error: {e}"),
+            Ok(_) => panic!("built:\n{text}"),
+        }
+    }
+
+    fn line(text: &str, of: &str) -> usize {
+        text.lines().position(|l| l.contains(of)).unwrap() + 1
+    }
+
+    #[test]
+    fn routes_keep_their_filters_in_order() {
+        let text = format!(
+            "{ROUTES}\n[filter.to-c]\ntype = \"reroute\"\nto = [\"c\"]\nfail_open = true\n"
+        );
+        let p = build_test(&text).1.unwrap();
+        let a = p.route_index("a").unwrap();
+        assert_eq!(p.route_name_at(a), "a");
+        let names: Vec<&str> = p.filters_of(a).iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["to-b"]);
+        let b = p.route_index("b").unwrap();
+        assert!(p.filters_of(b)[0].fail_open);
+        assert!(!p.filters_of(a)[0].fail_open);
+        assert!(p.filters_of(p.route_index("c").unwrap()).is_empty());
+        assert_eq!(p.route_index("nope"), None);
+        assert_eq!(p.summaries().filters["to-c"], "reroute to c (fail_open)");
+        assert_eq!(p.route_of("x@b.test"), Some("b"));
+    }
+
+    #[test]
+    fn a_reroute_cycle_is_an_error_naming_the_filter() {
+        let text = format!("{ROUTES}\n[filter.to-c]\ntype = \"reroute\"\nto = [\"a\"]\n");
+        let e = filter_error(&text);
+        assert!(
+            e.starts_with(&format!(
+                "t.toml:{}: filter.to-c: ",
+                line(&text, "[filter.to-c]")
+            )),
+            "{e}"
+        );
+        assert!(e.contains("a -> b -> a"), "{e}");
+        // A filter that re-routes its own route.
+        let text = format!("{ROUTES}\n[filter.to-c]\ntype = \"reroute\"\nto = [\"b\"]\n");
+        assert!(filter_error(&text).contains("b -> b"));
+    }
+
+    #[test]
+    fn a_reroute_to_no_route_is_an_error() {
+        let text = format!("{ROUTES}\n[filter.to-c]\ntype = \"reroute\"\nto = [\"d\"]\n");
+        let e = filter_error(&text);
+        assert!(
+            e.contains("filter.to-c: re-routes to \"d\", which is not a route (routes: a, b, c)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn filter_errors_name_file_line_and_key() {
+        let text = format!("{ROUTES}\n[filter.to-c]\ntype = \"scanner\"\n");
+        let e = filter_error(&text);
+        let want = format!(
+            "t.toml:{}: filter.to-c.type: unknown filter type \"scanner\": expected one of reroute, rewrite",
+            line(&text, "\"scanner\"")
+        );
+        assert_eq!(e, want);
+        let text = format!("{ROUTES}\n[filter.to-c]\ntype = \"reroute\"\nto = []\ncolour = 1\n");
+        let e = filter_error(&text);
+        assert!(
+            e.starts_with(&format!(
+                "t.toml:{}: filter.to-c.colour: unknown key `colour`",
+                line(&text, "colour")
+            )),
+            "{e}"
+        );
+        let text =
+            format!("{ROUTES}\n[filter.to-c]\ntype = \"reroute\"\nto = []\nfail_open = \"yes\"\n");
+        let e = filter_error(&text);
+        assert!(
+            e.starts_with(&format!(
+                "t.toml:{}: filter.to-c.fail_open: expected true or false",
+                line(&text, "fail_open")
+            )),
+            "{e}"
+        );
+        // The real registry: rewrite's keys.
+        let text = format!(
+            "{BASE}\n[filter.tag]\ntype = \"rewrite\"\nheader = \"Subject\"\npattern = \"^\"\nreplace = \"x\"\nfrom = 1\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = parse_str(&text, "t.toml", dir.path()).unwrap();
+        let Err(PipelineError::Filter(e)) = build(&loaded) else {
+            panic!("built");
+        };
+        assert!(
+            e.to_string().starts_with(&format!(
+                "t.toml:{}: filter.tag.from: unknown key `from`",
+                line(&text, "from = 1")
+            )),
             "{e}"
         );
     }

@@ -4,14 +4,24 @@
 
 use super::template::PathTemplate;
 use super::{Delivered, RcptResults, SinkError};
-use crate::config::LineEndings;
 use crate::spool::commit::fsync_dir;
+use serde::Deserialize;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// Line endings a local mailbox file (or exec's stdin) gets. Unix mail tools (mutt, Dovecot,
+/// Python's `mailbox`, Postfix's own local/virtual) expect LF; `crlf` keeps the bytes as sent.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LineEndings {
+    #[default]
+    Lf,
+    Crlf,
+}
 
 /// Copy buffer size: large enough for few syscalls, small enough to never matter.
 pub const CHUNK: usize = 64 * 1024;

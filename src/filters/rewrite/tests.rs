@@ -39,6 +39,7 @@ fn envelope() -> Envelope {
         body: Default::default(),
         smtputf8: false,
         size: 0,
+        sha256: String::new(),
     }
 }
 

@@ -15,18 +15,20 @@
 //! failure and the retry sends it again; SMTP has no way to recognise the resend. The window
 //! is the time between the upstream committing the message and its reply arriving here.
 
+pub mod config;
+
 #[cfg(test)]
 mod tests;
 
 use super::{
     BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
 };
-use crate::config::{RelayConfig, RelayTls};
 use crate::envelope::Body;
 use crate::proto::{Capabilities, RemoteReply};
 use crate::smtp_client::{
     self, Auth, Client, MailOptions, Request, Target, sendable, tls, xforward_attributes,
 };
+use config::{RelayConfig, RelayTls};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use std::path::Path;

@@ -2,8 +2,8 @@
 //! rejections, byte-exact content) and a small scripted server of our own for TLS,
 //! STARTTLS, XFORWARD and broken replies.
 
+use super::config::RelayConfig;
 use super::*;
-use crate::config::RelayConfig;
 use crate::config::error::path_string;
 use crate::envelope::{ClientInfo, Envelope, XForward};
 use crate::proto::parse_reply;

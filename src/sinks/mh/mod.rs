@@ -22,13 +22,16 @@
 //! numbered message. A retry after the temporary name was removed (only the success reply
 //! was lost) cannot be recognised and stores a second copy.
 
+pub mod config;
+
 use super::local;
+use super::local::LineEndings;
 use super::template::PathTemplate;
 use super::{
     BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
 };
-use crate::config::{LineEndings, MhConfig};
 use crate::spool::commit::Committer;
+use config::MhConfig;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};

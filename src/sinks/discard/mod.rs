@@ -1,5 +1,7 @@
 //! `discard`: accepts and drops the message. For tests, benchmarks and black holes.
 
+pub mod config;
+
 use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkError};
 
 pub struct DiscardSink;

@@ -17,12 +17,15 @@
 //! cannot be started) is temporary — never a bounce on something we do not understand.
 //! On timeout the command and its whole process group are killed.
 
+pub mod config;
+
+use super::local::LineEndings;
 use super::local::{self, Converter};
 use super::template::Template;
 use super::{
     BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
 };
-use crate::config::{ExecConfig, LineEndings};
+use config::ExecConfig;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -789,11 +792,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let loaded =
             crate::config::parse_str(crate::config::example(), "example.toml", dir.path()).unwrap();
-        let Some(crate::config::SinkConfig::Exec(c)) = loaded.config.sinks.get("procmail") else {
+        let Some(t) = loaded.config.sinks.get("procmail") else {
             panic!("the example has no exec sink \"procmail\"");
         };
+        assert_eq!(t.kind, "exec");
+        let c: ExecConfig = t.parse().unwrap();
         // env(1) is everywhere; procmail need not be installed: the arguments are tested.
-        let s = ExecSink::new(c, &ctx(dir.path())).unwrap();
+        let s = ExecSink::new(&c, &ctx(dir.path())).unwrap();
         assert!(s.per_rcpt, "procmail must run once per recipient");
         let env = envelope("s@x", &["a@x", "b@y"]);
         let d = Delivery {

@@ -8,18 +8,21 @@
 //! back to its length before the append so no partial message stays behind.
 //!
 //! A crash cannot truncate, so each append is first recorded in the mbox's append journal
-//! ([`mbox_journal`](super::mbox_journal), `.NAME.mailchute-append` beside it; mailchute
+//! ([`journal`], `.NAME.mailchute-append` beside it; mailchute
 //! needs write access to the mbox's directory): the next append cuts a torn one away, and
 //! a retry of an append that completed (the crash came before the spool heard of it) is
 //! recognised instead of written twice.
 
+pub mod config;
+mod journal;
+
 use super::local::{self, CrlfToLf, MboxQuoter};
-use super::mbox_journal::{Journal, Leftover, Record};
 use super::template::PathTemplate;
 use super::{
     BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
 };
-use crate::config::MboxConfig;
+use config::MboxConfig;
+use journal::{Journal, Leftover, Record};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};

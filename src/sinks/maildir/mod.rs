@@ -11,13 +11,16 @@
 //! delivery (one round per filesystem, twice), so a message for 100 mailboxes costs two
 //! `syncfs`, not two hundred.
 
+pub mod config;
+
+use super::local::LineEndings;
 use super::local::{self, Groups};
 use super::template::PathTemplate;
 use super::{
     BoxFuture, Delivered, Delivery, InvalidKey, RcptResults, Sink, SinkContext, SinkError,
 };
-use crate::config::{LineEndings, MaildirConfig};
 use crate::spool::commit::Committer;
+use config::MaildirConfig;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};

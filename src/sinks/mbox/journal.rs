@@ -10,7 +10,7 @@
 //! our message is mboxrd-quoted and has none, so one there is another program's message,
 //! appended after our torn one, and nothing is cut.
 
-use super::local::fsync_parent;
+use crate::sinks::local::fsync_parent;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
