@@ -9,6 +9,8 @@ mod complete;
 pub mod policy;
 pub mod received;
 mod stage;
+#[cfg(test)]
+mod tests;
 
 pub use body::{BodyWriter, ReceivedBody};
 pub use complete::{Completion, Durable, Intake, IntakeMode};
