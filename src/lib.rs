@@ -1,14 +1,19 @@
 //! mailchute: a mail gateway in one binary.
 //!
-//! The layers, each readable without the others:
+//! The layers in the order a message flows through them; each imports only those below it:
 //! - [`cli`]: the commands (`serve`, `queue`, `config`); the top layer, which nothing imports.
-//! - [`proto`]: sans-I/O protocol code (SMTP/LMTP server state machine, reply parsing).
 //! - [`smtpd`]: the network side of the SMTP/LMTP listeners; only moves bytes.
+//! - [`intake`]: ingress-neutral end of a message: MAIL/RCPT policy, `Received:`, SHA-256,
+//!   the filter stage, what is kept per mode, the answer per recipient.
 //! - [`pipeline`]: routes recipients to sinks and runs one delivery attempt.
-//! - [`spool`]: durability (group commit), the on-disk queue, retries, dead letters, DSNs.
+//! - [`filters`]: the `Filter` trait, its registry, one folder per filter (`rewrite`).
 //! - [`sinks`]: where a message ends (Maildir, MH, mbox, SMTP/LMTP relay, exec, discard).
 //! - [`smtp_client`]: an SMTP/LMTP client, one transaction step at a time (relay, proxy).
-//! - [`config`]: the TOML contract, env overrides, validation.
+//! - [`spool`]: durability (group commit), the on-disk queue, retries, dead letters, DSNs.
+//! - [`proto`]: sans-I/O protocol code (SMTP/LMTP server state machine, reply parsing).
+//! - [`delivery`]: the outcome vocabulary and its SMTP and sysexits mappings.
+//! - [`config`], [`envelope`]: the TOML contract, env overrides, validation; what travels
+//!   beside a message.
 
 pub mod cli;
 pub mod config;
