@@ -1,12 +1,14 @@
 //! One client connection: moves bytes between the socket and the protocol state machine,
-//! and acts on its events (policy checks, spooling, delivery, STARTTLS).
+//! hands each transaction's questions and body to the listener's [`Handler`], logs, and
+//! switches to TLS.
 
+use super::handler::Handler;
 use super::settings::ListenerSettings;
 use super::{Server, State};
-use crate::config::{Mode, Protocol};
+use crate::config::Protocol;
 use crate::delivery::Answer;
 use crate::envelope::{ClientInfo, Envelope, new_id, now_unix};
-use crate::intake::{BodyWriter, Completion, Durable, Intake, IntakeMode, Policy, received};
+use crate::intake::received;
 use crate::proto::{Event, Exchange, Reply, Session, SessionConfig};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -35,13 +37,10 @@ pub struct Conn {
     session: Session,
     settings: Arc<ListenerSettings>,
     state: Arc<State>,
-    server: Arc<Server>,
     peer: Peer,
     tls: Option<String>,
-    /// The message being received, if DATA/BDAT is under way.
-    incoming: Option<BodyWriter>,
-    /// First write error while receiving (disk full): the message is answered 451 at its end.
-    incoming_error: Option<SpoolWriteError>,
+    /// What becomes of each transaction (spool and intake; proxy mode's upstream next).
+    handler: Handler,
     /// The envelope of the message being received, kept because the session forgets it
     /// when it drops the message, which is still logged.
     receiving: Option<Receiving>,
@@ -52,6 +51,7 @@ pub struct Conn {
 
 /// What the transaction line of a dropped message needs from its start.
 struct Receiving {
+    id: String,
     from: String,
     rcpts: Vec<String>,
     started: Instant,
@@ -74,16 +74,15 @@ impl Conn {
             peer.trusted,
             tls.is_some(),
         ));
+        let handler = Handler::new(settings.clone(), state.clone(), server);
         Conn {
             io,
             session,
             settings,
             state,
-            server,
             peer,
             tls,
-            incoming: None,
-            incoming_error: None,
+            handler,
             receiving: None,
             refusal_error: None,
         }
@@ -100,9 +99,7 @@ impl Conn {
                 "connection ended"
             );
         }
-        if let Some(inc) = self.incoming.take() {
-            inc.discard();
-        }
+        self.handler.abort();
     }
 
     async fn drive(&mut self, shutdown: &mut watch::Receiver<bool>) -> std::io::Result<()> {
@@ -111,7 +108,7 @@ impl Conn {
             match self.session.next_event() {
                 Event::NeedInput => {
                     self.flush().await?;
-                    let in_data = self.incoming.is_some();
+                    let in_data = self.handler.receiving();
                     // Mid-DATA we finish the message (bounded by the data timeout) so the
                     // client gets a real answer; otherwise we say goodbye right away.
                     if *shutdown.borrow() && !in_data {
@@ -135,42 +132,26 @@ impl Conn {
                 }
                 Event::Mail { from, .. } => {
                     let from = from.to_string();
-                    match self.policy().check_sender(&from) {
+                    match self.handler.mail(&from).await {
                         Ok(()) => self.session.accept_mail(),
-                        Err(a) => self.session.reject_mail(reply(a)),
+                        Err(r) => self.session.reject_mail(r),
                     }
                 }
                 Event::Rcpt { to } => {
                     let to = to.to_string();
-                    match self.policy().check_rcpt(&self.state.pipeline, &to) {
+                    match self.handler.rcpt(&to).await {
                         Ok(()) => self.session.accept_rcpt(),
-                        Err(a) => self.session.reject_rcpt(reply(a)),
+                        Err(r) => self.session.reject_rcpt(r),
                     }
                 }
                 Event::DataStart => match self.start_message().await {
                     Ok(()) => self.session.accept_data(),
-                    Err(e) => {
-                        let reply = Reply::new(
-                            451,
-                            e.status(),
-                            "Temporary local problem: cannot spool the message",
-                        );
-                        self.refusal_error =
-                            Some(format!("cannot create spool file: {}", e.message));
-                        self.session.reject_data(reply);
+                    Err(refused) => {
+                        self.refusal_error = Some(refused.error);
+                        self.session.reject_data(refused.reply);
                     }
                 },
-                Event::Data(bytes) => {
-                    if let Some(inc) = self.incoming.as_mut()
-                        && self.incoming_error.is_none()
-                        && let Err(e) = inc.write(bytes).await
-                    {
-                        self.incoming_error = Some(SpoolWriteError::new(
-                            format!("writing {}", inc.path().display()),
-                            &e,
-                        ));
-                    }
-                }
+                Event::Data(bytes) => self.handler.data(bytes).await,
                 Event::DataAborted => {
                     // The reply that ended the message is the last one queued.
                     let exchanges = self.session.take_exchanges();
@@ -213,13 +194,6 @@ impl Conn {
         Ok(())
     }
 
-    fn policy(&self) -> Policy<'_> {
-        Policy {
-            sender_allow: self.settings.sender_allow.as_ref(),
-            recipient_deny: self.settings.recipient_deny.as_ref(),
-        }
-    }
-
     fn client_info(&self) -> ClientInfo {
         let lmtp = self.settings.protocol == Protocol::Lmtp;
         let base = match (lmtp, self.session.esmtp()) {
@@ -244,17 +218,8 @@ impl Conn {
         }
     }
 
-    async fn start_message(&mut self) -> Result<(), SpoolWriteError> {
+    async fn start_message(&mut self) -> Result<(), super::handler::StartRefused> {
         let id = new_id();
-        let file = self
-            .server
-            .spool
-            .incoming(&id)
-            .map_err(|e| SpoolWriteError {
-                message: e.to_string(),
-                disk_full: e.is_disk_full(),
-            })?;
-        let path = file.path().display().to_string();
         let header = received::header(
             &self.client_info(),
             &self.state.hostname,
@@ -262,12 +227,9 @@ impl Conn {
             self.session.rcpts(),
             &received::now_rfc2822(),
         );
-        let inc = BodyWriter::start(file, &header)
-            .await
-            .map_err(|e| SpoolWriteError::new(format!("writing {path}"), &e))?;
-        self.incoming = Some(inc);
-        self.incoming_error = None;
+        self.handler.start(&id, &header).await?;
         self.receiving = Some(Receiving {
+            id,
             from: self.session.mail_from().unwrap_or("").to_string(),
             rcpts: self.session.rcpts().to_vec(),
             started: Instant::now(),
@@ -279,16 +241,13 @@ impl Conn {
     /// line length, or cut off by RSET, QUIT, a timeout): discard it, and log it as a
     /// transaction like any other, with `ending` (the last reply queued) as its reply.
     fn drop_message(&mut self, ending: Option<&Exchange>) {
-        self.incoming_error = None;
-        let Some(inc) = self.incoming.take() else {
+        let Some(size) = self.handler.abort() else {
             return;
         };
-        let (id, size) = (inc.id().to_string(), inc.size());
-        inc.discard();
         let receiving = self.receiving.take();
-        let (from, rcpts, started) = match receiving {
-            Some(r) => (r.from, r.rcpts, r.started),
-            None => (String::new(), Vec::new(), Instant::now()),
+        let (id, from, rcpts, started) = match receiving {
+            Some(r) => (r.id, r.from, r.rcpts, r.started),
+            None => (String::new(), String::new(), Vec::new(), Instant::now()),
         };
         let refused = ending.filter(|e| e.reply.code >= 400 && matches!(e.verb, "DATA" | "BDAT"));
         let client = self.client_info();
@@ -372,62 +331,26 @@ impl Conn {
         } else {
             1
         };
-        let Some(inc) = self.incoming.take() else {
+        let Some(receiving) = self.receiving.take().filter(|_| self.handler.receiving()) else {
             return vec![
                 Reply::new(451, "4.3.0", "Temporary local problem: no spool file");
                 n_answers
             ];
         };
-        let id = inc.id().to_string();
-        let client = self.client_info();
-        let started = self
-            .receiving
-            .take()
-            .map_or_else(Instant::now, |r| r.started);
+        let (id, started) = (receiving.id, receiving.started);
         let mut envelope = Envelope {
             id: id.clone(),
             mail_from: self.session.mail_from().unwrap_or("").to_string(),
             rcpts,
-            client,
+            client: self.client_info(),
             listener: self.settings.name.clone(),
             received_at: now_unix(),
             body: self.session.body(),
             smtputf8: self.session.smtputf8(),
-            size: inc.size(),
+            size: 0,
             sha256: String::new(),
         };
-        let completion = match (self.incoming_error.take(), inc.finish().await) {
-            (None, Ok(received)) => {
-                envelope.size = received.message.size;
-                envelope.sha256 = received.sha256;
-                let durable = Durable {
-                    spool: &self.server.spool,
-                    queue: &self.server.queue,
-                    retry: &self.state.queue,
-                };
-                let intake = Intake {
-                    pipeline: &self.state.pipeline,
-                    mode: match self.settings.mode {
-                        Mode::Sync => IntakeMode::Sync(durable),
-                        _ => IntakeMode::Queued(durable),
-                    },
-                    lmtp: self.settings.protocol == Protocol::Lmtp,
-                    dsn: self.settings.dsn,
-                };
-                intake.complete(envelope.clone(), received.message).await
-            }
-            (Some(e), result) => {
-                if let Ok(received) = result {
-                    received.message.discard();
-                }
-                failed_completion(e, n_answers, envelope.rcpts.len())
-            }
-            (None, Err(e)) => failed_completion(
-                SpoolWriteError::new("finishing spool file".into(), &e),
-                n_answers,
-                envelope.rcpts.len(),
-            ),
-        };
+        let completion = self.handler.finish(&mut envelope).await;
         let reply_text = answers_for_log(
             self.settings.protocol == Protocol::Lmtp,
             &envelope.rcpts,
@@ -472,26 +395,6 @@ impl Conn {
     }
 }
 
-/// Why the message being received cannot be kept.
-struct SpoolWriteError {
-    message: String,
-    /// ENOSPC/EDQUOT: "mail system full" (4.3.1) rather than a generic local problem.
-    disk_full: bool,
-}
-
-impl SpoolWriteError {
-    fn new(context: String, e: &std::io::Error) -> Self {
-        SpoolWriteError {
-            message: format!("{context}: {e}"),
-            disk_full: crate::spool::error::is_disk_full(e),
-        }
-    }
-
-    fn status(&self) -> &'static str {
-        if self.disk_full { "4.3.1" } else { "4.3.0" }
-    }
-}
-
 /// The answers as the transaction line's `reply`: SMTP's one; for LMTP every
 /// recipient's, `<rcpt> CODE STATUS text` joined by `; `, since they can all differ.
 fn answers_for_log(lmtp: bool, rcpts: &[String], answers: &[Answer]) -> String {
@@ -505,21 +408,6 @@ fn answers_for_log(lmtp: bool, rcpts: &[String], answers: &[Answer]) -> String {
         .map(|(r, a)| format!("<{r}> {}", line(a)))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// The message could not be kept; the transaction line carries the error.
-fn failed_completion(error: SpoolWriteError, n: usize, rcpts: usize) -> Completion {
-    let failure = crate::delivery::SinkError::temporary(
-        error.status(),
-        "Temporary local problem: cannot write the message to the spool",
-    );
-    Completion {
-        answers: vec![Answer::from_error(&failure); n],
-        outcomes: vec![Err(failure); rcpts],
-        routes: String::new(),
-        outcome: "spool failed".into(),
-        error: Some(error.message),
-    }
 }
 
 fn reply(a: Answer) -> Reply {

@@ -2,6 +2,7 @@
 //! itself lives in [`crate::proto`]; this layer only moves bytes and applies policy.
 
 pub mod conn;
+pub mod handler;
 pub mod listener;
 pub mod settings;
 pub mod tls;
