@@ -313,6 +313,41 @@ impl InvalidKey {
     }
 }
 
+/// A `[sink.NAME]` or `[filter.NAME]` that could not be built. `Display` names the key path
+/// but no file: callers that have the loaded config turn it into a located [`ConfigError`].
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}", path_string(&self.path()), .problem.message)]
+pub struct BuildError {
+    /// `sink` or `filter`: the table's section.
+    pub section: &'static str,
+    /// The `NAME` of `[section.NAME]`, as the config spells it.
+    pub name: String,
+    pub problem: InvalidKey,
+}
+
+impl BuildError {
+    /// The full key path of the problem: `section.NAME.KEY`.
+    pub fn path(&self) -> Vec<Seg> {
+        let mut path = vec![key(self.section), Seg::Key(self.name.clone())];
+        path.extend(self.problem.key.iter().cloned());
+        path
+    }
+}
+
+/// The problem with a `type` no registry line has: one the design has but this build does
+/// not yet (`later`), or one that does not exist; both list what this build has.
+pub fn unknown_type(section: &str, kind: &str, built: &[&str], later: &[&str]) -> InvalidKey {
+    let built = built.join(", ");
+    let message = if later.contains(&kind) {
+        format!(
+            "{section} type \"{kind}\" is not available in this version yet (this build has: {built})"
+        )
+    } else {
+        format!("unknown {section} type \"{kind}\": expected one of {built}")
+    };
+    InvalidKey::at("type", message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ mod tests;
 
 pub use describe::{Summaries, describe};
 pub use env::{OverrideError, apply_env_overrides};
-pub use error::{ConfigError, InvalidKey, Override, Problem, Seg};
+pub use error::{BuildError, ConfigError, InvalidKey, Override, Problem, Seg, unknown_type};
 pub use load::{
     DEFAULT_PATH, EMBEDDED_TOML, Loaded, Source, example, load, load_file, load_file_with_env,
     load_with, parse_str, parse_str_with_env, system_hostname,

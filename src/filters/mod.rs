@@ -5,8 +5,7 @@
 
 pub mod rewrite;
 
-use crate::config::error::path_string;
-use crate::config::{InvalidKey, Seg, TaggedTable};
+use crate::config::{BuildError, InvalidKey, TaggedTable, unknown_type};
 use crate::delivery::BoxFuture;
 use crate::envelope::Envelope;
 use serde::de::DeserializeOwned;
@@ -121,25 +120,6 @@ pub struct BuiltFilter {
     pub fail_open: bool,
 }
 
-/// A filter that could not be built. `Display` names the key path but no file: callers that
-/// have the loaded config turn it into a located [`crate::config::ConfigError`].
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {}", path_string(&self.path()), .problem.message)]
-pub struct BuildError {
-    /// The `NAME` of `[filter.NAME]`, as the config spells it.
-    pub name: String,
-    pub problem: InvalidKey,
-}
-
-impl BuildError {
-    /// The full key path of the problem: `filter.NAME.KEY`.
-    pub fn path(&self) -> Vec<Seg> {
-        let mut path = vec![Seg::Key("filter".into()), Seg::Key(self.name.clone())];
-        path.extend(self.problem.key.iter().cloned());
-        path
-    }
-}
-
 /// The `type` names of [`REGISTRY`], in its order.
 pub fn types() -> impl Iterator<Item = &'static str> {
     REGISTRY.iter().map(|(name, _)| *name)
@@ -163,24 +143,14 @@ pub fn build_from(
     ctx: &FilterContext,
 ) -> Result<(BuiltFilter, String), BuildError> {
     let err = |problem: InvalidKey| BuildError {
+        section: "filter",
         name: name.to_string(),
         problem,
     };
     let kind = table.kind.as_str();
     let Some((_, construct)) = registry.iter().find(|(t, _)| *t == kind) else {
-        let built = registry
-            .iter()
-            .map(|(t, _)| *t)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let message = if LATER.contains(&kind) {
-            format!(
-                "filter type \"{kind}\" is not available in this version yet (this build has: {built})"
-            )
-        } else {
-            format!("unknown filter type \"{kind}\": expected one of {built}")
-        };
-        return Err(err(InvalidKey::at("type", message)));
+        let built: Vec<&str> = registry.iter().map(|(t, _)| *t).collect();
+        return Err(err(unknown_type("filter", kind, &built, &LATER)));
     };
     let (rest, fail_open) = table.take("fail_open");
     let fail_open = match fail_open {

@@ -1,9 +1,9 @@
 //! Sinks: where a message ends. A sink only knows "deliver this one message to these
 //! recipients" and decides itself whether a failure is temporary or permanent.
 
+pub use crate::config::BuildError;
 pub use crate::config::InvalidKey;
-use crate::config::error::path_string;
-use crate::config::{Seg, TaggedTable};
+use crate::config::{TaggedTable, unknown_type};
 use crate::envelope::Envelope;
 use crate::spool::commit::Committer;
 use std::path::{Path, PathBuf};
@@ -99,43 +99,18 @@ pub struct SinkContext {
     pub base_dir: PathBuf,
 }
 
-/// A sink that could not be built. `Display` names the key path but no file: callers that
-/// have the loaded config turn it into a located [`crate::config::ConfigError`].
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {}", path_string(&self.path()), .problem.message)]
-pub struct BuildError {
-    /// The `NAME` of `[sink.NAME]`, as the config spells it.
-    pub name: String,
-    pub problem: InvalidKey,
-}
-
-impl BuildError {
-    /// The full key path of the problem: `sink.NAME.KEY`.
-    pub fn path(&self) -> Vec<Seg> {
-        let mut path = vec![Seg::Key("sink".into()), Seg::Key(self.name.clone())];
-        path.extend(self.problem.key.iter().cloned());
-        path
-    }
-}
-
 /// Builds the sink a `[sink.NAME]` table describes. Reads what the sink needs (secrets,
 /// CA files) but connects nowhere and creates nothing: `config check` relies on that.
 pub fn build(name: &str, table: &TaggedTable, ctx: &SinkContext) -> Result<BuiltSink, BuildError> {
     let err = |problem: InvalidKey| BuildError {
+        section: "sink",
         name: name.to_string(),
         problem,
     };
     let kind = table.kind.as_str();
     let Some((_, construct)) = REGISTRY.iter().find(|(t, _)| *t == kind) else {
-        let built = types().collect::<Vec<_>>().join(", ");
-        let message = if LATER.contains(&kind) {
-            format!(
-                "sink type \"{kind}\" is not available in this version yet (this build has: {built})"
-            )
-        } else {
-            format!("unknown sink type \"{kind}\": expected one of {built}")
-        };
-        return Err(err(InvalidKey::at("type", message)));
+        let built: Vec<&str> = types().collect();
+        return Err(err(unknown_type("sink", kind, &built, &LATER)));
     };
     construct(table, ctx).map_err(err)
 }

@@ -46,10 +46,7 @@ impl Handler {
 
     pub async fn rcpt(&mut self, to: &str) -> Result<(), Reply> {
         match self {
-            Handler::Spool(h) => h
-                .policy()
-                .check_rcpt(&h.state.pipeline, to)
-                .map_err(reply),
+            Handler::Spool(h) => h.policy().check_rcpt(&h.state.pipeline, to).map_err(reply),
         }
     }
 
