@@ -34,7 +34,7 @@
 
 // The sans-I/O parts are public so a fuzz target can drive each alone.
 pub mod address;
-mod edit;
+pub mod edit;
 pub mod encoded_word;
 pub mod fold;
 pub mod header;
