@@ -694,4 +694,16 @@ mod tests {
         s.forget("b@x");
         assert!(s.retry.is_empty());
     }
+
+    // review: direct mode (no spool of ours) must not answer SMTP's single reply 250 when
+    // a recipient's sinks deferred: nothing would retry it (DESIGN.md "Never lose a message").
+    #[test]
+    fn review_direct_mode_with_one_recipient_deferred_is_not_250() {
+        let rcpts = vec!["a@x".to_string(), "b@x".to_string()];
+        let units = vec![unit("box", &["a@x"]), unit("relay", &["b@x"])];
+        let results = vec![vec![ok()], vec![Err(SinkError::temporary("4.4.1", "down"))]];
+        let mut s = Summary::new(&rcpts, &unfiltered(&rcpts), &units, &results);
+        s.strict();
+        assert_ne!(s.overall("ID").code, 250, "b@x would be lost");
+    }
 }

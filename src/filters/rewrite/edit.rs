@@ -168,4 +168,19 @@ mod tests {
         let r = rw("B", "2", "3", OnEmpty::Keep);
         assert_eq!(changed(r.edit(b"A: 1\nB: 2")), "A: 1\nB: 3\n");
     }
+
+    // review: DESIGN.md "a non-ASCII result is encoded again" -- also in an address field
+    // whose address has no angle brackets, a group, or a comment.
+    #[test]
+    fn review_non_ascii_in_address_fields_is_always_encoded() {
+        let r = rw("From", "^", "\u{dc}n\u{ef}code ", OnEmpty::Keep);
+        for block in [
+            &b"From: a@x.test\r\n"[..],
+            b"From: Group: a@x.test, b@x.test;\r\n",
+            b"From: (comment) a@x.test\r\n",
+        ] {
+            let out = changed(r.edit(block));
+            assert!(out.is_ascii(), "raw 8-bit written: {out:?}");
+        }
+    }
 }

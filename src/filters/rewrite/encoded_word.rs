@@ -346,4 +346,18 @@ mod tests {
         assert_eq!(choose("Grüße aus Köln"), Encoding::Q);
         assert_eq!(choose("日本語の件名"), Encoding::B);
     }
+
+    // review: an undecodable run of encoded words is kept as it came, whitespace included,
+    // and the space before a following word of another charset is not eaten.
+    #[test]
+    fn review_undecodable_words_keep_their_whitespace() {
+        assert_eq!(
+            decode("=?utf-8?q?=FF?= =?utf-8?q?a?="),
+            "=?utf-8?q?=FF?= =?utf-8?q?a?="
+        );
+        assert_eq!(
+            decode("=?utf-8?q?=FF?= =?iso-8859-1?q?caf=E9?="),
+            "=?utf-8?q?=FF?= caf\u{e9}"
+        );
+    }
 }
