@@ -171,9 +171,9 @@ fn set_in_value(
             }
         }
         other => Err(format!(
-            "{} is a {}, not a table: cannot set a key inside it",
+            "{} is {}, not a table: cannot set a key inside it",
             path_string(path),
-            other.type_str()
+            super::error::a_type(other)
         )),
     }
 }

@@ -348,6 +348,17 @@ pub fn unknown_type(section: &str, kind: &str, built: &[&str], later: &[&str]) -
     InvalidKey::at("type", message)
 }
 
+/// A TOML value's type with its article, for messages: "a string", "an integer".
+pub fn a_type(v: &toml::Value) -> String {
+    let t = v.type_str();
+    let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {t}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

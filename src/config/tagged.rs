@@ -31,8 +31,8 @@ impl<'de> Deserialize<'de> for TaggedTable {
             Some(Value::String(kind)) => kind,
             Some(other) => {
                 return Err(D::Error::custom(format!(
-                    "`type`: expected a string, not a {}",
-                    other.type_str()
+                    "`type`: expected a string, not {}",
+                    super::error::a_type(&other)
                 )));
             }
             None => return Err(D::Error::missing_field("type")),

@@ -87,7 +87,7 @@ fn precheck_tagged(table: &Table, section: &str, loc: &Locator) -> Result<(), Co
                 return Err(loc.error(
                     &at,
                     format!(
-                        "missing key `type`: which kind of {section} this is                          (`mailchute config example` shows them)"
+                        "missing key `type`: which kind of {section} this is (`mailchute config example` shows them)"
                     ),
                 ));
             }
@@ -95,7 +95,7 @@ fn precheck_tagged(table: &Table, section: &str, loc: &Locator) -> Result<(), Co
             Some(other) => {
                 return Err(loc.error(
                     &[key(section), key(name), key("type")],
-                    format!("expected a string, not a {}", other.type_str()),
+                    format!("expected a string, not {}", super::error::a_type(other)),
                 ));
             }
         }

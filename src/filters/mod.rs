@@ -22,7 +22,8 @@ pub struct FilterInput<'a> {
     /// The message as the previous filter left it: our `Received:` line first, then what
     /// the client sent (dot-unstuffed, line ends as received). Read only.
     pub body: &'a Path,
-    /// Where a changed message goes: the filter creates and writes this file and answers
+    /// Where a changed message goes (it does not exist yet): the filter creates it, mode
+    /// 0600 like every message file of the spool, writes it and answers
     /// [`Verdict::Changed`]. The stage owns the file afterwards (makes it durable, removes
     /// it); a filter that fails leaves whatever it wrote there to the stage to remove.
     pub output: &'a Path,
@@ -159,7 +160,10 @@ pub fn build_from(
         Some(other) => {
             return Err(err(InvalidKey::at(
                 "fail_open",
-                format!("expected true or false, not a {}", other.type_str()),
+                format!(
+                    "expected true or false, not {}",
+                    crate::config::error::a_type(&other)
+                ),
             )));
         }
     };

@@ -85,6 +85,7 @@ impl Intake<'_> {
                 .with_outcome(&format!("filter deferred; {trail}"));
         }
         let units = filtered.units();
+        let units_empty = units.is_empty();
         filtered.keep_bodies_of(&msg.path, &units);
         let mut completion = match self.mode {
             IntakeMode::Queued(durable) => {
@@ -100,6 +101,9 @@ impl Intake<'_> {
                     .await
             }
         };
+        if completion.outcome.is_empty() && units_empty {
+            completion.outcome = "delivered nowhere".into();
+        }
         if !trail.is_empty() {
             completion.outcome = format!("{}; {trail}", completion.outcome);
         }
@@ -393,6 +397,8 @@ struct Summary {
     failed: Vec<FailedRcpt>,
     /// Recipients filters refused, with why.
     filter_rejected: Vec<(String, SinkError)>,
+    /// Nothing of ours retries (see [`Summary::strict`]).
+    strict: bool,
 }
 
 impl Summary {
@@ -479,6 +485,7 @@ impl Summary {
             retry,
             failed,
             filter_rejected,
+            strict: false,
         }
     }
 
@@ -510,11 +517,19 @@ impl Summary {
         }
         self.retry.clear();
         self.failed.clear();
+        self.strict = true;
     }
 
     /// The single SMTP answer for all recipients: accepted when any recipient is, else the
     /// first deferral (so the client retries), else the first rejection.
+    /// Strict (nothing of ours retries), a deferral anywhere defers the message: the
+    /// client's retry is the only one, and the sinks recognise what they already have.
     fn overall(&self, ok_text: &str) -> Answer {
+        if self.strict
+            && let Some(e) = self.per_rcpt.iter().find_map(|s| s.deferred.as_ref())
+        {
+            return Answer::from_error(e);
+        }
         if self.per_rcpt.iter().any(|s| s.result().is_ok()) {
             return Answer::ok(ok_text);
         }
@@ -695,10 +710,10 @@ mod tests {
         assert!(s.retry.is_empty());
     }
 
-    // review: direct mode (no spool of ours) must not answer SMTP's single reply 250 when
+    // direct mode (no spool of ours) must not answer SMTP's single reply 250 when
     // a recipient's sinks deferred: nothing would retry it (DESIGN.md "Never lose a message").
     #[test]
-    fn review_direct_mode_with_one_recipient_deferred_is_not_250() {
+    fn direct_mode_defers_the_message_when_one_recipient_is_deferred() {
         let rcpts = vec!["a@x".to_string(), "b@x".to_string()];
         let units = vec![unit("box", &["a@x"]), unit("relay", &["b@x"])];
         let results = vec![vec![ok()], vec![Err(SinkError::temporary("4.4.1", "down"))]];

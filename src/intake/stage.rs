@@ -158,8 +158,11 @@ async fn run_route(
                                 format!("filter {}: its output {}", built.name, output.display()),
                                 &e,
                             );
-                            trail.push(format!("{}: {e}", built.name));
-                            return RouteOutcome::Deferred(e);
+                            trail.push(format!("{}: deferred {e}", built.name));
+                            return RouteOutcome::Deferred(SinkError::temporary(
+                                &e.status,
+                                "Temporary local problem, try again later",
+                            ));
                         }
                     };
                     // The body it replaces is no unit's any more.
@@ -208,10 +211,12 @@ async fn run_route(
                     trail.push(format!("{}: failed open ({e})", built.name));
                 }
                 Err(e) => {
+                    // The detail (paths, a scanner's address) is the operator's: it goes
+                    // to the transaction line; the client hears that it should retry.
                     trail.push(format!("{}: deferred {e}", built.name));
                     return RouteOutcome::Deferred(SinkError::temporary(
                         &e.status,
-                        format!("filter {}: {}", built.name, e.message),
+                        "Temporary failure while checking the message, try again later",
                     ));
                 }
             }

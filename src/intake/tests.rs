@@ -232,6 +232,13 @@ async fn a_temporary_failure_fails_the_whole_smtp_message_and_keeps_nothing() {
     let c = s.send(&["a@x", "b@x"], false).await;
     assert_eq!(codes(&c), [451]);
     assert_eq!(c.answers[0].status, "4.4.1");
+    // The detail is the operator's (the transaction line), not the client's.
+    assert!(!c.answers[0].text.contains("scanner"), "{:?}", c.answers[0]);
+    assert!(
+        c.outcome.contains("scan: deferred 4.4.1 scanner down"),
+        "{}",
+        c.outcome
+    );
     // Nothing delivered anywhere, b included: the client's retry duplicates nothing.
     assert!(s.mailbox("a").is_empty() && s.mailbox("b").is_empty());
     s.assert_scratch_empty();

@@ -518,6 +518,25 @@ impl Spool {
     /// On error nothing stays queued (best effort rollback), so a 4xx answer never leaves
     /// a copy behind that would be delivered as well as the client's resend.
     pub async fn enqueue(&self, msg: SpooledMessage, entry: &QueueEntry) -> Result<(), SpoolError> {
+        let received = msg.path.clone();
+        let result = self.enqueue_files(msg, entry).await;
+        if result.is_err() {
+            // Whatever did not make it into the queue is no message any more: the client
+            // hears 4xx and sends it again.
+            if let Err(e) = fs::remove_file(&received)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %received.display(), error = %e, "could not remove a message that was not queued");
+            }
+        }
+        result
+    }
+
+    async fn enqueue_files(
+        &self,
+        msg: SpooledMessage,
+        entry: &QueueEntry,
+    ) -> Result<(), SpoolError> {
         check_id(&msg.id)?;
         if entry.envelope.id != msg.id {
             return Err(SpoolError::Invalid(format!(

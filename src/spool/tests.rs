@@ -215,6 +215,8 @@ async fn enqueue_rejects_an_entry_for_another_file() {
     let err = spool.enqueue(msg, &entry).await.unwrap_err();
     assert!(err.to_string().contains("99 bytes"), "{err}");
     assert!(files(spool.queue_dir()).is_empty());
+    // The message the client will send again is not left behind either.
+    assert!(files(&dir.path().join("spool/tmp")).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

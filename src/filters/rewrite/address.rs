@@ -54,8 +54,14 @@ fn mailbox_tokens(mailbox: &str) -> Vec<Token> {
             .collect()
     };
     let Some(lt) = top_level(mailbox).find(|&(_, c)| c == '<').map(|(i, _)| i) else {
-        if mailbox.contains('@') || mailbox.is_ascii() {
+        if mailbox.is_ascii() {
             return plain(mailbox);
+        }
+        if mailbox.contains('@') {
+            // A bare address with words beside it (a comment, a group's name, text a
+            // rewrite put there): those words are encoded; a word holding the address is
+            // not (an address cannot be an encoded word; a UTF-8 one needs SMTPUTF8).
+            return fold::encode_runs(mailbox, |w| !w.is_ascii() && !w.contains('@'));
         }
         // A display name without an address (the start of a group, a name alone).
         return fold::unstructured(mailbox, 0);

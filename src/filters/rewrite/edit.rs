@@ -169,10 +169,10 @@ mod tests {
         assert_eq!(changed(r.edit(b"A: 1\nB: 2")), "A: 1\nB: 3\n");
     }
 
-    // review: DESIGN.md "a non-ASCII result is encoded again" -- also in an address field
+    // DESIGN.md "a non-ASCII result is encoded again" -- also in an address field
     // whose address has no angle brackets, a group, or a comment.
     #[test]
-    fn review_non_ascii_in_address_fields_is_always_encoded() {
+    fn non_ascii_beside_a_bare_address_is_encoded() {
         let r = rw("From", "^", "\u{dc}n\u{ef}code ", OnEmpty::Keep);
         for block in [
             &b"From: a@x.test\r\n"[..],

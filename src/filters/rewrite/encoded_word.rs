@@ -78,36 +78,41 @@ pub fn decode(value: &str) -> String {
     // Bytes of adjacent encoded words in one charset, not decoded yet; with their raw
     // forms, for when the joined bytes are not valid in the charset.
     let mut pending: Option<(String, Vec<u8>, String)> = None;
-    let mut i = 0;
-    while i < pieces.len() {
-        match &pieces[i] {
+    // Whitespace between two encoded words: dropped when both decode, kept otherwise.
+    let mut gap: Option<&str> = None;
+    for (i, piece) in pieces.iter().enumerate() {
+        match piece {
             Piece::Word {
                 raw,
                 charset,
                 bytes,
-            } => {
-                match &mut pending {
-                    Some((cs, b, r)) if cs == charset => {
-                        b.extend_from_slice(bytes);
-                        r.push_str(raw);
-                    }
-                    _ => {
-                        flush(&mut out, pending.take());
-                        pending = Some((charset.clone(), bytes.clone(), raw.to_string()));
-                    }
+            } => match &mut pending {
+                Some((cs, b, r)) if cs == charset => {
+                    b.extend_from_slice(bytes);
+                    r.push_str(gap.take().unwrap_or_default());
+                    r.push_str(raw);
                 }
-                i += 1;
-            }
+                _ => {
+                    let decoded = flush(&mut out, pending.take());
+                    if let Some(g) = gap.take()
+                        && !decoded
+                    {
+                        out.push_str(g);
+                    }
+                    pending = Some((charset.clone(), bytes.clone(), raw.to_string()));
+                }
+            },
             Piece::Text(t) => {
                 let between_words = t.chars().all(|c| c == ' ' || c == '\t')
                     && i > 0
                     && matches!(pieces.get(i - 1), Some(Piece::Word { .. }))
                     && matches!(pieces.get(i + 1), Some(Piece::Word { .. }));
-                if !between_words {
+                if between_words {
+                    gap = Some(t);
+                } else {
                     flush(&mut out, pending.take());
                     out.push_str(t);
                 }
-                i += 1;
             }
         }
     }
@@ -115,11 +120,19 @@ pub fn decode(value: &str) -> String {
     out
 }
 
-fn flush(out: &mut String, pending: Option<(String, Vec<u8>, String)>) {
-    if let Some((charset, bytes, raw)) = pending {
-        match decode_charset(&charset, &bytes) {
-            Some(s) => out.push_str(&s),
-            None => out.push_str(&raw),
+/// Writes the pending run: decoded, or as it came; `false` when it did not decode.
+fn flush(out: &mut String, pending: Option<(String, Vec<u8>, String)>) -> bool {
+    let Some((charset, bytes, raw)) = pending else {
+        return true;
+    };
+    match decode_charset(&charset, &bytes) {
+        Some(s) => {
+            out.push_str(&s);
+            true
+        }
+        None => {
+            out.push_str(&raw);
+            false
         }
     }
 }
@@ -347,10 +360,10 @@ mod tests {
         assert_eq!(choose("日本語の件名"), Encoding::B);
     }
 
-    // review: an undecodable run of encoded words is kept as it came, whitespace included,
+    // an undecodable run of encoded words is kept as it came, whitespace included,
     // and the space before a following word of another charset is not eaten.
     #[test]
-    fn review_undecodable_words_keep_their_whitespace() {
+    fn undecodable_words_keep_their_whitespace() {
         assert_eq!(
             decode("=?utf-8?q?=FF?= =?utf-8?q?a?="),
             "=?utf-8?q?=FF?= =?utf-8?q?a?="

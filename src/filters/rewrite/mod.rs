@@ -48,6 +48,7 @@ use edit::{Edit, Rewriter};
 use regex::Regex;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -279,7 +280,13 @@ fn write_message(
     body: &mut impl Read,
     output: &Path,
 ) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(64 * 1024, File::create(output)?);
+    // Mail, like the spool file it came from: readable by us alone.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(output)?;
+    let mut out = BufWriter::with_capacity(64 * 1024, file);
     out.write_all(block)?;
     out.write_all(separator)?;
     io::copy(body, &mut out)?;

@@ -519,10 +519,10 @@ async fn pythons_email_package_reads_what_we_write() {
     }
 }
 
-// review: a changed body is mail like the message it came from: the spool writes messages
+// a changed body is mail like the message it came from: the spool writes messages
 // 0600; the filtered body lands beside it (spool/queue, dead/) and must not be 0644.
 #[tokio::test]
-async fn review_the_output_is_private_like_the_spool() {
+async fn the_output_is_private_like_the_spool() {
     use std::os::unix::fs::PermissionsExt;
     let f = filter("Subject", "^", "[t] ");
     let r = run(&f, b"Subject: a\r\n\r\nbody\r\n").await;
