@@ -64,12 +64,28 @@ impl SinkError {
     /// can fix) except nothing — a local filesystem never says "this mailbox does not exist"
     /// in a way that will not change, so we never bounce on it.
     pub fn from_io(context: impl std::fmt::Display, err: &std::io::Error) -> Self {
-        let status = match err.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => "4.3.1",
-            _ => "4.3.0",
-        };
-        SinkError::temporary(status, format!("{context}: {err}"))
+        SinkError::temporary(io_status(err), format!("{context}: {err}"))
     }
+}
+
+/// Whether an I/O error means the filesystem (or the user's quota) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    // The kind survives re-wrapping with context where the OS error number does not.
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+}
+
+/// The status of a local problem: 4.3.1 "mail system full" when the disk is, else 4.3.0.
+pub fn local_status(disk_full: bool) -> &'static str {
+    if disk_full { "4.3.1" } else { "4.3.0" }
+}
+
+/// [`local_status`] of an I/O error.
+pub fn io_status(e: &std::io::Error) -> &'static str {
+    local_status(is_disk_full(e))
 }
 
 /// One result per recipient of the delivery, in the order of the delivery's recipients.

@@ -66,11 +66,7 @@ impl FilterError {
     /// A local I/O problem (reading the body, writing the output): 4.3.1 when the disk is
     /// full, else 4.3.0.
     pub fn from_io(context: impl std::fmt::Display, err: &std::io::Error) -> Self {
-        let status = match err.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => "4.3.1",
-            _ => "4.3.0",
-        };
-        FilterError::new(status, format!("{context}: {err}"))
+        FilterError::new(crate::delivery::io_status(err), format!("{context}: {err}"))
     }
 }
 

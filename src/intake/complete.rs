@@ -59,7 +59,8 @@ impl Intake<'_> {
         let mut filtered = match stage::run(self.pipeline, &envelope, &msg.path).await {
             Ok(f) => f,
             Err(e) => {
-                // Only possible if a reload removed a route between RCPT and end of DATA.
+                // An envelope whose recipients were not checked against this pipeline (a
+                // session checks each RCPT against the same pipeline it completes with).
                 msg.discard();
                 let e = SinkError::temporary("4.3.5", e);
                 return self
@@ -67,7 +68,7 @@ impl Intake<'_> {
                     .with_outcome("not routed");
             }
         };
-        let routes = route_list(self.pipeline, &filtered);
+        let routes = route_list(&filtered);
         let trail = filter_trail(&filtered);
         // A filter that failed for now fails the whole SMTP message (the client's retry then
         // duplicates nothing); LMTP answers those recipients alone.
@@ -77,7 +78,7 @@ impl Intake<'_> {
                 _ => None,
             })
         {
-            filtered.discard_bodies(&msg.path);
+            filtered.discard_bodies(&msg.path).await;
             msg.discard();
             let error = Some(e.to_string());
             return self
@@ -86,7 +87,7 @@ impl Intake<'_> {
         }
         let units = filtered.units();
         let units_empty = units.is_empty();
-        filtered.keep_bodies_of(&msg.path, &units);
+        filtered.keep_bodies_of(&msg.path, &units).await;
         let mut completion = match self.mode {
             IntakeMode::Queued(durable) => {
                 self.enqueue(durable, envelope, msg, &filtered, units, routes)
@@ -127,7 +128,7 @@ impl Intake<'_> {
         let failed = self.filter_failures(&summary, &envelope, &answers);
         if refused || (units.is_empty() && failed.is_empty()) {
             // Refused, or accepted and delivered nowhere (discarded): nothing to keep.
-            filtered.discard_bodies(&msg.path);
+            filtered.discard_bodies(&msg.path).await;
             msg.discard();
             let outcome = if refused { "refused" } else { "discarded" };
             return Completion {
@@ -154,8 +155,10 @@ impl Intake<'_> {
             Err(e) => {
                 let envelope = entry.envelope;
                 // Wherever the failed enqueue left them.
-                filtered.discard_bodies(&received_at);
-                filtered.discard_bodies(&durable.spool.message_path(&id));
+                filtered.discard_bodies(&received_at).await;
+                filtered
+                    .discard_bodies(&durable.spool.message_path(&id))
+                    .await;
                 self.uniform(
                     &envelope,
                     Err(spool_failed(&e)),
@@ -202,6 +205,7 @@ impl Intake<'_> {
 
         let mut answers = answers;
         let mut outcomes = summary.outcomes(&format!("delivered as {id}"));
+        let rcpts = envelope.rcpts.clone();
         let mut error = None;
         match durable {
             Some(durable) if !retry.is_empty() || !failed.is_empty() => {
@@ -216,29 +220,48 @@ impl Intake<'_> {
                         .saturating_add(backoff_ms(durable.retry, 1));
                 }
                 let path = msg.path.clone();
+                // Whom the entry is for: under LMTP only they are told to retry if it cannot
+                // be kept (the others have the message in every sink).
+                let kept_for: Vec<String> = entry
+                    .pending_rcpts()
+                    .map(str::to_string)
+                    .chain(entry.failed.iter().map(|f| f.rcpt.clone()))
+                    .collect();
                 // Bodies only sinks that already have them needed.
-                filtered.discard_bodies_except(&path, &entry.bodies);
+                filtered.discard_bodies_except(&path, &entry.bodies).await;
                 match durable.spool.enqueue(msg, &entry).await {
                     Ok(()) => durable.queue.submit(entry),
                     Err(e) => {
                         // Saying 451 may duplicate into the sinks that took it; saying 250
                         // could lose it. Duplicates win.
-                        filtered.discard_bodies(&path);
-                        filtered.discard_bodies(&durable.spool.message_path(&id));
+                        filtered.discard_bodies(&path).await;
+                        filtered
+                            .discard_bodies(&durable.spool.message_path(&id))
+                            .await;
                         error = Some(e.to_string());
                         outcome.push_str("; spool failed");
                         let failure = spool_failed(&e);
-                        for a in answers.iter_mut().filter(|a| a.code == 250) {
-                            *a = Answer::from_error(&failure);
+                        let affected = |i: usize| !self.lmtp || kept_for.contains(&rcpts[i]);
+                        for (i, a) in answers.iter_mut().enumerate() {
+                            if a.code == 250 && affected(i) {
+                                *a = Answer::from_error(&failure);
+                            }
                         }
-                        for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
-                            *o = Err(failure.clone());
+                        for (i, o) in outcomes.iter_mut().enumerate() {
+                            if o.is_ok() && kept_for.contains(&rcpts[i]) {
+                                *o = Err(failure.clone());
+                            }
                         }
                     }
                 }
             }
             _ => {
-                filtered.discard_bodies(&msg.path);
+                // Nothing of ours keeps it, so no DSN can come from here: each recipient
+                // refused while the message was accepted for others is logged.
+                for f in &failed {
+                    tracing::info!(event = "refused", id = %envelope.id, from = %envelope.mail_from, rcpt = %f.rcpt, status = %f.status, error = %f.message, "recipient refused after the message was accepted for others (no DSN from this ingress)");
+                }
+                filtered.discard_bodies(&msg.path).await;
                 msg.discard();
             }
         }
@@ -343,8 +366,10 @@ impl Intake<'_> {
 /// The client hears only that it should retry: the error names our spool's paths,
 /// which are the operator's business (they get it in the transaction line).
 fn spool_failed(e: &crate::spool::SpoolError) -> SinkError {
-    let status = if e.is_disk_full() { "4.3.1" } else { "4.3.0" };
-    SinkError::temporary(status, "Temporary local problem, try again later")
+    SinkError::temporary(
+        crate::delivery::local_status(e.is_disk_full()),
+        "Temporary local problem, try again later",
+    )
 }
 
 impl Completion {
@@ -516,7 +541,6 @@ impl Summary {
             }
         }
         self.retry.clear();
-        self.failed.clear();
         self.strict = true;
     }
 
@@ -569,8 +593,7 @@ impl Summary {
     }
 }
 
-fn route_list(pipeline: &Pipeline, filtered: &Filtered) -> String {
-    let _ = pipeline;
+fn route_list(filtered: &Filtered) -> String {
     let mut names: Vec<&str> = Vec::new();
     for r in &filtered.routes {
         if let RouteOutcome::Deliver(units) = &r.outcome {
@@ -719,6 +742,12 @@ mod tests {
         let results = vec![vec![ok()], vec![Err(SinkError::temporary("4.4.1", "down"))]];
         let mut s = Summary::new(&rcpts, &unfiltered(&rcpts), &units, &results);
         s.strict();
-        assert_ne!(s.overall("ID").code, 250, "b@x would be lost");
+        let a = s.overall("ID");
+        assert_eq!(
+            (a.code, a.status.as_str()),
+            (451, "4.4.1"),
+            "b@x would be lost"
+        );
+        assert!(s.retry.is_empty(), "nothing of ours retries in direct mode");
     }
 }

@@ -9,7 +9,7 @@ use crate::envelope::Envelope;
 use crate::filters::{FilterInput, Verdict};
 use crate::pipeline::Pipeline;
 use crate::spool::{BodyFile, Pending, body_path};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What became of one route's recipients.
 #[derive(Debug)]
@@ -51,28 +51,26 @@ impl Filtered {
     }
 
     /// Removes the changed bodies (the message was refused, or kept nowhere).
-    pub fn discard_bodies(&self, message: &Path) {
-        for b in &self.bodies {
-            remove(&body_path(message, Some(&b.name)));
-        }
+    pub async fn discard_bodies(&self, message: &Path) {
+        self.discard_bodies_except(message, &[]).await;
     }
 
     /// Removes the changed bodies beside `message` except those `keep` names.
-    pub fn discard_bodies_except(&self, message: &Path, keep: &[BodyFile]) {
+    pub async fn discard_bodies_except(&self, message: &Path, keep: &[BodyFile]) {
         for b in self.bodies.iter().filter(|b| !keep.contains(b)) {
-            remove(&body_path(message, Some(&b.name)));
+            remove(&body_path(message, Some(&b.name))).await;
         }
     }
 
     /// Removes the changed bodies no unit of `units` delivers any more.
-    pub fn keep_bodies_of(&mut self, message: &Path, units: &[Pending]) {
-        self.bodies.retain(|b| {
-            let used = units.iter().any(|u| u.body.as_deref() == Some(&b.name));
-            if !used {
-                remove(&body_path(message, Some(&b.name)));
-            }
-            used
-        });
+    pub async fn keep_bodies_of(&mut self, message: &Path, units: &[Pending]) {
+        let (used, unused): (Vec<BodyFile>, Vec<BodyFile>) = std::mem::take(&mut self.bodies)
+            .into_iter()
+            .partition(|b| units.iter().any(|u| u.body.as_deref() == Some(&b.name)));
+        for b in unused {
+            remove(&body_path(message, Some(&b.name))).await;
+        }
+        self.bodies = used;
     }
 }
 
@@ -135,7 +133,7 @@ async fn run_route(
             *next_body += 1;
             let name = format!("f{next_body}");
             let output = body_path(message, Some(&name));
-            remove(&output);
+            remove(&output).await;
             let input = FilterInput {
                 envelope,
                 route: pipeline.route_name_at(route),
@@ -145,15 +143,15 @@ async fn run_route(
             };
             let verdict = built.filter.apply(&input).await;
             if !matches!(verdict, Ok(Verdict::Changed)) {
-                remove(&output);
+                remove(&output).await;
             }
             match verdict {
                 Ok(Verdict::Pass) => trail.push(format!("{}: pass", built.name)),
                 Ok(Verdict::Changed) => {
-                    let size = match std::fs::metadata(&output) {
+                    let size = match tokio::fs::metadata(&output).await {
                         Ok(m) => m.len(),
                         Err(e) => {
-                            remove(&output);
+                            remove(&output).await;
                             let e = SinkError::from_io(
                                 format!("filter {}: its output {}", built.name, output.display()),
                                 &e,
@@ -167,7 +165,7 @@ async fn run_route(
                     };
                     // The body it replaces is no unit's any more.
                     if let Some(old) = body.take() {
-                        remove(&current);
+                        remove(&current).await;
                         bodies.retain(|b| b.name != old);
                     }
                     bodies.push(BodyFile {
@@ -186,22 +184,23 @@ async fn run_route(
                     return RouteOutcome::Discarded;
                 }
                 Ok(Verdict::Reroute { route: to }) => {
-                    trail.push(format!("{}: re-routed to {to}", built.name));
-                    let Some(next) = pipeline.route_index(&to) else {
-                        return RouteOutcome::Deferred(SinkError::temporary(
-                            "4.3.5",
-                            format!(
-                                "filter {} re-routes to {to:?}, which is not a route",
-                                built.name
-                            ),
-                        ));
+                    let next = match pipeline.route_index(&to) {
+                        Some(next) if !visited.contains(&next) => next,
+                        // The build refuses both; a filter that names routes of its own
+                        // making is deferred, with the detail for the operator only.
+                        found => {
+                            let problem = match found {
+                                None => format!("re-routes to {to:?}, which is not a route"),
+                                Some(_) => format!("re-routes back to route {to:?}"),
+                            };
+                            trail.push(format!("{}: deferred 4.3.5 {problem}", built.name));
+                            return RouteOutcome::Deferred(SinkError::temporary(
+                                "4.3.5",
+                                "Temporary failure while checking the message, try again later",
+                            ));
+                        }
                     };
-                    if visited.contains(&next) {
-                        return RouteOutcome::Deferred(SinkError::temporary(
-                            "4.3.5",
-                            format!("filter {} re-routes back to route {to:?}", built.name),
-                        ));
-                    }
+                    trail.push(format!("{}: re-routed to {to}", built.name));
                     visited.push(next);
                     route = next;
                     continue 'route;
@@ -231,8 +230,9 @@ async fn run_route(
     }
 }
 
-fn remove(path: &PathBuf) {
-    if let Err(e) = std::fs::remove_file(path)
+/// Removes a filtered body (on the blocking pool, as every spool file operation).
+async fn remove(path: &Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!(path = %path.display(), error = %e, "could not remove a filtered body");

@@ -94,8 +94,19 @@ impl Setup {
     async fn send(&self, rcpts: &[&str], lmtp: bool) -> Completion {
         let scratch = self.dir.path().join("scratch");
         std::fs::create_dir_all(&scratch).unwrap();
-        let id = new_id();
-        let file = Incoming::create(&scratch, &id).unwrap();
+        let file = Incoming::create(&scratch, &new_id()).unwrap();
+        self.complete(file, rcpts, lmtp, IntakeMode::Direct).await
+    }
+
+    /// Receives a message into `file` and completes it in `mode`.
+    async fn complete(
+        &self,
+        file: Incoming,
+        rcpts: &[&str],
+        lmtp: bool,
+        mode: IntakeMode<'_>,
+    ) -> Completion {
+        let id = file.id().to_string();
         let mut w = BodyWriter::start(file, "Received: test\r\n").await.unwrap();
         w.write(b"Subject: hi\r\n\r\nbody\r\n").await.unwrap();
         let body = w.finish().await.unwrap();
@@ -113,7 +124,7 @@ impl Setup {
         };
         let intake = Intake {
             pipeline: &self.pipeline,
-            mode: IntakeMode::Direct,
+            mode,
             lmtp,
             dsn: false,
         };
@@ -271,4 +282,78 @@ async fn direct_mode_defers_a_recipient_one_sink_could_not_take() {
     assert_eq!(codes(&c), [451, 250]);
     assert!(c.outcomes[0].as_ref().is_err_and(|e| e.is_temporary()));
     s.assert_scratch_empty();
+}
+
+/// Queued mode: a changed body for route a, route b discarded: the queue holds the message,
+/// its sidecar and that one body, and the entry's unit delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_mode_keeps_the_changed_body_beside_the_message() {
+    let mut s = setup(vec![filter("tag", Ok(Verdict::Changed), false)]);
+    s.pipeline.set_filters(
+        1,
+        vec![filter(
+            "drop",
+            Ok(Verdict::Discard {
+                reason: "test".into(),
+            }),
+            false,
+        )],
+    );
+    let spool = Arc::new(
+        crate::spool::Spool::open(&s.dir.path().join("data"), Arc::new(Committer::new())).unwrap(),
+    );
+    // A queue that takes nothing (stopped), so what intake queued stays to be looked at.
+    let loaded = parse_str(CONFIG, "t.toml", s.dir.path()).unwrap();
+    let ctx = SinkContext {
+        hostname: "mx.test".into(),
+        committer: Arc::new(Committer::new()),
+        base_dir: s.dir.path().to_path_buf(),
+    };
+    let deliverer = Arc::new(Pipeline::build(&loaded, &ctx).unwrap());
+    let queue = crate::spool::Queue::start(
+        spool.clone(),
+        deliverer,
+        crate::config::QueueConfig::default(),
+        "mx.test".into(),
+        Vec::new(),
+    );
+    queue.shutdown().await;
+    let retry = crate::config::QueueConfig::default();
+    let durable = Durable {
+        spool: &spool,
+        queue: &queue,
+        retry: &retry,
+    };
+    let file = spool.incoming(&new_id()).unwrap();
+    let id = file.id().to_string();
+    let c = s
+        .complete(file, &["a@x", "b@x"], false, IntakeMode::Queued(durable))
+        .await;
+    assert_eq!(codes(&c), [250]);
+    assert!(c.answers[0].text.contains("queued"), "{:?}", c.answers[0]);
+    let mut files: Vec<String> = std::fs::read_dir(spool.queue_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let body = format!("{id}.f1.eml");
+    assert_eq!(
+        files,
+        [format!("{id}.eml"), body.clone(), format!("{id}.json")]
+    );
+    let entry = spool.load(&id).unwrap();
+    assert_eq!(entry.bodies.len(), 1);
+    assert_eq!(entry.pending.len(), 1, "{:?}", entry.pending);
+    assert_eq!(entry.pending[0].rcpts, ["a@x"]);
+    assert_eq!(entry.pending[0].body.as_deref(), Some("f1"));
+    let changed = std::fs::read(spool.queue_dir().join(body)).unwrap();
+    assert!(changed.starts_with(b"X-Filtered: yes\r\nReceived: test\r\n"));
+    assert!(
+        std::fs::read_dir(s.dir.path().join("data/spool/tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "spool/tmp not empty"
+    );
 }

@@ -192,8 +192,17 @@ fn check_reroutes(routes: &[Route]) -> Result<(), (String, String)> {
             }
         }
     }
-    // Depth-first from every route; `path` holds the routes on the way.
-    fn walk(routes: &[Route], at: usize, path: &mut Vec<usize>) -> Result<(), (String, String)> {
+    // Depth-first from every route; `path` holds the routes on the way, `clear` those
+    // already shown to lead into no cycle (each is walked once, however many lead to it).
+    fn walk(
+        routes: &[Route],
+        at: usize,
+        path: &mut Vec<usize>,
+        clear: &mut [bool],
+    ) -> Result<(), (String, String)> {
+        if clear[at] {
+            return Ok(());
+        }
         path.push(at);
         for f in &routes[at].filters {
             for target in f.filter.reroutes() {
@@ -216,14 +225,16 @@ fn check_reroutes(routes: &[Route]) -> Result<(), (String, String)> {
                         ),
                     ));
                 }
-                walk(routes, next, path)?;
+                walk(routes, next, path, clear)?;
             }
         }
         path.pop();
+        clear[at] = true;
         Ok(())
     }
+    let mut clear = vec![false; routes.len()];
     for start in 0..routes.len() {
-        walk(routes, start, &mut Vec::new())?;
+        walk(routes, start, &mut Vec::new(), &mut clear)?;
     }
     Ok(())
 }

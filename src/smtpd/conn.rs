@@ -2,7 +2,7 @@
 //! hands each transaction's questions and body to the listener's [`Handler`], logs, and
 //! switches to TLS.
 
-use super::handler::Handler;
+use super::handler::{Handler, reply};
 use super::settings::ListenerSettings;
 use super::{Server, State};
 use crate::config::Protocol;
@@ -408,10 +408,6 @@ fn answers_for_log(lmtp: bool, rcpts: &[String], answers: &[Answer]) -> String {
         .map(|(r, a)| format!("<{r}> {}", line(a)))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn reply(a: Answer) -> Reply {
-    Reply::new(a.code, &a.status, a.text)
 }
 
 fn session_config(

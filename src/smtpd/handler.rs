@@ -156,8 +156,12 @@ impl SpoolHandler {
             );
         };
         envelope.size = inc.size();
-        match (self.incoming_error.take(), inc.finish().await) {
-            (None, Ok(received)) => {
+        if let Some(e) = self.incoming_error.take() {
+            inc.discard();
+            return failed_completion(e, n_answers, envelope.rcpts.len());
+        }
+        match inc.finish().await {
+            Ok(received) => {
                 envelope.size = received.message.size;
                 envelope.sha256 = received.sha256;
                 let durable = Durable {
@@ -176,13 +180,7 @@ impl SpoolHandler {
                 };
                 intake.complete(envelope.clone(), received.message).await
             }
-            (Some(e), result) => {
-                if let Ok(received) = result {
-                    received.message.discard();
-                }
-                failed_completion(e, n_answers, envelope.rcpts.len())
-            }
-            (None, Err(e)) => failed_completion(
+            Err(e) => failed_completion(
                 SpoolWriteError::new("finishing spool file".into(), &e),
                 n_answers,
                 envelope.rcpts.len(),
@@ -199,7 +197,8 @@ impl SpoolHandler {
     }
 }
 
-fn reply(a: Answer) -> Reply {
+/// An answer as protocol reply.
+pub(super) fn reply(a: Answer) -> Reply {
     Reply::new(a.code, &a.status, a.text)
 }
 
@@ -214,12 +213,12 @@ impl SpoolWriteError {
     fn new(context: String, e: &std::io::Error) -> Self {
         SpoolWriteError {
             message: format!("{context}: {e}"),
-            disk_full: crate::spool::error::is_disk_full(e),
+            disk_full: crate::delivery::is_disk_full(e),
         }
     }
 
     fn status(&self) -> &'static str {
-        if self.disk_full { "4.3.1" } else { "4.3.0" }
+        crate::delivery::local_status(self.disk_full)
     }
 }
 

@@ -65,12 +65,4 @@ impl SpoolError {
     }
 }
 
-/// Whether an I/O error means the filesystem (or the user's quota) is full.
-pub fn is_disk_full(e: &io::Error) -> bool {
-    // The kind survives re-wrapping with context where the OS error number does not.
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        || matches!(
-            e.kind(),
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-        )
-}
+pub use crate::delivery::is_disk_full;

@@ -824,8 +824,12 @@ impl Incoming {
         })
         .await
         .map_err(|e| io::Error::other(format!("spool writer thread failed: {e}")))?;
-        self.file = Some(file);
-        self.buf = buf;
+        // After a failed write the file has a hole: it stays closed, so every later write
+        // and `finish` fail too and nothing can pass it on as the message.
+        if result.is_ok() {
+            self.file = Some(file);
+            self.buf = buf;
+        }
         result
     }
 
