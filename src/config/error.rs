@@ -334,10 +334,17 @@ impl BuildError {
     }
 }
 
-/// The problem with a `type` no registry line has: one the design has but this build does
-/// not yet (`later`), or one that does not exist; both list what this build has.
+/// The problem with a `type` no registry line has: none written, one the design has but
+/// this build does not yet (`later`), or one that does not exist; each lists what this
+/// build has.
 pub fn unknown_type(section: &str, kind: &str, built: &[&str], later: &[&str]) -> InvalidKey {
     let built = built.join(", ");
+    if kind.is_empty() {
+        return InvalidKey {
+            key: Vec::new(),
+            message: format!("missing key `type` (one of: {built})"),
+        };
+    }
     let message = if later.contains(&kind) {
         format!(
             "{section} type \"{kind}\" is not available in this version yet (this build has: {built})"

@@ -64,9 +64,9 @@ fn precheck_unix_listeners(table: &Table, loc: &Locator) -> Result<(), ConfigErr
     Ok(())
 }
 
-/// `[sink.NAME]` and `[filter.NAME]` are tables with a string `type`, checked on the raw
-/// table so that the message names the key (serde would only say "missing field"). Which
-/// types exist is the registries' to say: the config layer knows none of them.
+/// `[sink.NAME]` and `[filter.NAME]` are tables whose `type`, when written, is a string;
+/// checked on the raw table so that the message names the key. Whether it is there and
+/// which types exist is the registries' to say: the config layer knows none of them.
 fn precheck_tagged(table: &Table, section: &str, loc: &Locator) -> Result<(), ConfigError> {
     let Some(tables) = table.get(section) else {
         return Ok(());
@@ -83,15 +83,8 @@ fn precheck_tagged(table: &Table, section: &str, loc: &Locator) -> Result<(), Co
             return Err(loc.error(&at, format!("expected a table [{section}.{name}]")));
         };
         match fields.get("type") {
-            None => {
-                return Err(loc.error(
-                    &at,
-                    format!(
-                        "missing key `type`: which kind of {section} this is (`mailchute config example` shows them)"
-                    ),
-                ));
-            }
-            Some(Value::String(_)) => {}
+            // A missing `type` is the registry's to refuse: it knows which types exist.
+            None | Some(Value::String(_)) => {}
             Some(other) => {
                 return Err(loc.error(
                     &[key(section), key(name), key("type")],
@@ -244,7 +237,17 @@ fn check_routes(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
                 ));
             }
         }
+        let mut filters_listed = BTreeSet::new();
         for (j, filter) in r.filters.iter().enumerate() {
+            let filter_at = [key("route"), Seg::Index(i), key("filters"), Seg::Index(j)];
+            // A filter that ran twice would, say, tag a subject twice; two rules are two
+            // `[filter.*]` tables.
+            if !filters_listed.insert(filter) {
+                return Err(loc.error(
+                    &filter_at,
+                    format!("{label}: filter \"{filter}\" is listed twice"),
+                ));
+            }
             if !config.filters.contains_key(filter) {
                 let defined: Vec<&str> = config.filters.keys().map(String::as_str).collect();
                 let known = if defined.is_empty() {
@@ -253,7 +256,7 @@ fn check_routes(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
                     format!("defined: {}", defined.join(", "))
                 };
                 return Err(loc.error(
-                    &[key("route"), Seg::Index(i), key("filters"), Seg::Index(j)],
+                    &filter_at,
                     format!("{label}: filter \"{filter}\" is not defined ({known})"),
                 ));
             }

@@ -163,7 +163,13 @@ pub fn build_from(
             )));
         }
     };
-    let (filter, summary) = construct(&rest, ctx).map_err(err)?;
+    let (filter, summary) = construct(&rest, ctx).map_err(|mut problem| {
+        // The type's own keys are listed; the ones every filter has belong there too.
+        if problem.message.contains("expected one of") {
+            problem.message.push_str(", `fail_open`");
+        }
+        err(problem)
+    })?;
     let summary = if fail_open {
         format!("{summary} (fail_open)")
     } else {

@@ -475,6 +475,41 @@ path = \"Maildir\"
     }
 
     #[test]
+    fn a_table_without_a_type_gets_the_list_of_types() {
+        let dir = tempfile::tempdir().unwrap();
+        for (table, want) in [
+            (
+                "[sink.x]\npath = \"a\"\n",
+                "sink.x: missing key `type` (one of: maildir, mh, mbox, smtp, lmtp, exec, discard)",
+            ),
+            (
+                "[filter.x]\nheader = \"a\"\n",
+                "filter.x: missing key `type` (one of: rewrite)",
+            ),
+        ] {
+            let config = format!("{BASE}\n{table}");
+            let loaded = parse_str(&config, "t.toml", dir.path()).unwrap();
+            let Err(e) = build(&loaded) else {
+                panic!("built:\n{config}");
+            };
+            let line = BASE.lines().count() + 2;
+            assert_eq!(e.to_string(), format!("t.toml:{line}: {want}"));
+        }
+        // An override that creates a table names itself, not some line of the file.
+        let env = vec![("MAILCHUTE_SINK__NEW__PATH".to_string(), "/x".to_string())];
+        let loaded = parse_str_with_env(BASE, "t.toml", dir.path(), env).unwrap();
+        let Err(e) = build(&loaded) else {
+            panic!("built");
+        };
+        assert!(
+            e.to_string().starts_with(
+                "t.toml: sink.new (set by MAILCHUTE_SINK__NEW__PATH): missing key `type`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn sink_errors_from_the_environment_name_the_variable() {
         let dir = tempfile::tempdir().unwrap();
         let config = format!("{BASE}\n[sink.up]\ntype = \"smtp\"\naddress = \"127.0.0.1:25\"\n");
@@ -674,5 +709,7 @@ to = [\"b\"]
             )),
             "{e}"
         );
+        // The keys every filter has are among those offered.
+        assert!(e.to_string().ends_with(", `fail_open`"), "{e}");
     }
 }
