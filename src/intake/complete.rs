@@ -275,11 +275,19 @@ impl Intake<'_> {
     }
 
     /// SMTP: one answer for the message; LMTP: one per recipient. An accepted recipient
-    /// is "queued" when the spool still has work for it, else "delivered".
+    /// is "queued" when the spool still has work for it (on a queued listener, always: a
+    /// client there is told nothing else, whatever the filters did), else "delivered".
     fn answers(&self, summary: &Summary, id: &str) -> Vec<Answer> {
         let queued = format!("Ok: queued as {id}");
         let delivered = format!("Ok: delivered as {id}");
-        let text = |left: bool| if left { &queued } else { &delivered };
+        let always_queued = matches!(self.mode, IntakeMode::Queued(_));
+        let text = |left: bool| {
+            if left || always_queued {
+                &queued
+            } else {
+                &delivered
+            }
+        };
         if self.lmtp {
             summary
                 .per_rcpt
@@ -593,31 +601,31 @@ impl Summary {
     }
 }
 
+/// The routes the recipients ended on (after re-routes), in the order first seen.
 fn route_list(filtered: &Filtered) -> String {
     let mut names: Vec<&str> = Vec::new();
     for r in &filtered.routes {
-        if let RouteOutcome::Deliver(units) = &r.outcome {
-            for u in units {
-                if !names.contains(&u.route.as_str()) {
-                    names.push(&u.route);
-                }
-            }
+        if !names.contains(&r.route.as_str()) {
+            names.push(&r.route);
         }
     }
     names.join(",")
 }
 
-/// What the filters did, for the transaction line; empty when no route has filters.
+/// What the filters did, per route, for the transaction line:
+/// `filters: tagged[tag changed, strip-list pass]; other[tag changed]`; empty when no
+/// route has filters.
 fn filter_trail(filtered: &Filtered) -> String {
-    let steps: Vec<&str> = filtered
+    let routes: Vec<String> = filtered
         .routes
         .iter()
-        .flat_map(|r| r.trail.iter().map(String::as_str))
+        .filter(|r| !r.trail.is_empty())
+        .map(|r| format!("{}[{}]", r.first_route, r.trail.join(", ")))
         .collect();
-    if steps.is_empty() {
+    if routes.is_empty() {
         String::new()
     } else {
-        format!("filters: {}", steps.join(", "))
+        format!("filters: {}", routes.join("; "))
     }
 }
 
@@ -648,6 +656,8 @@ mod tests {
     fn unfiltered(rcpts: &[String]) -> Filtered {
         Filtered {
             routes: vec![RouteResult {
+                first_route: "r".into(),
+                route: "r".into(),
                 rcpts: rcpts.to_vec(),
                 outcome: RouteOutcome::Deliver(Vec::new()),
                 trail: Vec::new(),

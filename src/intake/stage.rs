@@ -25,9 +25,13 @@ pub enum RouteOutcome {
 }
 
 pub struct RouteResult {
+    /// The route the recipients matched.
+    pub first_route: String,
+    /// The route they ended on (another one after a re-route).
+    pub route: String,
     pub rcpts: Vec<String>,
     pub outcome: RouteOutcome,
-    /// What the filters did, for the transaction line (`name: verdict`).
+    /// What the filters did, for the transaction line (`name verdict`).
     pub trail: Vec<String>,
 }
 
@@ -90,6 +94,7 @@ pub async fn run(
     let mut next_body = 0;
     for (route, rcpts) in groups {
         let mut trail = Vec::new();
+        let mut ended_on = route;
         let outcome = run_route(
             pipeline,
             envelope,
@@ -100,9 +105,12 @@ pub async fn run(
             &mut next_body,
             &mut filtered.bodies,
             &mut trail,
+            &mut ended_on,
         )
         .await;
         filtered.routes.push(RouteResult {
+            first_route: pipeline.route_name_at(route).to_string(),
+            route: pipeline.route_name_at(ended_on).to_string(),
             rcpts,
             outcome,
             trail,
@@ -122,6 +130,7 @@ async fn run_route(
     next_body: &mut usize,
     bodies: &mut Vec<BodyFile>,
     trail: &mut Vec<String>,
+    ended_on: &mut usize,
 ) -> RouteOutcome {
     let mut route = first_route;
     let mut visited = vec![route];
@@ -146,7 +155,7 @@ async fn run_route(
                 remove(&output).await;
             }
             match verdict {
-                Ok(Verdict::Pass) => trail.push(format!("{}: pass", built.name)),
+                Ok(Verdict::Pass) => trail.push(format!("{} pass", built.name)),
                 Ok(Verdict::Changed) => {
                     let size = match tokio::fs::metadata(&output).await {
                         Ok(m) => m.len(),
@@ -156,7 +165,7 @@ async fn run_route(
                                 format!("filter {}: its output {}", built.name, output.display()),
                                 &e,
                             );
-                            trail.push(format!("{}: deferred {e}", built.name));
+                            trail.push(format!("{} deferred {e}", built.name));
                             return RouteOutcome::Deferred(SinkError::temporary(
                                 &e.status,
                                 "Temporary local problem, try again later",
@@ -173,14 +182,14 @@ async fn run_route(
                         size,
                     });
                     body = Some(name);
-                    trail.push(format!("{}: changed", built.name));
+                    trail.push(format!("{} changed", built.name));
                 }
                 Ok(Verdict::Reject { status, text }) => {
-                    trail.push(format!("{}: rejected {status} {text}", built.name));
+                    trail.push(format!("{} rejected {status} {text}", built.name));
                     return RouteOutcome::Rejected(SinkError::permanent(&status, text));
                 }
                 Ok(Verdict::Discard { reason }) => {
-                    trail.push(format!("{}: discarded ({reason})", built.name));
+                    trail.push(format!("{} discarded ({reason})", built.name));
                     return RouteOutcome::Discarded;
                 }
                 Ok(Verdict::Reroute { route: to }) => {
@@ -193,26 +202,27 @@ async fn run_route(
                                 None => format!("re-routes to {to:?}, which is not a route"),
                                 Some(_) => format!("re-routes back to route {to:?}"),
                             };
-                            trail.push(format!("{}: deferred 4.3.5 {problem}", built.name));
+                            trail.push(format!("{} deferred 4.3.5 {problem}", built.name));
                             return RouteOutcome::Deferred(SinkError::temporary(
                                 "4.3.5",
                                 "Temporary failure while checking the message, try again later",
                             ));
                         }
                     };
-                    trail.push(format!("{}: re-routed to {to}", built.name));
+                    trail.push(format!("{} re-routed to {to}", built.name));
                     visited.push(next);
                     route = next;
+                    *ended_on = next;
                     continue 'route;
                 }
                 Err(e) if built.fail_open => {
                     tracing::warn!(id = %envelope.id, filter = %built.name, error = %e, "filter failed; fail_open passes the message on");
-                    trail.push(format!("{}: failed open ({e})", built.name));
+                    trail.push(format!("{} failed open ({e})", built.name));
                 }
                 Err(e) => {
                     // The detail (paths, a scanner's address) is the operator's: it goes
                     // to the transaction line; the client hears that it should retry.
-                    trail.push(format!("{}: deferred {e}", built.name));
+                    trail.push(format!("{} deferred {e}", built.name));
                     return RouteOutcome::Deferred(SinkError::temporary(
                         &e.status,
                         "Temporary failure while checking the message, try again later",

@@ -210,7 +210,11 @@ async fn a_changed_body_goes_to_its_route_only() {
         "{a:?}"
     );
     assert!(b[0].starts_with("Received: test\n"), "{b:?}");
-    assert!(c.outcome.contains("tag: changed"), "{}", c.outcome);
+    assert!(
+        c.outcome.contains("filters: a[tag changed]"),
+        "{}",
+        c.outcome
+    );
     s.assert_scratch_empty();
 }
 
@@ -246,7 +250,7 @@ async fn a_temporary_failure_fails_the_whole_smtp_message_and_keeps_nothing() {
     // The detail is the operator's (the transaction line), not the client's.
     assert!(!c.answers[0].text.contains("scanner"), "{:?}", c.answers[0]);
     assert!(
-        c.outcome.contains("scan: deferred 4.4.1 scanner down"),
+        c.outcome.contains("scan deferred 4.4.1 scanner down"),
         "{}",
         c.outcome
     );

@@ -141,7 +141,10 @@ fn rewrite_in_sync_and_queued_mode() {
             .find(|l| l["event"] == "transaction")
             .unwrap_or_else(|| panic!("{mode}: no transaction line:\n{}", mc.log()));
         let outcome = line["outcome"].as_str().unwrap_or_default();
-        assert!(outcome.contains("tag: changed"), "{mode}: {line}");
+        assert!(
+            outcome.contains("filters: all[tag changed, sender-name changed, custom changed, drop-internal changed]"),
+            "{mode}: {line}"
+        );
     }
 }
 

@@ -70,21 +70,27 @@ impl Rewriter {
             return FieldEdit::Keep;
         };
         let value = encoded_word::decode(unfolded.trim_matches([' ', '\t']));
-        let new = self.pattern.replace_all(&value, self.replace.as_str());
-        if new == value {
+        if !self.pattern.is_match(&value) {
             return FieldEdit::Keep;
         }
+        let replaced = self.pattern.replace_all(&value, self.replace.as_str());
         // A line end from `replace` (or a bare CR in the value) would end the field early
         // and start one of its own: it becomes a space.
-        let new = new.replace(['\r', '\n'], " ");
+        let new = replaced.replace(['\r', '\n'], " ");
         let new = new.trim_matches([' ', '\t']);
         let line_end = part.line_end().unwrap_or(block_end);
+        // The rule matched and left nothing (also when the value was empty already: a rule
+        // like `^$` -> "" with drop-header removes empty fields).
         if new.is_empty() {
             return match self.on_empty {
                 OnEmpty::DropHeader => FieldEdit::Drop,
+                OnEmpty::Keep if value.is_empty() => FieldEdit::Keep,
                 OnEmpty::Keep => FieldEdit::Replace(format!("{name}: {line_end}")),
                 OnEmpty::DiscardMessage => FieldEdit::Discard,
             };
+        }
+        if replaced == value {
+            return FieldEdit::Keep;
         }
         let tokens = if address::is_address_field(&name) {
             address::tokens(new)
@@ -123,6 +129,21 @@ mod tests {
             changed(r.edit(block)),
             "Received: x\r\nsubject: [a] one\r\nX: y\r\nSUBJECT: [a] two\r\n"
         );
+    }
+
+    #[test]
+    fn a_value_that_was_empty_already_gets_on_empty_too() {
+        let block = b"Subject: \r\nX: y\r\n";
+        let drop = rw("Subject", "^$", "", OnEmpty::DropHeader);
+        assert_eq!(changed(drop.edit(block)), "X: y\r\n");
+        let discard = rw("Subject", ".*", "", OnEmpty::DiscardMessage);
+        assert_eq!(discard.edit(block), Edit::Discard);
+        // Nothing to write for `keep`: the field is as the rule would leave it.
+        let keep = rw("Subject", ".*", "", OnEmpty::Keep);
+        assert_eq!(keep.edit(block), Edit::Unchanged);
+        // A pattern that does not match leaves even an empty field alone.
+        let other = rw("Subject", "x", "", OnEmpty::DropHeader);
+        assert_eq!(other.edit(block), Edit::Unchanged);
     }
 
     #[test]
