@@ -217,9 +217,17 @@ pub fn show(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
     let _ = writeln!(o, "dsn:         {}", if entry.dsn { "yes" } else { "no" });
     let _ = writeln!(o, "pending:");
     for unit in &entry.pending {
+        // A unit whose route's filters changed the message delivers that copy.
+        let body = match unit.body.as_deref() {
+            Some(name) => match entry.bodies.iter().find(|b| b.name == name) {
+                Some(b) => format!(" body={name} ({}, filtered)", size(b.size)),
+                None => format!(" body={name} (filtered)"),
+            },
+            None => String::new(),
+        };
         let _ = writeln!(
             o,
-            "  {} route={} sink={}: {}",
+            "  {} route={} sink={}{body}: {}",
             unit.unit_id,
             unit.route,
             unit.sink,
@@ -242,18 +250,30 @@ pub fn show(data_dir: &Path, id: &str) -> Result<String, SpoolError> {
             );
         }
     }
-    let _ = writeln!(o, "headers:");
-    match dsn::read_headers(&layout.message(id), dsn::HEADERS_LIMIT) {
+    write_headers(&mut o, "headers:", &layout.message(id));
+    for b in &entry.bodies {
+        let title = format!(
+            "headers of filtered body {} ({}):",
+            b.name,
+            layout.body(id, &b.name).display()
+        );
+        write_headers(&mut o, &title, &layout.body(id, &b.name));
+    }
+    Ok(o)
+}
+
+fn write_headers(o: &mut String, title: &str, path: &Path) {
+    let _ = writeln!(o, "{title}");
+    match dsn::read_headers(path, dsn::HEADERS_LIMIT) {
         Ok(h) => {
             for line in String::from_utf8_lossy(&h).lines() {
                 let _ = writeln!(o, "  {line}");
             }
         }
         Err(e) => {
-            let _ = writeln!(o, "  (cannot read {}: {e})", layout.message(id).display());
+            let _ = writeln!(o, "  (cannot read {}: {e})", path.display());
         }
     }
-    Ok(o)
 }
 
 /// Makes one message (or `all`) due now. The daemon picks the change up at its next rescan.
@@ -334,7 +354,20 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::tests::{enqueue, open};
+    use crate::spool::tests::{enqueue, enqueue_with_body, open};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn show_names_the_filtered_body_a_unit_delivers_and_delete_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path());
+        let entry = enqueue_with_body(&spool).await;
+        let out = show(dir.path(), entry.id()).unwrap();
+        assert!(out.contains(" body=f1 ("), "{out}");
+        assert!(out.contains("headers of filtered body f1"), "{out}");
+        assert!(out.contains("Subject: [tagged] hello"), "{out}");
+        delete(dir.path(), entry.id()).unwrap();
+        assert_eq!(std::fs::read_dir(spool.queue_dir()).unwrap().count(), 0);
+    }
 
     #[test]
     fn dead_letters_are_named_as_such() {

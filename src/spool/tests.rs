@@ -632,7 +632,7 @@ fn backoff_doubles_and_caps() {
 }
 
 /// Receives `MSG` and, beside it, a filtered body `f1`; queues a unit for each.
-async fn enqueue_with_body(spool: &Spool) -> QueueEntry {
+pub(crate) async fn enqueue_with_body(spool: &Spool) -> QueueEntry {
     let id = new_id();
     let mut inc = spool.incoming(&id).unwrap();
     inc.write(MSG).await.unwrap();
