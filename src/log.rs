@@ -1,11 +1,14 @@
 //! Logging setup and the one-line-per-transaction record.
 
 use crate::config::LogFormat;
+use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use tracing::Dispatch;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// Where log lines go; each command chooses. A daemon logs to stderr (its supervisor
@@ -48,7 +51,15 @@ fn dispatch(format: LogFormat, dest: Destination) -> Result<Option<Dispatch>, Lo
         Destination::Stderr => BoxMakeWriter::new(std::io::stderr),
         // O_APPEND, and each event is formatted whole before it is written: lines from
         // several processes (deliver runs once per message) land whole, one after another.
-        Destination::File(path) => BoxMakeWriter::new(Arc::new(open_append(&path)?)),
+        Destination::File(path) => {
+            let file = Arc::new(LogFile {
+                file: RwLock::new(Arc::new(open_append(&path)?)),
+                path,
+            });
+            // The first file set up is the one `reopen` (SIGHUP) reopens.
+            let _ = LOG_FILE.set(file.clone());
+            BoxMakeWriter::new(SharedLog(file))
+        }
     };
     let filter =
         EnvFilter::try_from_env("MAILCHUTE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -67,6 +78,57 @@ fn dispatch(format: LogFormat, dest: Destination) -> Result<Option<Dispatch>, Lo
         ),
         LogFormat::Text => Dispatch::new(builder.with_ansi(false).finish()),
     }))
+}
+
+/// The log file of [`Destination::File`], reopened by [`reopen`] so that a log rotated away
+/// (renamed by logrotate) is followed by a new file at the same path.
+struct LogFile {
+    path: PathBuf,
+    /// The file events go to; each event takes its own handle, so a reopen never cuts one.
+    file: RwLock<Arc<File>>,
+}
+
+static LOG_FILE: OnceLock<Arc<LogFile>> = OnceLock::new();
+
+/// One event's handle on the log file.
+struct EventWriter(Arc<File>);
+
+impl Write for EventWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+/// The subscriber's side of a [`LogFile`] that [`reopen`] also holds.
+struct SharedLog(Arc<LogFile>);
+
+impl<'a> MakeWriter<'a> for SharedLog {
+    type Writer = EventWriter;
+
+    fn make_writer(&'a self) -> EventWriter {
+        EventWriter(
+            self.0
+                .file
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+/// Reopens the log file (SIGHUP, after logrotate moved it away); nothing to do when logging
+/// goes elsewhere. On error the old file stays in use.
+pub fn reopen() -> Result<(), LogError> {
+    let Some(log) = LOG_FILE.get() else {
+        return Ok(());
+    };
+    let file = Arc::new(open_append(&log.path)?);
+    *log.file.write().unwrap_or_else(PoisonError::into_inner) = file;
+    Ok(())
 }
 
 fn open_append(path: &Path) -> Result<std::fs::File, LogError> {

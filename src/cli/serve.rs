@@ -201,6 +201,10 @@ fn second_signal() {
 }
 
 fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: &Arc<Committer>) {
+    // A log file logrotate moved away: what follows goes to a new one at the same path.
+    if let Err(e) = crate::log::reopen() {
+        tracing::error!(error = %e, "SIGHUP: could not reopen the log file; logging on to the old one");
+    }
     let Source::File(path) = &loaded.source else {
         tracing::info!("SIGHUP: running on the embedded default; nothing to reload");
         return;

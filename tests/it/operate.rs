@@ -1101,12 +1101,32 @@ fn log_file_gets_the_log_and_stderr_stays_quiet() {
         port,
     );
     send(port, "rcpt@test", &message("file-log", "To a file.\r\n"));
+    // logrotate moves the file away and sends SIGHUP: the rest goes to a new file.
+    let rotated = dir.path().join("mailchute.log.1");
+    fs::rename(&log_file, &rotated).unwrap();
+    serve.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&log_file).is_ok_and(|l| l.contains("configuration reloaded")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new log file after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send(
+        port,
+        "second@test",
+        &message("file-log-2", "After the rotation.\r\n"),
+    );
     serve.signal(libc::SIGTERM);
     serve.wait_exit(Duration::from_secs(20));
     assert_eq!(serve.log(), "", "stdout and stderr");
-    let log = fs::read_to_string(&log_file).unwrap();
+    let log = fs::read_to_string(&rotated).unwrap();
     assert!(log.starts_with("an earlier line\n"), "{log}");
-    assert_contains(&log, &["mailchute started", "rcpt@test", "stopped"]);
+    assert_contains(&log, &["mailchute started", "rcpt@test"]);
+    let after = fs::read_to_string(&log_file).unwrap();
+    assert_contains(&after, &["second@test", "stopped"]);
+    assert!(!after.contains("rcpt@test"), "{after}");
     // One that cannot be opened: serve does not start.
     let err = run_status(
         dir.path(),
