@@ -107,14 +107,15 @@ impl Client {
         })
     }
 
-    /// Implicit TLS (SMTPS, RFC 8314): the handshake right after connecting, before the
-    /// greeting.
+    /// The TLS handshake: right after connecting for implicit TLS (SMTPS, RFC 8314), or
+    /// after a 220 to STARTTLS. What was learnt in plain text is forgotten (RFC 3207).
     pub async fn start_tls(
         &mut self,
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
     ) -> Result<()> {
         let r = self.conn.start_tls(config, name).await;
+        self.caps = Capabilities::default();
         self.track(r)
     }
 
@@ -186,12 +187,18 @@ impl Client {
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
     ) -> Result<RemoteReply> {
-        let reply = self.command("STARTTLS", None).await?;
+        let reply = self.starttls_request().await?;
         if reply.code == 220 {
             self.start_tls(config, name).await?;
-            self.caps = Capabilities::default();
         }
         Ok(reply)
+    }
+
+    /// [`Client::starttls`] in two steps, for a caller that acts on the reply before the
+    /// handshake (logs it, say, so a handshake that fails is seen after its 220): sends
+    /// STARTTLS and returns the reply; on 220, [`Client::start_tls`] is next.
+    pub async fn starttls_request(&mut self) -> Result<RemoteReply> {
+        self.command("STARTTLS", None).await
     }
 
     /// AUTH PLAIN, else AUTH LOGIN, whichever the server offers first in that order. The

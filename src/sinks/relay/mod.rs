@@ -194,12 +194,14 @@ impl RelaySink {
             RelayTls::Implicit | RelayTls::None => false,
         };
         if want_tls {
-            let reply = client
-                .starttls(self.tls()?, self.server_name.clone())
-                .await
-                .map_err(client_error)?;
+            let reply = client.starttls_request().await.map_err(client_error)?;
+            // Logged before the handshake, so a handshake that fails follows its 220.
             self.step("STARTTLS", &reply);
             if reply.code == 220 {
+                client
+                    .start_tls(self.tls()?, self.server_name.clone())
+                    .await
+                    .map_err(client_error)?;
                 // RFC 3207: forget what was learnt in plain text and ask again.
                 client = self.hello(client).await?;
             } else if mode == RelayTls::Starttls {
