@@ -12,7 +12,8 @@ pub enum ConfigCommand {
     /// Print the embedded default config: what `serve` runs with when no file is found
     /// (its route, sink and listener names are what env overrides address).
     Default,
-    /// Validate a config and print the resolved listeners, routes and sinks.
+    /// Validate a config and print the resolved listeners, routes (with their filters), sinks
+    /// and filters.
     Check {
         /// The file to check (default: as for every command).
         file: Option<PathBuf>,
