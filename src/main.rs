@@ -30,7 +30,7 @@ const EX_FAILURE: u8 = 1;
 #[command(
     name = "mailchute",
     version,
-    about = "A mail gateway in one binary: SMTP/LMTP in; Maildir, MH, mbox, SMTP/LMTP relays and commands out; nothing lost.",
+    about = "A mail gateway in one binary: SMTP/LMTP in; Maildir, MH, mbox, SMTP/LMTP relays and commands out; header rewriting on the way; nothing lost.",
     after_help = CONFIG_LOOKUP
 )]
 struct Cli {
@@ -40,7 +40,7 @@ struct Cli {
     /// Log format; overrides [server] log_format.
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormatArg>,
-    /// Log to FILE (appended to) instead of stderr.
+    /// Log to FILE (appended to; serve reopens it on SIGHUP, for logrotate) instead of stderr.
     #[arg(long, global = true, value_name = "FILE")]
     log_file: Option<PathBuf>,
     #[command(subcommand)]
