@@ -5,6 +5,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use mailchute::cli::config::ConfigCommand;
+use mailchute::cli::deliver::DeliverArgs;
 use mailchute::cli::queue::QueueArgs;
 use mailchute::cli::{self, CliError, LogOptions};
 use mailchute::config::{ConfigError, LogFormat};
@@ -65,7 +66,21 @@ enum Command {
     /// Look at and act on the spool (works while the daemon runs).
     #[command(after_help = CONFIG_LOOKUP)]
     Queue(QueueArgs),
+    /// Deliver one message (standard input) to the routes of its recipients and exit with
+    /// what Postfix's pipe(8) must do: the MDA of a `pipe` transport.
+    #[command(after_help = DELIVER_HELP)]
+    Deliver(DeliverArgs),
 }
+
+/// How `deliver` answers, for its `--help`.
+const DELIVER_HELP: &str = "Postfix master.cf, e.g.:\n\
+  mailchute unix - n n - - pipe flags=Rq user=nobody\n\
+    argv=/usr/local/bin/mailchute deliver -c /etc/mailchute/mailchute.toml -a ${recipient} -f ${sender} --id ${queue_id}\n\
+\n\
+Exit status: 0 delivered; 75 try again later (first output line `4.x.x text`: a sink deferred,\n\
+the config cannot be read, the deadline passed, an internal error); 67 no such recipient, 65\n\
+content refused, 77 policy, 69 other permanent refusal (first line `5.x.x text`). Nothing\n\
+else is printed before that line: logs go to --log-file, or nowhere.";
 
 fn main() -> ExitCode {
     if invoked_as("sendmail") {
@@ -75,8 +90,19 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(EX_UNAVAILABLE);
     }
-    let cli = Cli::parse();
-    match run(cli) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let log = LogOptions {
+        format: cli.log_format.map(to_format),
+        file: cli.log_file,
+    };
+    let command = match cli.command {
+        Command::Deliver(args) => return deliver(args, cli.config, log),
+        other => other,
+    };
+    match run(command, cli.config, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Command(CliError::Usage { kind, message })) => {
             // Reported, and exited with status 2, as clap reports its own.
@@ -87,6 +113,48 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A command line clap refuses. For `deliver` that is 75 with a status line, not clap's 2:
+/// Postfix bounces on any status but 75 and 71, and a typo in master.cf must not bounce
+/// every message.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let deliver = std::env::args().skip(1).any(|a| a == "deliver");
+    if !deliver || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit()
+    }
+    let first = e.to_string();
+    let first = first.lines().next().unwrap_or("invalid arguments");
+    let exit = mailchute::delivery::Exit {
+        code: mailchute::delivery::sysexits::EX_TEMPFAIL,
+        line: Some(format!(
+            "4.3.5 mailchute deliver: {}",
+            first.trim_start_matches("error: ")
+        )),
+    };
+    cli::deliver::print_status(&exit);
+    ExitCode::from(exit.code)
+}
+
+/// `deliver`: the status line first, then the exit status; a panic is caught and becomes
+/// 75 (the default hook's message would come before the status line, so it is held back
+/// and written after it).
+fn deliver(args: DeliverArgs, config: Option<PathBuf>, log: LogOptions) -> ExitCode {
+    let held = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let hook_held = held.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut h) = hook_held.lock() {
+            *h = Some(info.to_string());
+        }
+    }));
+    let run = std::panic::AssertUnwindSafe(|| cli::deliver::run(args, config.as_deref(), &log));
+    let exit = std::panic::catch_unwind(run).unwrap_or_else(|_| cli::deliver::panicked());
+    cli::deliver::print_status(&exit);
+    if let Some(message) = held.lock().ok().and_then(|mut h| h.take()) {
+        eprintln!("mailchute deliver: {message}");
+    }
+    ExitCode::from(exit.code)
 }
 
 /// Whether the program was started under `name` (a symlink to the binary).
@@ -152,14 +220,10 @@ impl Failure {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
-    let log = LogOptions {
-        format: cli.log_format.map(to_format),
-        file: cli.log_file,
-    };
-    match cli.command {
+fn run(command: Command, config: Option<PathBuf>, log: LogOptions) -> Result<(), Failure> {
+    match command {
         Command::Serve => {
-            let loaded = cli::serve::prepare(cli.config.as_deref(), &log)?;
+            let loaded = cli::serve::prepare(config.as_deref(), &log)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -171,8 +235,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             result.map_err(CliError::from)?;
         }
         // One-shot commands: plain blocking calls, no runtime.
-        Command::Config(c) => print!("{}", cli::config::run(c, cli.config)?),
-        Command::Queue(q) => print!("{}", cli::queue::run(q, cli.config.as_deref())?),
+        Command::Config(c) => print!("{}", cli::config::run(c, config)?),
+        Command::Queue(q) => print!("{}", cli::queue::run(q, config.as_deref())?),
+        Command::Deliver(args) => {
+            // `main` runs it itself, for its own exit statuses; kept whole here too.
+            let exit = cli::deliver::run(args, config.as_deref(), &log);
+            cli::deliver::print_status(&exit);
+        }
     }
     Ok(())
 }

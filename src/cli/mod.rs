@@ -5,8 +5,10 @@
 //! - [`serve`]: the daemon: listeners, queue, reload on SIGHUP.
 //! - [`queue`]: `queue list|show|retry|delete` on a data dir, beside a running daemon.
 //! - [`config`]: `config example|default|check`.
+//! - [`deliver`]: the pipe MDA Postfix runs per message.
 
 pub mod config;
+pub mod deliver;
 pub mod queue;
 pub mod serve;
 

@@ -11,6 +11,8 @@ pub struct BodyWriter {
     file: Incoming,
     /// Over the client's bytes only: not our `Received:` line, not what filters change.
     hash: Sha256,
+    /// A byte above 127 was seen (an ingress without a BODY= parameter must tell).
+    eight_bit: bool,
 }
 
 /// A finished body and its hash.
@@ -18,6 +20,8 @@ pub struct ReceivedBody {
     pub message: SpooledMessage,
     /// Lower-case hex.
     pub sha256: String,
+    /// The client's bytes hold 8-bit data.
+    pub eight_bit: bool,
 }
 
 impl BodyWriter {
@@ -27,12 +31,14 @@ impl BodyWriter {
         Ok(BodyWriter {
             file,
             hash: Sha256::new(),
+            eight_bit: false,
         })
     }
 
     /// The client's bytes, dot-unstuffed, as received.
     pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.hash.update(data);
+        self.eight_bit = self.eight_bit || !data.is_ascii();
         self.file.write(data).await
     }
 
@@ -52,7 +58,11 @@ impl BodyWriter {
     pub async fn finish(self) -> io::Result<ReceivedBody> {
         let sha256 = hex(&self.hash.finalize());
         let message = self.file.finish().await?;
-        Ok(ReceivedBody { message, sha256 })
+        Ok(ReceivedBody {
+            message,
+            sha256,
+            eight_bit: self.eight_bit,
+        })
     }
 
     /// Deletes the partial body.

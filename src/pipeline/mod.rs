@@ -14,7 +14,7 @@ use crate::sinks::{self, BoxFuture, RcptResults, Sink, SinkContext, SinkError};
 use crate::spool::queue::Deliverer;
 use crate::spool::store::{Pending, body_path};
 use router::{Router, route_name};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -58,25 +58,31 @@ impl Pipeline {
     /// `serve`, a SIGHUP reload and `config check` all come through here, so a config that
     /// one of them refuses is refused by all of them, with the same message.
     pub fn build(loaded: &Loaded, ctx: &SinkContext) -> Result<Pipeline, PipelineError> {
-        Pipeline::build_with(loaded, ctx, filters::REGISTRY)
+        Pipeline::build_with(loaded, ctx, filters::REGISTRY, None)
     }
 
-    /// [`Pipeline::build`] with another filter registry (tests add filter types).
+    /// [`Pipeline::build`] for one message of a one-shot ingress (`deliver`): only the sinks
+    /// of the routes `rcpts` take (and the routes their filters may re-route to) are built,
+    /// so a run connects to, and reads the secrets of, nothing it does not deliver to.
+    pub fn build_for(
+        loaded: &Loaded,
+        ctx: &SinkContext,
+        rcpts: &[String],
+    ) -> Result<Pipeline, PipelineError> {
+        Pipeline::build_with(loaded, ctx, filters::REGISTRY, Some(rcpts))
+    }
+
+    /// [`Pipeline::build`] with another filter registry (tests add filter types), and the
+    /// recipients whose sinks alone are built (`None`: every sink).
     fn build_with(
         loaded: &Loaded,
         ctx: &SinkContext,
         filter_types: &[(&str, filters::Constructor)],
+        only_for: Option<&[String]>,
     ) -> Result<Pipeline, PipelineError> {
         let config = &loaded.config;
         let router = Router::new(&config.routes, config.server.local_part_case)?;
         let mut summaries = Summaries::default();
-        let mut sinks = HashMap::new();
-        for (name, table) in &config.sinks {
-            let built = sinks::build(name, table, ctx)
-                .map_err(|e| PipelineError::Sink(loaded.error(&e.path(), e.problem.message)))?;
-            summaries.sinks.insert(name.clone(), built.summary);
-            sinks.insert(name.clone(), built.sink);
-        }
         let filter_ctx = FilterContext {
             hostname: ctx.hostname.clone(),
             base_dir: ctx.base_dir.clone(),
@@ -91,7 +97,7 @@ impl Pipeline {
         let mut routes = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             let name = route_name(r, i);
-            if let Some(missing) = r.sinks.iter().find(|s| !sinks.contains_key(*s)) {
+            if let Some(missing) = r.sinks.iter().find(|s| !config.sinks.contains_key(*s)) {
                 return Err(PipelineError::UnknownSink {
                     route: name,
                     sink: missing.clone(),
@@ -116,6 +122,17 @@ impl Pipeline {
         check_reroutes(&routes).map_err(|(filter, message)| {
             PipelineError::Filter(loaded.error(&[key("filter"), Seg::Key(filter)], message))
         })?;
+        let needed = only_for.map(|rcpts| needed_sinks(&router, &routes, rcpts));
+        let mut sinks = HashMap::new();
+        for (name, table) in &config.sinks {
+            if needed.as_ref().is_some_and(|n| !n.contains(name)) {
+                continue;
+            }
+            let built = sinks::build(name, table, ctx)
+                .map_err(|e| PipelineError::Sink(loaded.error(&e.path(), e.problem.message)))?;
+            summaries.sinks.insert(name.clone(), built.summary);
+            sinks.insert(name.clone(), built.sink);
+        }
         Ok(Pipeline {
             router,
             routes,
@@ -170,6 +187,29 @@ impl Pipeline {
     pub fn sinks(&self) -> impl Iterator<Item = (&String, &Arc<dyn Sink>)> {
         self.sinks.iter()
     }
+}
+
+/// The sinks of the routes `rcpts` take, and of every route their filters may re-route
+/// them to.
+fn needed_sinks(router: &Router, routes: &[Route], rcpts: &[String]) -> HashSet<String> {
+    let mut todo: Vec<usize> = rcpts.iter().filter_map(|r| router.route(r)).collect();
+    let mut seen = HashSet::new();
+    let mut sinks = HashSet::new();
+    while let Some(route) = todo.pop() {
+        if !seen.insert(route) {
+            continue;
+        }
+        sinks.extend(routes[route].sinks.iter().cloned());
+        for f in &routes[route].filters {
+            todo.extend(
+                f.filter
+                    .reroutes()
+                    .iter()
+                    .filter_map(|to| routes.iter().position(|r| &r.name == to)),
+            );
+        }
+    }
+    sinks
 }
 
 /// Each name a filter re-routes to must be a route, and following re-routes (a route, its
@@ -603,7 +643,7 @@ to = [\"b\"]
         };
         (
             text.to_string(),
-            Pipeline::build_with(&loaded, &ctx, TEST_FILTERS),
+            Pipeline::build_with(&loaded, &ctx, TEST_FILTERS, None),
         )
     }
 

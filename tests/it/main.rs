@@ -1,5 +1,6 @@
 //! The one integration-test binary (one link instead of one per file). Modules by area.
 
+mod deliver;
 mod delivery;
 mod dovecot;
 mod filters;

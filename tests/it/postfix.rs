@@ -24,6 +24,8 @@ pub struct PostfixBuilder {
     virtual_mailboxes: Vec<String>,
     main_extra: Vec<(String, String)>,
     smtpd_options: Vec<String>,
+    /// Extra master.cf entries (a `pipe` transport), each with its `-o`/argv lines.
+    services: Vec<String>,
 }
 
 impl PostfixBuilder {
@@ -57,6 +59,13 @@ impl PostfixBuilder {
     /// Any other main.cf parameter.
     pub fn main(mut self, key: &str, value: &str) -> Self {
         self.main_extra.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// An extra master.cf service, e.g. a `pipe` transport (the whole entry, continuation
+    /// lines indented).
+    pub fn service(mut self, entry: &str) -> Self {
+        self.services.push(entry.trim_end().to_string());
         self
     }
 
@@ -164,8 +173,10 @@ impl PostfixBuilder {
             .iter()
             .map(|o| format!("  -o {o}\n"))
             .collect();
-        let master_cf =
-            format!("127.0.0.1:{port} inet n - n - - smtpd\n{smtpd_opts}{MASTER_CF_SERVICES}");
+        let services: String = self.services.iter().map(|s| format!("{s}\n")).collect();
+        let master_cf = format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\n{smtpd_opts}{MASTER_CF_SERVICES}{services}"
+        );
         fs::write(etc.join("master.cf"), master_cf).expect("write master.cf");
 
         let pf = Postfix {

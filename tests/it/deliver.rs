@@ -1,0 +1,222 @@
+//! `mailchute deliver` as the MDA of a private Postfix's `pipe` transport: swaks → Postfix →
+//! mailchute → Maildir, read back with Python's `mailbox`; a sink that fails for now →
+//! Postfix defers, and after `postqueue -f` the message is there exactly once; an unknown
+//! recipient → Postfix bounces with 5.1.1. And the command's own exit statuses and status
+//! lines, run directly.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::postfix::Postfix;
+
+/// uid Postfix's pipe runs `deliver` as (`user=nobody`).
+const NOBODY: u32 = 65534;
+
+fn deliver_config(dir: &Path) -> String {
+    format!(
+        r#"[[route]]
+name = "boxes"
+match = ["alice@pipe.test", "bob@pipe.test", "carol@pipe.test", "a@pipe.test", "b@pipe.test", "r@pipe.test"]
+sinks = ["box"]
+
+[sink.box]
+type = "maildir"
+path = "{}/mail/{{local}}"
+"#,
+        dir.display()
+    )
+}
+
+/// A directory nobody can traverse and write (`mktemp` dirs are 0700 and root's).
+fn world_dir(dir: &Path) {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs `mailchute deliver ARGS` with `stdin`; (status, everything it printed).
+fn deliver(args: &[&str], stdin: &[u8]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailchute"))
+        .arg("deliver")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deliver");
+    use std::io::Write;
+    // A run that refuses before reading (no route, bad config) closes its end first.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn exit_statuses_and_status_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    fs::write(&conf, deliver_config(dir.path())).unwrap();
+    let c = conf.to_str().unwrap();
+    let msg = b"Subject: direct\n\nbody\n";
+    // Delivered: 0, and nothing printed at all.
+    assert_eq!(
+        deliver(&["-c", c, "-a", "a@pipe.test", "-f", "s@x"], msg),
+        (0, String::new())
+    );
+    // No route: 67 and the 5.1.1 line.
+    let (code, out) = deliver(&["-c", c, "-a", "x@elsewhere.test"], msg);
+    assert_eq!(code, 67);
+    assert_eq!(out, "5.1.1 <x@elsewhere.test>: no such mailbox\n");
+    // A config that cannot be read, an unknown option, a deadline beyond Postfix's limit:
+    // 75 (retry), never a bounce, with a 4.x.x first line.
+    for args in [
+        vec!["-c", "/nonexistent.toml", "-a", "a@pipe.test"],
+        vec!["-c", c, "--colour", "-a", "a@pipe.test"],
+        vec!["-c", c, "--deadline", "2000s", "-a", "a@pipe.test"],
+    ] {
+        let (code, out) = deliver(&args, msg);
+        assert_eq!(code, 75, "{args:?}: {out}");
+        assert!(
+            out.starts_with("4.3.5 mailchute deliver: "),
+            "{args:?}: {out}"
+        );
+        assert_eq!(out.lines().count(), 1, "{out}");
+    }
+    // A sink that fails for now (its directory is a file): 75 and the sink's status.
+    fs::remove_dir_all(dir.path().join("mail")).unwrap();
+    fs::write(dir.path().join("mail"), b"not a directory").unwrap();
+    let (code, out) = deliver(&["-c", c, "-a", "a@pipe.test"], msg);
+    assert_eq!(code, 75, "{out}");
+    assert!(out.starts_with("4.3.0 "), "{out}");
+    // A log file that cannot be opened: 75 too.
+    let (code, out) = deliver(
+        &[
+            "-c",
+            c,
+            "--log-file",
+            "/nonexistent/x.log",
+            "-a",
+            "a@pipe.test",
+        ],
+        msg,
+    );
+    assert_eq!(code, 75, "{out}");
+}
+
+#[test]
+fn the_message_from_arguments_and_a_retry_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    fs::write(&conf, deliver_config(dir.path())).unwrap();
+    let c = conf.to_str().unwrap();
+    // mailtos3's habit: `-a=x -f=y "message"`.
+    let (code, out) = deliver(
+        &["-c", c, "-a=b@pipe.test", "-f=s@x", "Subject: args\n\nhi\n"],
+        b"",
+    );
+    assert_eq!((code, out.as_str()), (0, ""));
+    let stored = read_maildir(&dir.path().join("mail/b"));
+    assert_eq!(stored, vec![b"Subject: args\n\nhi\n".to_vec()]);
+    // The same queue id and recipient twice (Postfix's retry): one copy.
+    for _ in 0..2 {
+        let (code, out) = deliver(
+            &["-c", c, "-a", "r@pipe.test", "--id", "4AbC1"],
+            b"Subject: q\n\n.\n",
+        );
+        assert_eq!((code, out.as_str()), (0, ""));
+    }
+    assert_eq!(read_maildir(&dir.path().join("mail/r")).len(), 1);
+}
+
+#[test]
+fn postfix_pipe_transport_delivers_defers_and_bounces() {
+    let dir = tempfile::tempdir().unwrap();
+    world_dir(dir.path());
+    let mail = dir.path().join("mail");
+    fs::create_dir(&mail).unwrap();
+    std::os::unix::fs::chown(&mail, Some(NOBODY), Some(NOBODY)).unwrap();
+    let conf = dir.path().join("c.toml");
+    fs::write(&conf, deliver_config(dir.path())).unwrap();
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
+    let service = format!(
+        "mcdeliver unix - n n - - pipe flags=Rq user=nobody\n  argv={} deliver -c {} -a ${{recipient}} -f ${{sender}} --id ${{queue_id}}",
+        env!("CARGO_BIN_EXE_mailchute"),
+        conf.display()
+    );
+    let pf = Postfix::builder()
+        .transport("pipe.test", "mcdeliver:")
+        .main("mcdeliver_destination_recipient_limit", "1")
+        .service(&service)
+        .start();
+    let server = format!("127.0.0.1:{}", pf.port);
+
+    // Two recipients: two pipe runs, two messages.
+    swaks_ok(&[
+        "--server",
+        &server,
+        "--from",
+        "sender@client.test",
+        "--to",
+        "alice@pipe.test,bob@pipe.test",
+        "--header",
+        "Subject: through postfix",
+    ]);
+    pf.wait_queue_empty(Duration::from_secs(30));
+    for who in ["alice", "bob"] {
+        let msgs = read_maildir(&mail.join(who));
+        assert_eq!(msgs.len(), 1, "{who}:\n{}", pf.log());
+        let text = String::from_utf8_lossy(&msgs[0]);
+        assert!(text.contains("Subject: through postfix"), "{text}");
+        assert!(
+            text.starts_with("Return-Path: <sender@client.test>"),
+            "{text}"
+        );
+    }
+    assert_eq!(pf.log().matches("status=sent").count(), 2, "{}", pf.log());
+
+    // The sink fails for now (nobody cannot write): Postfix defers, keeps it, and after
+    // the fix and `postqueue -f` it is there once.
+    fs::set_permissions(&mail, fs::Permissions::from_mode(0o500)).unwrap();
+    swaks_ok(&[
+        "--server",
+        &server,
+        "--from",
+        "sender@client.test",
+        "--to",
+        "carol@pipe.test",
+        "--header",
+        "Subject: deferred first",
+    ]);
+    let log = pf.wait_log("status=deferred", Duration::from_secs(30));
+    assert!(log.contains("4.3.0"), "{log}");
+    fs::set_permissions(&mail, fs::Permissions::from_mode(0o755)).unwrap();
+    pf.flush();
+    pf.wait_queue_empty(Duration::from_secs(30));
+    assert_eq!(read_maildir(&mail.join("carol")).len(), 1, "{}", pf.log());
+
+    // No route for the recipient: deliver says 5.1.1 and Postfix bounces it.
+    swaks_ok(&[
+        "--server",
+        &server,
+        "--from",
+        "sender@client.test",
+        "--to",
+        "dave@pipe.test",
+    ]);
+    let log = pf.wait_log("status=bounced", Duration::from_secs(30));
+    let bounced = log
+        .lines()
+        .find(|l| l.contains("status=bounced"))
+        .unwrap_or_default();
+    // Postfix took the status from deliver's first line.
+    assert!(
+        bounced.contains("to=<dave@pipe.test>")
+            && bounced.contains("dsn=5.1.1")
+            && bounced.contains("no such mailbox"),
+        "{bounced}"
+    );
+}
