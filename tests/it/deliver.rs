@@ -17,16 +17,21 @@ use crate::postfix::Postfix;
 const NOBODY: u32 = 65534;
 
 fn deliver_config(dir: &Path) -> String {
+    deliver_config_with(dir, "", "")
+}
+
+/// The config with `route_extra` lines in its route and `tables` after it.
+fn deliver_config_with(dir: &Path, route_extra: &str, tables: &str) -> String {
     format!(
         r#"[[route]]
 name = "boxes"
 match = ["alice@pipe.test", "bob@pipe.test", "carol@pipe.test", "a@pipe.test", "b@pipe.test", "r@pipe.test"]
 sinks = ["box"]
-
+{route_extra}
 [sink.box]
 type = "maildir"
 path = "{}/mail/{{local}}"
-"#,
+{tables}"#,
         dir.display()
     )
 }
@@ -92,6 +97,31 @@ fn exit_statuses_and_status_lines() {
     let (code, out) = deliver(&["-c", c, "-a", "a@pipe.test"], msg);
     assert_eq!(code, 75, "{out}");
     assert!(out.starts_with("4.3.0 "), "{out}");
+    // Its own deadline (a sink that hangs): 75 with 4.4.7, well before Postfix's limit.
+    let slow = dir.path().join("slow.toml");
+    fs::write(
+        &slow,
+        "[[route]]\nmatch = [\"*\"]\nsinks = [\"hang\"]\n\n[sink.hang]\ntype = \"exec\"\ncommand = [\"/bin/sleep\", \"30\"]\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (code, out) = deliver(
+        &[
+            "-c",
+            slow.to_str().unwrap(),
+            "--deadline",
+            "1s",
+            "-a",
+            "a@pipe.test",
+        ],
+        msg,
+    );
+    assert_eq!(code, 75, "{out}");
+    assert!(out.starts_with("4.4.7 "), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the deadline did not hold"
+    );
     // A log file that cannot be opened: 75 too.
     let (code, out) = deliver(
         &[
@@ -121,6 +151,26 @@ fn the_message_from_arguments_and_a_retry_stored_once() {
     assert_eq!((code, out.as_str()), (0, ""));
     let stored = read_maildir(&dir.path().join("mail/b"));
     assert_eq!(stored, vec![b"Subject: args\n\nhi\n".to_vec()]);
+    // The route's filters run as on every ingress.
+    let filtered = dir.path().join("filtered.toml");
+    fs::write(
+        &filtered,
+        deliver_config_with(
+            dir.path(),
+            "filters = [\"tag\"]\n",
+            "\n[filter.tag]\ntype = \"rewrite\"\nheader = \"Subject\"\npattern = \"^\"\nreplace = \"[mda] \"\n",
+        ),
+    )
+    .unwrap();
+    let (code, out) = deliver(
+        &["-c", filtered.to_str().unwrap(), "-a", "a@pipe.test"],
+        b"Subject: x\n\nbody\n",
+    );
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert_eq!(
+        read_maildir(&dir.path().join("mail/a")),
+        vec![b"Subject: [mda] x\n\nbody\n".to_vec()]
+    );
     // The same queue id and recipient twice (Postfix's retry): one copy.
     for _ in 0..2 {
         let (code, out) = deliver(
