@@ -315,3 +315,89 @@ fn s3_an_envelope_too_big_for_metadata_goes_to_a_sidecar() {
     assert_eq!(envelope["sender"], "sender@client.test");
     assert_eq!(envelope["sha256"], eml.metadata["mailchute-sha256"]);
 }
+
+/// The sink driven directly: a retry of the same delivery unit finds the object the first
+/// attempt stored, and the health check is HeadBucket (a missing bucket and an endpoint
+/// nobody listens on are temporary failures).
+#[test]
+fn s3_a_retry_of_the_same_unit_and_the_health_check() {
+    use mailchute::envelope::{Body, ClientInfo, Envelope};
+    use mailchute::sinks::Sink as _;
+    use mailchute::sinks::s3::S3Sink;
+    use mailchute::sinks::s3::config::S3Config;
+
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
+    )
+    .unwrap();
+    let sink_at = |endpoint: &str, bucket: &str| {
+        let c: S3Config = toml::from_str(&format!(
+            "bucket = \"{bucket}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n\
+             force_path_style = true\nkey = \"u/{{id}}.eml\"\ncredentials_file = \"{}\"\n",
+            endpoint,
+            creds.display()
+        ))
+        .unwrap();
+        S3Sink::new(c.check(dir.path()).unwrap())
+    };
+    let sink_for = |bucket: &str| sink_at(&s3.endpoint(), bucket);
+    let msg_path = dir.path().join("msg.eml");
+    std::fs::write(&msg_path, message("s3-unit", "Once.\r\n")).unwrap();
+    let envelope = Envelope {
+        id: "0000000000000000000000AA".into(),
+        mail_from: "sender@client.test".into(),
+        rcpts: vec!["alice@one.test".into()],
+        client: ClientInfo::default(),
+        listener: "test".into(),
+        received_at: 1_763_805_600,
+        body: Body::SevenBit,
+        smtputf8: false,
+        size: 0,
+        sha256: String::new(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sink = sink_for(BUCKET);
+        sink.healthcheck()
+            .await
+            .expect("HeadBucket of an existing bucket");
+        for first_attempt in [true, false] {
+            let d = mailchute::sinks::Delivery {
+                id: "0000000000000000000000AA.0",
+                envelope: &envelope,
+                rcpts: &envelope.rcpts,
+                message: &msg_path,
+                first_attempt,
+            };
+            let results = sink.deliver(&d).await;
+            let detail = &results[0].as_ref().expect("delivered").detail;
+            let want = if first_attempt {
+                "bytes)"
+            } else {
+                "already stored by an earlier attempt"
+            };
+            assert!(detail.ends_with(want), "{detail}");
+        }
+        let e = sink_for("no-such-bucket").healthcheck().await.unwrap_err();
+        assert!(e.is_temporary());
+        assert_eq!(e.status, "4.2.0", "{e}");
+        assert!(e.message.contains("HeadBucket s3://no-such-bucket"), "{e}");
+        // Nobody listening: a network failure, temporary.
+        let closed = format!("http://127.0.0.1:{}", crate::harness::closed_port());
+        let e = sink_at(&closed, BUCKET).healthcheck().await.unwrap_err();
+        assert!(e.is_temporary());
+        assert_eq!(e.status, "4.4.1", "{e}");
+    });
+    let objects = s3.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].key, "u/0000000000000000000000AA.0.eml");
+}
