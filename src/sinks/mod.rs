@@ -16,6 +16,8 @@ pub mod maildir;
 pub mod mbox;
 pub mod mh;
 pub mod relay;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod template;
 
 #[cfg(test)]
@@ -36,10 +38,15 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("lmtp", relay::config::build_lmtp),
     ("exec", exec::config::build),
     ("discard", discard::config::build),
+    #[cfg(feature = "s3")]
+    ("s3", s3::config::build),
 ];
 
 /// Sink types in the design that this build does not have yet: named as such, not as
 /// unknown, when a config asks for one.
+#[cfg(feature = "s3")]
+const LATER: [&str; 3] = ["imap", "mongodb", "ses"];
+#[cfg(not(feature = "s3"))]
 const LATER: [&str; 4] = ["imap", "s3", "mongodb", "ses"];
 
 /// A sink as the registry built it.

@@ -70,6 +70,10 @@ fn the_example_has_every_sink_type_and_builds() {
     shown.sort();
     let mut all: Vec<&str> = types().collect();
     all.sort();
+    if cfg!(not(feature = "s3")) {
+        // The example shows the s3 sink, which this build does not have.
+        return;
+    }
     assert_eq!(shown, all);
     let summaries = build_all(&l).unwrap();
     assert_eq!(
@@ -197,11 +201,18 @@ fn unknown_keys_and_wrong_types_name_file_line_and_key() {
 
 #[test]
 fn sink_types() {
-    let p = problem(&format!("{BASE}[sink.s3]\ntype = \"s3\"\nbucket = \"b\"\n"));
-    assert_eq!(p.key, "sink.s3.type");
+    let p = problem(&format!("{BASE}[sink.im]\ntype = \"imap\"\nhost = \"h\"\n"));
+    assert_eq!(p.key, "sink.im.type");
     assert_eq!(p.line, Some(BASE.lines().count() + 2));
-    assert_has(&p.message, "\"s3\" is not available in this version yet");
+    assert_has(&p.message, "\"imap\" is not available in this version yet");
     assert_has(&p.message, "maildir, mh, mbox, smtp, lmtp, exec, discard");
+    // Built without the `s3` feature, the type is one of the later ones.
+    let s3 = err(&format!("{BASE}[sink.x]\ntype = \"s3\"\n"));
+    if cfg!(feature = "s3") {
+        assert_has(&s3, "missing key `bucket`");
+    } else {
+        assert_has(&s3, "is not available in this version yet");
+    }
     for t in ["imap", "mongodb", "ses"] {
         assert_has(
             &err(&format!("{BASE}[sink.x]\ntype = \"{t}\"\n")),
@@ -237,7 +248,7 @@ fn empty_paths_are_errors() {
 
 #[test]
 fn env_overrides_reach_the_sinks() {
-    let e = load_and_build(BASE, &[("MAILCHUTE_SINK__M__TYPE", "s3")])
+    let e = load_and_build(BASE, &[("MAILCHUTE_SINK__M__TYPE", "imap")])
         .unwrap_err()
         .to_string();
     assert_has(&e, "sink.m.type (set by MAILCHUTE_SINK__M__TYPE)");

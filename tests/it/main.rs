@@ -9,6 +9,8 @@ mod limits;
 mod operate;
 mod postfix;
 mod postfix_interop;
+#[cfg(feature = "s3")]
+mod s3;
 mod smtp_client;
 mod smtp_ingress;
 mod spool;

@@ -1,0 +1,273 @@
+//! Which AWS failures are worth a retry, and how to name them.
+//!
+//! DESIGN.md: a message is never lost and never bounced for something the operator can
+//! fix. So nearly everything is temporary — throttling, 5xx, network, timeouts, missing or
+//! expired credentials, a wrong key, AccessDenied, NoSuchBucket, unknown errors — and only
+//! what the store can never take is permanent: `EntityTooLarge`.
+
+use crate::delivery::SinkError;
+// The SDK error type is smithy's, the same for every AWS service client (S3 now, SES later).
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// What kind of failure, as far as a retry is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// SlowDown, 503, 429, *Throttl*: the service asks us to slow down.
+    Throttled,
+    /// Any other 5xx: the service's own trouble.
+    ServerError,
+    /// Connecting or reading failed (DNS, refused, reset, TLS).
+    Network,
+    /// Connect, request or operation timeout.
+    Timeout,
+    /// No credentials found, or the service refused them (unknown key, bad signature,
+    /// expired token, wrong region in the signature).
+    Credentials,
+    /// The credentials are fine but not allowed to do this (403 AccessDenied, KMS).
+    AccessDenied,
+    /// The bucket does not exist (yet).
+    NoSuchBucket,
+    /// A conditional request's condition failed (412): for `If-None-Match: *`, the object
+    /// is already there.
+    PreconditionFailed,
+    /// The store refuses the request's conditional header (501 NotImplemented): it does
+    /// not support conditional writes.
+    ConditionNotSupported,
+    /// The object is bigger than the store will ever take.
+    TooLarge,
+    /// Anything else.
+    Other,
+}
+
+impl FailureClass {
+    /// Only [`FailureClass::TooLarge`] is permanent.
+    pub fn is_permanent(self) -> bool {
+        self == FailureClass::TooLarge
+    }
+
+    /// The RFC 3463 status of this class.
+    pub fn status(self) -> &'static str {
+        match self {
+            FailureClass::Throttled => "4.4.5",
+            FailureClass::Network => "4.4.1",
+            FailureClass::Timeout => "4.4.2",
+            FailureClass::Credentials | FailureClass::AccessDenied => "4.7.0",
+            FailureClass::NoSuchBucket => "4.2.0",
+            FailureClass::TooLarge => "5.3.4",
+            FailureClass::ServerError
+            | FailureClass::PreconditionFailed
+            | FailureClass::ConditionNotSupported
+            | FailureClass::Other => "4.3.0",
+        }
+    }
+}
+
+/// One failed AWS call, reduced to what the log and the SMTP answer need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: FailureClass,
+    /// The service's error code (`NoSuchBucket`, `SlowDown`), when it sent one.
+    pub code: Option<String>,
+    /// The HTTP status, when there was a response.
+    pub http_status: Option<u16>,
+    /// The service's message, or the transport's error chain.
+    pub message: String,
+    /// `x-amz-request-id` (what AWS support asks for), when there was a response.
+    pub request_id: Option<String>,
+}
+
+impl Failure {
+    /// The sink error for this failure; `context` names the operation and the object,
+    /// e.g. `PutObject s3://bucket/key`.
+    pub fn to_sink_error(&self, context: &str) -> SinkError {
+        let mut text = format!("{context}: ");
+        if let Some(code) = &self.code {
+            text.push_str(code);
+            text.push_str(": ");
+        }
+        text.push_str(&self.message);
+        let mut extra = Vec::new();
+        if let Some(s) = self.http_status {
+            extra.push(format!("HTTP {s}"));
+        }
+        if let Some(id) = &self.request_id {
+            extra.push(format!("request id {id}"));
+        }
+        if !extra.is_empty() {
+            text.push_str(&format!(" ({})", extra.join(", ")));
+        }
+        if self.class.is_permanent() {
+            SinkError::permanent(self.class.status(), text)
+        } else {
+            SinkError::temporary(self.class.status(), text)
+        }
+    }
+}
+
+/// Reduces an SDK error of any AWS service client to a [`Failure`].
+pub fn describe<E>(err: &SdkError<E>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let http_status = err.raw_response().map(|r| r.status().as_u16());
+    let request_id = err.raw_response().and_then(|r| {
+        r.headers()
+            .get("x-amz-request-id")
+            .or_else(|| r.headers().get("x-amzn-requestid"))
+            .map(str::to_string)
+    });
+    let code = err.code().map(str::to_string);
+    let message = match err.message() {
+        Some(m) if !m.is_empty() => m.to_string(),
+        // The transport's chain says what happened ("connection refused", "no credentials").
+        _ => DisplayErrorContext(err).to_string(),
+    };
+    let class = match err {
+        SdkError::TimeoutError(_) => FailureClass::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => FailureClass::Timeout,
+        SdkError::DispatchFailure(_) => FailureClass::Network,
+        SdkError::ConstructionFailure(_) if message.contains("credentials") => {
+            FailureClass::Credentials
+        }
+        _ => classify(code.as_deref(), http_status, &message),
+    };
+    Failure {
+        class,
+        code,
+        http_status,
+        message,
+        request_id,
+    }
+}
+
+/// A local I/O failure while preparing a request (reading the message file).
+pub fn describe_io(err: &std::io::Error) -> Failure {
+    Failure {
+        class: FailureClass::Other,
+        code: None,
+        http_status: None,
+        message: err.to_string(),
+        request_id: None,
+    }
+}
+
+/// The class of a service's answer from its error code and HTTP status. Codes win over
+/// statuses: S3 says `SlowDown` with 503 and `AccessDenied` with 403, but other stores
+/// send odd statuses with the right codes.
+fn classify(code: Option<&str>, status: Option<u16>, message: &str) -> FailureClass {
+    let code = code.unwrap_or("");
+    match code {
+        "SlowDown"
+        | "Throttling"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException"
+        | "RequestThrottled"
+        | "ServiceUnavailable" => {
+            return FailureClass::Throttled;
+        }
+        "InvalidAccessKeyId"
+        | "SignatureDoesNotMatch"
+        | "ExpiredToken"
+        | "ExpiredTokenException"
+        | "InvalidToken"
+        | "TokenRefreshRequired"
+        | "AuthorizationHeaderMalformed"
+        | "InvalidClientTokenId"
+        | "UnrecognizedClientException"
+        | "MissingAuthenticationToken" => {
+            return FailureClass::Credentials;
+        }
+        "AccessDenied" | "AccessDeniedException" | "AllAccessDisabled" => {
+            return FailureClass::AccessDenied;
+        }
+        "NoSuchBucket" => return FailureClass::NoSuchBucket,
+        "PreconditionFailed" => return FailureClass::PreconditionFailed,
+        "NotImplemented" => return FailureClass::ConditionNotSupported,
+        "EntityTooLarge" => return FailureClass::TooLarge,
+        _ => {}
+    }
+    if code.starts_with("KMS.") {
+        // A key disabled, missing or not granted to us: the operator's to fix.
+        return FailureClass::AccessDenied;
+    }
+    match status {
+        Some(429) | Some(503) => FailureClass::Throttled,
+        Some(s) if s >= 500 => {
+            if s == 501 {
+                FailureClass::ConditionNotSupported
+            } else {
+                FailureClass::ServerError
+            }
+        }
+        Some(403) => FailureClass::AccessDenied,
+        Some(412) => FailureClass::PreconditionFailed,
+        // A HEAD answer has no body, so no code: 404 on HeadBucket is a missing bucket.
+        Some(404) if message.contains("NoSuchBucket") => FailureClass::NoSuchBucket,
+        _ => FailureClass::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_operator_can_fix_is_temporary() {
+        for (code, status, class) in [
+            ("SlowDown", 503, FailureClass::Throttled),
+            ("", 503, FailureClass::Throttled),
+            ("", 429, FailureClass::Throttled),
+            ("InternalError", 500, FailureClass::ServerError),
+            ("", 502, FailureClass::ServerError),
+            ("InvalidAccessKeyId", 403, FailureClass::Credentials),
+            ("SignatureDoesNotMatch", 403, FailureClass::Credentials),
+            ("ExpiredToken", 400, FailureClass::Credentials),
+            ("AccessDenied", 403, FailureClass::AccessDenied),
+            ("", 403, FailureClass::AccessDenied),
+            ("KMS.DisabledException", 400, FailureClass::AccessDenied),
+            ("NoSuchBucket", 404, FailureClass::NoSuchBucket),
+            ("InvalidStorageClass", 400, FailureClass::Other),
+            ("Whatever", 400, FailureClass::Other),
+        ] {
+            let got = classify(Some(code), Some(status), "");
+            assert_eq!(got, class, "{code} {status}");
+            assert!(!got.is_permanent(), "{code} {status}");
+            assert!(got.status().starts_with("4."), "{code}");
+        }
+    }
+
+    #[test]
+    fn only_what_the_store_never_takes_is_permanent() {
+        let c = classify(Some("EntityTooLarge"), Some(400), "");
+        assert!(c.is_permanent());
+        assert_eq!(c.status(), "5.3.4");
+        assert_eq!(
+            classify(Some("PreconditionFailed"), Some(412), ""),
+            FailureClass::PreconditionFailed
+        );
+        assert_eq!(
+            classify(Some("NotImplemented"), Some(501), ""),
+            FailureClass::ConditionNotSupported
+        );
+    }
+
+    #[test]
+    fn the_error_text_names_code_status_and_request_id() {
+        let f = Failure {
+            class: FailureClass::Credentials,
+            code: Some("SignatureDoesNotMatch".into()),
+            http_status: Some(403),
+            message: "The request signature we calculated does not match".into(),
+            request_id: Some("REQ1".into()),
+        };
+        let e = f.to_sink_error("PutObject s3://b/k");
+        assert!(e.is_temporary());
+        assert_eq!(e.status, "4.7.0");
+        assert_eq!(
+            e.message,
+            "PutObject s3://b/k: SignatureDoesNotMatch: The request signature we calculated \
+             does not match (HTTP 403, request id REQ1)"
+        );
+    }
+}
