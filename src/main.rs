@@ -73,9 +73,10 @@ enum Command {
 }
 
 /// How `deliver` answers, for its `--help`.
-const DELIVER_HELP: &str = "Postfix master.cf, e.g.:\n\
-  mailchute unix - n n - - pipe flags=Rq user=nobody\n\
-    argv=/usr/local/bin/mailchute deliver -c /etc/mailchute/mailchute.toml -a ${recipient} -f ${sender} --id ${queue_id}\n\
+const DELIVER_HELP: &str = "Postfix master.cf, e.g. (the second line starts with spaces):\n\
+mailchute unix - n n - - pipe flags=Rq null_sender= user=nobody\n  \
+argv=/usr/local/bin/mailchute deliver -c /etc/mailchute/mailchute.toml -a ${recipient} -f ${sender} --id ${queue_id}\n\
+and in main.cf: mailchute_destination_recipient_limit = 1 (one recipient per run).\n\
 \n\
 Exit status: 0 delivered; 75 try again later (first output line `4.x.x text`: a sink deferred,\n\
 the config cannot be read, the deadline passed, an internal error); 67 no such recipient, 65\n\

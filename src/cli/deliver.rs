@@ -34,22 +34,27 @@ const POSTFIX_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(1
 pub struct DeliverArgs {
     /// Recipient (`-a RCPT` or `-a=RCPT`; repeat for several: one exit status covers them
     /// all). Without it, the catch-all route takes the message.
-    #[arg(short = 'a', long = "rcpt", value_name = "RCPT")]
+    #[arg(
+        short = 'a',
+        long = "rcpt",
+        value_name = "RCPT",
+        allow_hyphen_values = true
+    )]
     pub rcpts: Vec<String>,
     /// Envelope sender; empty (the default) is the null sender.
     #[arg(short = 'f', long = "from", value_name = "SENDER", default_value = "")]
     pub sender: String,
-    /// Postfix's queue id (`${queue_id}`): names of what is stored derive from it and the
-    /// recipients, so a retry overwrites or is recognised instead of storing a second copy.
-    /// Without it they derive from the message's SHA-256 and the recipients.
+    /// Postfix's queue id (`${queue_id}`): names of what is stored derive from it, the
+    /// message's SHA-256 and the recipients, so Postfix's retry is recognised instead of
+    /// storing a second copy. Without it, from the SHA-256 and the recipients.
     #[arg(long = "id", value_name = "QUEUE_ID")]
     pub queue_id: Option<String>,
     /// Give up with status 75 (Postfix retries) after this long; below Postfix's command
     /// time limit (1000s by default), which would bounce the message.
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_deadline)]
     pub deadline: Duration,
-    /// The message itself, instead of standard input (mailtos3's habit).
-    #[arg(value_name = "MESSAGE", trailing_var_arg = true)]
+    /// The message itself, as one argument, instead of standard input (mailtos3's habit).
+    #[arg(value_name = "MESSAGE")]
     pub message: Vec<String>,
 }
 
@@ -81,17 +86,62 @@ pub fn run(args: DeliverArgs, config_path: Option<&Path>, log: &LogOptions) -> E
     };
     let deadline = args.deadline;
     let exit = rt.block_on(async {
-        match tokio::time::timeout(deadline.0, deliver(&loaded, &args)).await {
-            Ok(exit) => exit,
-            Err(_) => tempfail(
-                "4.4.7",
-                format!("mailchute deliver: not done within the deadline of {deadline}"),
-            ),
+        // A signal (Postfix stopping, an admin's kill) ends the run as a deferral, and the
+        // future is dropped, so its temporary copy of the message is removed.
+        let signals = interrupted();
+        tokio::select! {
+            r = tokio::time::timeout(deadline.0, deliver(&loaded, &args)) => match r {
+                Ok(exit) => exit,
+                Err(_) => {
+                    let exit = tempfail(
+                        "4.4.7",
+                        format!("mailchute deliver: not done within the deadline of {deadline}"),
+                    );
+                    log_unfinished(&args, &exit);
+                    exit
+                }
+            },
+            name = signals => {
+                let exit = tempfail("4.3.0", format!("mailchute deliver: stopped by {name}"));
+                log_unfinished(&args, &exit);
+                exit
+            }
         }
     });
     // A sink still writing on the blocking pool must not hold the exit past the deadline.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     exit
+}
+
+/// The first of SIGTERM, SIGINT, SIGHUP to arrive (never, if they cannot be watched).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = hup.recv() => "SIGHUP",
+    }
+}
+
+/// The log line of a run that did not get to its transaction line.
+fn log_unfinished(args: &DeliverArgs, exit: &Exit) {
+    tracing::warn!(
+        event = "transaction",
+        listener = "deliver",
+        queue_id = args.queue_id.as_deref(),
+        from = %args.sender,
+        rcpts = %args.rcpts.join(","),
+        outcome = "unfinished",
+        reply = exit.line.as_deref().unwrap_or_default(),
+        "deliver did not finish"
+    );
 }
 
 /// Writes the status line first, on stdout, as Postfix reads it.
@@ -109,6 +159,9 @@ fn tempfail(status: &str, text: String) -> Exit {
 
 async fn deliver(loaded: &Loaded, args: &DeliverArgs) -> Exit {
     let started = Instant::now();
+    if let Some(problem) = message_argument_problem(&args.message) {
+        return tempfail("4.3.5", format!("mailchute deliver: {problem}"));
+    }
     let rcpts: Vec<String> = if args.rcpts.is_empty() {
         // mailtos3's habit: no recipient, the catch-all route.
         vec![String::new()]
@@ -133,16 +186,27 @@ async fn deliver(loaded: &Loaded, args: &DeliverArgs) -> Exit {
     // Policy and routing first, for every recipient: refusing one after others were
     // delivered would make Postfix's bounce and retry disagree.
     for rcpt in &rcpts {
+        let refused = |exit: Exit| {
+            tracing::info!(event = "refused", listener = "deliver", from = %sender, rcpt = %rcpt, reply = exit.line.as_deref().unwrap_or_default());
+            exit
+        };
+        // What SMTP's parser would never let through must not reach a mailbox path.
+        if rcpt.contains(char::is_control) {
+            return refused(Exit::from_result(&Err(SinkError::permanent(
+                "5.1.3",
+                format!("{rcpt:?}: bad recipient address: control characters"),
+            ))));
+        }
         if pipeline.route_of(rcpt).is_none() {
             let shown = if rcpt.is_empty() {
                 "(none given)"
             } else {
                 rcpt
             };
-            return Exit {
+            return refused(Exit {
                 code: sysexits::EX_NOUSER,
                 line: Some(format!("5.1.1 <{shown}>: no such mailbox")),
-            };
+            });
         }
         if let Err(a) = Policy::default().check_rcpt(&pipeline, rcpt) {
             let e = if a.code >= 500 {
@@ -150,7 +214,7 @@ async fn deliver(loaded: &Loaded, args: &DeliverArgs) -> Exit {
             } else {
                 SinkError::temporary(&a.status, a.text)
             };
-            return Exit::from_result(&Err(e));
+            return refused(Exit::from_result(&Err(e)));
         }
     }
     let scratch = match ScratchDir::create() {
@@ -171,6 +235,14 @@ async fn deliver(loaded: &Loaded, args: &DeliverArgs) -> Exit {
             );
         }
     };
+    if received.message.size == 0 {
+        // Postfix never pipes an empty message: this is a broken invocation, not mail.
+        received.message.discard();
+        return tempfail(
+            "4.3.0",
+            "mailchute deliver: no message: standard input was empty".into(),
+        );
+    }
     let envelope = Envelope {
         id: delivery_id(args.queue_id.as_deref(), &received.sha256, &rcpts),
         mail_from: sender,
@@ -210,19 +282,36 @@ async fn deliver(loaded: &Loaded, args: &DeliverArgs) -> Exit {
         size: envelope.size,
         routes: completion.routes,
         outcome: completion.outcome,
-        reply: exit
-            .line
-            .clone()
-            .unwrap_or_else(|| format!("{} delivered", sysexits::OK)),
+        reply: exit.line.clone().unwrap_or_else(|| "delivered".into()),
         duration_ms: started.elapsed().as_millis() as u64,
-        error: completion.error,
+        // Anything but delivered is the operator's to see (logged at warn).
+        error: completion.error.or_else(|| exit.line.clone()),
     }
     .log();
     drop(scratch);
     exit
 }
 
-/// Streams the message (standard input, or the trailing arguments) into `dir`.
+/// Why the positional arguments cannot be the message. A pipe transport whose
+/// `${recipient}` expands to several recipients passes `-a r1 r2 …`: taking `r2` for the
+/// message would store the wrong bytes for r1 and nothing for r2, and say 0.
+fn message_argument_problem(args: &[String]) -> Option<String> {
+    let looks_like_address =
+        |a: &str| a.contains('@') && !a.contains(char::is_whitespace) && !a.contains(':');
+    match args {
+        [] => None,
+        [one] if !looks_like_address(one) => None,
+        [one] => Some(format!(
+            "argument {one:?} looks like a recipient, not a message: give each recipient its own -a              (in master.cf set <transport>_destination_recipient_limit = 1)"
+        )),
+        more => Some(format!(
+            "{} arguments where at most one (the message) is expected: give each recipient its              own -a (in master.cf set <transport>_destination_recipient_limit = 1)",
+            more.len()
+        )),
+    }
+}
+
+/// Streams the message (standard input, or the argument) into `dir`.
 async fn receive(dir: &Path, args: &[String]) -> std::io::Result<crate::intake::ReceivedBody> {
     let file = Incoming::create(dir, &new_id()).map_err(std::io::Error::other)?;
     // No trace header: Postfix wrote its own; an MDA stores the message as it came.
@@ -244,9 +333,14 @@ async fn receive(dir: &Path, args: &[String]) -> std::io::Result<crate::intake::
 }
 
 /// The envelope id, which every stored name derives from: the same for Postfix's retry of
-/// the same message to the same recipients, different for any other recipient set.
+/// the same message to the same recipients, different for any other recipient set or
+/// message.
 fn delivery_id(queue_id: Option<&str>, sha256: &str, rcpts: &[String]) -> String {
+    // The message's hash too: Postfix reuses short queue ids once a message has left its
+    // queue, and another message under an old id must not pass for the one stored.
     let mut h = Sha256::new();
+    h.update(sha256.as_bytes());
+    h.update(b"\n");
     for r in rcpts {
         h.update(r.as_bytes());
         h.update(b"\n");
@@ -314,7 +408,9 @@ mod tests {
         let a = delivery_id(Some("4XyZ1abc"), "ff", &["a@x".into()]);
         let b = delivery_id(Some("4XyZ1abc"), "ff", &["b@x".into()]);
         assert_ne!(a, b);
-        assert_eq!(a, delivery_id(Some("4XyZ1abc"), "00", &["a@x".into()]));
+        assert_eq!(a, delivery_id(Some("4XyZ1abc"), "ff", &["a@x".into()]));
+        // A reused queue id with another message is another delivery.
+        assert_ne!(a, delivery_id(Some("4XyZ1abc"), "00", &["a@x".into()]));
         assert!(a.starts_with("4XyZ1abc-"), "{a}");
         let m = delivery_id(None, "abcdef0123", &["a@x".into()]);
         assert!(m.starts_with("Mabcdef0123-"), "{m}");
@@ -324,6 +420,15 @@ mod tests {
             odd.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
             "{odd}"
         );
+    }
+
+    #[test]
+    fn recipients_are_never_taken_for_the_message() {
+        assert!(message_argument_problem(&[]).is_none());
+        assert!(message_argument_problem(&["Subject: x\n\nbody".into()]).is_none());
+        assert!(message_argument_problem(&["message body".into()]).is_none());
+        assert!(message_argument_problem(&["bob@pipe.test".into()]).is_some());
+        assert!(message_argument_problem(&["a".into(), "b".into()]).is_some());
     }
 
     #[test]

@@ -179,6 +179,12 @@ impl Intake<'_> {
         units: Vec<Pending>,
         routes: String,
     ) -> Completion {
+        let mut units = units;
+        if durable.is_none() {
+            // The upstream MTA retries what we defer, with the same names: an earlier run
+            // may have stored it, so the sinks look for that copy before writing one.
+            units.iter_mut().for_each(|u| u.attempted = true);
+        }
         let results = self.pipeline.attempt(&envelope, &msg.path, &units).await;
         let mut outcome = describe_outcome(&units, &results);
         let mut summary = Summary::new(&envelope.rcpts, filtered, &units, &results);

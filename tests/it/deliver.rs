@@ -171,6 +171,17 @@ fn the_message_from_arguments_and_a_retry_stored_once() {
         read_maildir(&dir.path().join("mail/a")),
         vec![b"Subject: [mda] x\n\nbody\n".to_vec()]
     );
+    // Postfix's `${recipient}` expanded to several recipients after one -a: refused (75),
+    // never taken for the message.
+    let (code, out) = deliver(
+        &["-c", c, "-a", "a@pipe.test", "b@pipe.test", "-f", "s@x"],
+        b"Subject: x\n\ny\n",
+    );
+    assert_eq!(code, 75, "{out}");
+    assert!(out.contains("looks like a recipient"), "{out}");
+    // Empty standard input is no message.
+    let (code, out) = deliver(&["-c", c, "-a", "a@pipe.test"], b"");
+    assert_eq!(code, 75, "{out}");
     // The same queue id and recipient twice (Postfix's retry): one copy.
     for _ in 0..2 {
         let (code, out) = deliver(
@@ -180,6 +191,73 @@ fn the_message_from_arguments_and_a_retry_stored_once() {
         assert_eq!((code, out.as_str()), (0, ""));
     }
     assert_eq!(read_maildir(&dir.path().join("mail/r")).len(), 1);
+    // A reader moved it to cur/ before Postfix's retry: still recognised.
+    let r = dir.path().join("mail/r");
+    for e in fs::read_dir(r.join("new")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        fs::rename(e.path(), r.join("cur").join(format!("{name}:2,S"))).unwrap();
+    }
+    let (code, out) = deliver(
+        &["-c", c, "-a", "r@pipe.test", "--id", "4AbC1"],
+        b"Subject: q\n\n.\n",
+    );
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert_eq!(read_maildir(&r).len(), 1, "stored again after the move");
+    // A reused queue id with another message: that one is stored too.
+    let (code, out) = deliver(
+        &["-c", c, "-a", "r@pipe.test", "--id", "4AbC1"],
+        b"Subject: other\n\n.\n",
+    );
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert_eq!(read_maildir(&r).len(), 2);
+}
+
+#[test]
+fn a_signal_while_reading_defers_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    fs::write(&conf, deliver_config(dir.path())).unwrap();
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailchute"))
+        .args(["deliver", "-c", conf.to_str().unwrap(), "-a", "a@pipe.test"])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Subject: half\n\nthe first half").unwrap();
+    stdin.flush().unwrap();
+    // The scratch copy exists once it is reading.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fs::read_dir(&tmp).unwrap().next().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never started reading"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill with a valid pid and signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("4.3.0 "),
+        "{out:?}"
+    );
+    assert_eq!(
+        fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "temporary copy left behind"
+    );
+    assert!(
+        !dir.path().join("mail/a/new").exists()
+            || read_maildir(&dir.path().join("mail/a")).is_empty()
+    );
 }
 
 #[test]
@@ -193,7 +271,7 @@ fn postfix_pipe_transport_delivers_defers_and_bounces() {
     fs::write(&conf, deliver_config(dir.path())).unwrap();
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
     let service = format!(
-        "mcdeliver unix - n n - - pipe flags=Rq user=nobody\n  argv={} deliver -c {} -a ${{recipient}} -f ${{sender}} --id ${{queue_id}}",
+        "mcdeliver unix - n n - - pipe flags=Rq null_sender= user=nobody\n  argv={} deliver -c {} -a ${{recipient}} -f ${{sender}} --id ${{queue_id}}",
         env!("CARGO_BIN_EXE_mailchute"),
         conf.display()
     );
