@@ -481,13 +481,13 @@ fn config_check_refuses_what_this_version_lacks() {
         &[&file, "filter.x.type", "not available in this version yet"],
     );
 
-    let s3 = good.replace(
+    let imap = good.replace(
         "type = \"maildir\"\npath = \"./Maildir\"",
-        "type = \"s3\"\nbucket = \"mail\"",
+        "type = \"imap\"\nhost = \"imap.example.net\"",
     );
-    let file = write_config(dir.path(), "s3.toml", &s3);
+    let file = write_config(dir.path(), "imap.toml", &imap);
     let err = run_fails(dir.path(), &["config", "check", &file], &[]);
-    assert_contains(&err, &[&file, "s3", "not available in this version yet"]);
+    assert_contains(&err, &[&file, "imap", "not available in this version yet"]);
 }
 
 #[test]
