@@ -246,6 +246,8 @@ role_arn = ""
         for (toml, key) in [
             ("bucket = \"\"", "bucket"),
             ("bucket = \"b\"\nkey = \"{user}\"", "key"),
+            ("bucket = \"b\"\nkey = \"dateTimeFormat(2006/{id}\"", "key"),
+            ("bucket = \"b\"\nkey = \"dateTimeFormat(xyz)/{id}\"", "key"),
             ("bucket = \"b\"\nsse = \"kms\"", "sse"),
             ("bucket = \"b\"\nkms_key_id = \"k\"", "kms_key_id"),
             ("bucket = \"b\"\nstorage_class = \"CHEAP\"", "storage_class"),

@@ -1,10 +1,12 @@
 //! The object key template: `{rcpt}` `{local}` `{domain}` `{id}` `{sha256}` and
-//! `{date:STRFTIME}` (`{date}` alone is `%Y-%m-%d`).
+//! `{date:STRFTIME}` (`{date}` alone is `%Y-%m-%d`), and mailtos3's
+//! `dateTimeFormat(GO_LAYOUT)` for the date, as its configs wrote it.
 //!
 //! `{date}` is the envelope's arrival time in UTC, never "now": a retry after midnight must
 //! land on the key of the first attempt, or it would store a second copy. `{id}` is the
 //! delivery unit's id, stable across retries of that unit.
 
+use super::go_layout;
 use crate::envelope::{split_address, unquote_local};
 use crate::sinks::SinkError;
 
@@ -13,6 +15,9 @@ pub const DEFAULT_KEY: &str = "{date:%Y/%m/%d}/{id}.eml";
 
 /// S3's limit on a key, in UTF-8 bytes.
 const MAX_KEY_BYTES: usize = 1024;
+
+/// mailtos3's date element, `dateTimeFormat(GO_LAYOUT)`, accepted as it wrote it.
+const GO_LAYOUT: &str = "dateTimeFormat";
 
 /// The format of a bare `{date}`.
 const DEFAULT_DATE_FORMAT: &str = "%Y-%m-%d";
@@ -59,9 +64,15 @@ impl KeyTemplate {
         }
         let mut parts = Vec::new();
         let mut rest = raw;
-        while let Some(open) = rest.find('{') {
+        while let Some(open) = next_placeholder(rest) {
             if open > 0 {
                 parts.push(Part::Literal(rest[..open].to_string()));
+            }
+            if let Some(after) = rest[open..].strip_prefix(GO_LAYOUT) {
+                let (part, len) = parse_go_layout(raw, after)?;
+                parts.push(part);
+                rest = &after[len..];
+                continue;
             }
             let after = &rest[open + 1..];
             let close = after
@@ -143,6 +154,38 @@ impl KeyTemplate {
     }
 }
 
+/// Where the next `{...}` or mailtos3 `dateTimeFormat(...)` begins.
+fn next_placeholder(s: &str) -> Option<usize> {
+    match (s.find('{'), s.find(GO_LAYOUT)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// mailtos3's `dateTimeFormat(LAYOUT)`, `after` being what follows its name: the date
+/// part and how much of `after` it took. Translated here, once, into strftime.
+fn parse_go_layout(raw: &str, after: &str) -> Result<(Part, usize), String> {
+    let form = || {
+        format!(
+            "\"{raw}\": expected {GO_LAYOUT}(LAYOUT) with a Go layout such as {GO_LAYOUT}(20060102)"
+        )
+    };
+    let inner = after.strip_prefix('(').ok_or_else(form)?;
+    let close = inner
+        .find(')')
+        .ok_or_else(|| format!("\"{raw}\": {GO_LAYOUT}( without a closing ')'"))?;
+    let layout = &inner[..close];
+    if layout.contains(['(', '{', '}']) {
+        return Err(format!(
+            "\"{raw}\": {GO_LAYOUT}({layout}): '(', '{{' and '}}' have no place in a Go layout"
+        ));
+    }
+    let fmt = go_layout::translate(layout)
+        .map_err(|e| format!("\"{raw}\": {GO_LAYOUT}({layout}): {e}"))?;
+    format_date(&fmt, 0).map_err(|e| format!("\"{raw}\": {GO_LAYOUT}({layout}): {}", e.message))?;
+    Ok((Part::Date(fmt), 1 + close + 1))
+}
+
 fn parse_var(raw: &str, name: &str) -> Result<Part, String> {
     let part = match name {
         "rcpt" => Part::Rcpt,
@@ -151,6 +194,17 @@ fn parse_var(raw: &str, name: &str) -> Result<Part, String> {
         "id" => Part::Id,
         "sha256" => Part::Sha256,
         "date" => Part::Date(DEFAULT_DATE_FORMAT.to_string()),
+        // `{dateTimeFormat(LAYOUT)}`: the mailtos3 form, braced like the others.
+        _ if name.starts_with(GO_LAYOUT) => {
+            let after = &name[GO_LAYOUT.len()..];
+            let (part, len) = parse_go_layout(raw, after)?;
+            if len != after.len() {
+                return Err(format!(
+                    "\"{raw}\": {{{name}}}: text after {GO_LAYOUT}(...) inside the braces"
+                ));
+            }
+            part
+        }
         _ => match name.strip_prefix("date:") {
             Some(fmt) if !fmt.is_empty() => {
                 // Formatting a fixed time finds a bad directive now, not on every delivery.
@@ -245,6 +299,52 @@ mod tests {
             "{date:%!}",
         ] {
             assert!(KeyTemplate::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mailtos3_date_layouts() {
+        for (template, key) in [
+            ("dateTimeFormat(20060102)/{id}", "20251122/0123ABC.0"),
+            (
+                "{rcpt}/dateTimeFormat(2006/01/02)/{id}.eml",
+                "a@x/2025/11/22/0123ABC.0.eml",
+            ),
+            (
+                "in/dateTimeFormat(2006-01-02T15)-{id}",
+                "in/2025-11-22T23-0123ABC.0",
+            ),
+            ("{dateTimeFormat(2006/01)}/{id}", "2025/11/0123ABC.0"),
+            (
+                "dateTimeFormat(2006)/dateTimeFormat(01)/{id}",
+                "2025/11/0123ABC.0",
+            ),
+        ] {
+            let t = KeyTemplate::parse(template).unwrap();
+            assert_eq!(t.expand(&input(Some("a@x"))).unwrap(), key, "{template}");
+            // The raw template is what `config check` shows.
+            assert_eq!(t.raw(), template);
+        }
+        // Translated once: the part holds strftime, not the Go layout.
+        let t = KeyTemplate::parse("dateTimeFormat(20060102)").unwrap();
+        assert_eq!(t.parts, vec![Part::Date("%Y%m%d".into())]);
+    }
+
+    #[test]
+    fn bad_mailtos3_layouts_are_config_errors() {
+        for bad in [
+            "dateTimeFormat/{id}",
+            "dateTimeFormat[20060102]/{id}",
+            "dateTimeFormat(20060102/{id}",
+            "dateTimeFormat()/{id}",
+            "dateTimeFormat(abc)/{id}",
+            "dateTimeFormat((2006))/{id}",
+            "dateTimeFormat(2006{id})",
+            "{dateTimeFormat(2006)x}/{id}",
+            "{dateTimeFormat(2006}/{id}",
+        ] {
+            let e = KeyTemplate::parse(bad).unwrap_err();
+            assert!(e.contains("dateTimeFormat"), "{bad:?}: {e}");
         }
     }
 

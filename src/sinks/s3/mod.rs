@@ -8,6 +8,7 @@
 //! The client is built on the first delivery: building the sink connects nowhere.
 
 pub mod config;
+mod go_layout;
 mod key;
 mod metadata;
 mod upload;
