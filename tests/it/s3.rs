@@ -401,3 +401,134 @@ fn s3_a_retry_of_the_same_unit_and_the_health_check() {
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0].key, "u/0000000000000000000000AA.0.eml");
 }
+
+/// moto's `moto_server` beside the test Python (the venv scripts/test fills), else PATH.
+fn moto_server_bin() -> PathBuf {
+    let python = PathBuf::from(crate::harness::python_bin());
+    match python.parent() {
+        Some(dir) if dir.join("moto_server").exists() => dir.join("moto_server"),
+        _ => PathBuf::from("moto_server"),
+    }
+}
+
+/// A private moto (S3 and KMS in one process; it checks no signatures) on a free port.
+struct MotoServer {
+    child: Child,
+    port: u16,
+}
+
+impl MotoServer {
+    fn start() -> MotoServer {
+        let port = free_port();
+        let child = Command::new(moto_server_bin())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): scripts/test installs moto[server]",
+                    moto_server_bin().display()
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server not listening on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        MotoServer { child, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// Creates a KMS key and the bucket; prints the key's ARN.
+const MOTO_SETUP: &str = r#"
+import sys
+import boto3
+endpoint, bucket = sys.argv[1:3]
+kw = dict(endpoint_url=endpoint, aws_access_key_id="testing",
+          aws_secret_access_key="testing", region_name="us-east-1")
+key = boto3.client("kms", **kw).create_key(Description="mailchute test")["KeyMetadata"]
+boto3.client("s3", **kw).create_bucket(Bucket=bucket)
+print(key["Arn"])
+"#;
+
+/// Every object's key, `ServerSideEncryption` and `SSEKMSKeyId` from HeadObject.
+const MOTO_HEAD_OBJECTS: &str = r#"
+import json, sys
+import boto3
+from botocore.config import Config
+endpoint, bucket = sys.argv[1:3]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                  aws_secret_access_key="testing", region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}))
+out = []
+for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+    h = s3.head_object(Bucket=bucket, Key=o["Key"])
+    out.append({"key": o["Key"], "sse": h.get("ServerSideEncryption"),
+                "kms_key_id": h.get("SSEKMSKeyId"), "content_type": h.get("ContentType")})
+print(json.dumps(out))
+"#;
+
+#[test]
+fn s3_sse_kms_on_moto_reports_aws_kms_and_the_key() {
+    let moto = MotoServer::start();
+    let key_arn = String::from_utf8(python_ok(MOTO_SETUP, &[&moto.endpoint(), BUCKET]))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(key_arn.starts_with("arn:aws:kms:"), "{key_arn}");
+
+    let port = free_port();
+    let sink = format!(
+        "type = \"s3\"\nbucket = \"{BUCKET}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n\
+         force_path_style = true\nkey = \"kms/{{id}}.eml\"\nsse = \"aws:kms\"\n\
+         kms_key_id = \"{key_arn}\"\ncredentials_file = \"./aws-credentials\"\n\
+         timeout = \"20s\"\n",
+        moto.endpoint()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("aws-credentials"),
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .expect("write credentials");
+    let m = Mailchute::start_in(dir.path(), &sync_config(port, "", &sink));
+    // Two messages, two objects: moto 5.2.5 honours If-None-Match: * (412 on an existing
+    // key, for PutObject and CompleteMultipartUpload alike), so the writes stay conditional.
+    for subject in ["s3-kms-1", "s3-kms-2"] {
+        let mut c = RawSmtp::connect(port);
+        c.ehlo("client.test");
+        let r = c.data_raw(
+            "sender@client.test",
+            &["alice@one.test"],
+            &dot_stuff(&message(subject, "Encrypted at rest.\r\n")),
+        );
+        assert_eq!(r.code, 250, "{}\n{}", r.text(), m.log());
+        c.quit();
+    }
+
+    let out = python_ok(MOTO_HEAD_OBJECTS, &[&moto.endpoint(), BUCKET]);
+    let objects: Vec<serde_json::Value> = serde_json::from_slice(&out).expect("boto3 JSON");
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    for o in &objects {
+        assert!(o["key"].as_str().unwrap().starts_with("kms/"), "{o}");
+        assert_eq!(o["sse"], "aws:kms", "{o}");
+        assert_eq!(o["kms_key_id"], key_arn.as_str(), "{o}");
+        assert_eq!(o["content_type"], "message/rfc822", "{o}");
+    }
+    drop(m);
+}
