@@ -1,8 +1,9 @@
 //! `mailchute deliver` as the MDA of a private Postfix's `pipe` transport: swaks → Postfix →
 //! mailchute → Maildir, read back with Python's `mailbox`; a sink that fails for now →
 //! Postfix defers, and after `postqueue -f` the message is there exactly once; an unknown
-//! recipient → Postfix bounces with 5.1.1. And the command's own exit statuses and status
-//! lines, run directly.
+//! recipient → Postfix bounces with 5.1.1. The same into S3 (s3s-fs) with the store
+//! stopped and started again. And the command's own exit statuses and status lines, run
+//! directly.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -347,4 +348,152 @@ fn postfix_pipe_transport_delivers_defers_and_bounces() {
             && bounced.contains("no such mailbox"),
         "{bounced}"
     );
+}
+
+/// The pipe transport into S3 (s3s-fs): two recipients → two objects; the store down →
+/// Postfix defers and keeps the message; the store back + `postqueue -f` → each object
+/// exactly once.
+#[cfg(feature = "s3")]
+#[test]
+fn postfix_pipe_transport_into_s3_defers_while_the_store_is_down() {
+    use crate::s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
+
+    let mut s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    world_dir(dir.path());
+    // The pipe runs as nobody: the config and the credentials must be readable by it.
+    let creds = dir.path().join("aws-credentials");
+    fs::write(
+        &creds,
+        format!("[mail]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&creds, fs::Permissions::from_mode(0o644)).unwrap();
+    let conf = dir.path().join("c.toml");
+    fs::write(
+        &conf,
+        format!(
+            r#"[[route]]
+name = "boxes"
+match = ["alice@pipe.test", "bob@pipe.test", "carol@pipe.test", "r@pipe.test"]
+sinks = ["bucket"]
+
+[sink.bucket]
+type = "s3"
+bucket = "{BUCKET}"
+region = "us-east-1"
+endpoint = "{}"
+force_path_style = true
+key = "{{local}}/{{id}}.eml"
+credentials_file = "{}"
+profile = "mail"
+connect_timeout = "2s"
+timeout = "10s"
+total_timeout = "30s"
+"#,
+            s3.endpoint(),
+            creds.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
+    let service = format!(
+        "mcdeliver unix - n n - - pipe flags=Rq null_sender= user=nobody\n  argv={} deliver -c {} -a ${{recipient}} -f ${{sender}} --id ${{queue_id}}",
+        env!("CARGO_BIN_EXE_mailchute"),
+        conf.display()
+    );
+    let pf = Postfix::builder()
+        .transport("pipe.test", "mcdeliver:")
+        .main("mcdeliver_destination_recipient_limit", "1")
+        .service(&service)
+        .start();
+    let server = format!("127.0.0.1:{}", pf.port);
+    let keys_of = |s3: &S3Server| -> Vec<String> {
+        let mut keys: Vec<String> = s3.objects().into_iter().map(|o| o.key).collect();
+        keys.sort();
+        keys
+    };
+
+    swaks_ok(&[
+        "--server",
+        &server,
+        "--from",
+        "sender@client.test",
+        "--to",
+        "alice@pipe.test,bob@pipe.test",
+        "--header",
+        "Subject: into the bucket",
+    ]);
+    pf.wait_queue_empty(Duration::from_secs(30));
+    let objects = s3.objects();
+    assert_eq!(objects.len(), 2, "{}", pf.log());
+    for (o, who) in objects.iter().zip(["alice", "bob"]) {
+        assert!(o.key.starts_with(&format!("{who}/")), "{}", o.key);
+        let text = String::from_utf8_lossy(&o.body);
+        assert!(text.contains("Subject: into the bucket"), "{text}");
+        assert_eq!(o.metadata["mailchute-sender"], "sender@client.test");
+        assert_eq!(
+            o.metadata["mailchute-recipients"],
+            format!("{who}@pipe.test")
+        );
+    }
+    assert_eq!(pf.log().matches("status=sent").count(), 2, "{}", pf.log());
+
+    // The store is down: Postfix defers both recipients and keeps the message.
+    s3.stop();
+    swaks_ok(&[
+        "--server",
+        &server,
+        "--from",
+        "sender@client.test",
+        "--to",
+        "carol@pipe.test,r@pipe.test",
+        "--header",
+        "Subject: while the store is down",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pf.log().matches("status=deferred").count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not deferred twice:\n{}",
+            pf.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The status and reason are deliver's first line: temporary, naming the operation.
+    for line in pf.log().lines().filter(|l| l.contains("status=deferred")) {
+        assert!(
+            line.contains("dsn=4.") && line.contains(&format!("s3://{BUCKET}/")),
+            "{line}"
+        );
+    }
+    let queue = pf.queue();
+    assert!(
+        queue.contains("carol@pipe.test") && queue.contains("r@pipe.test"),
+        "{queue}"
+    );
+    assert_eq!(pf.log().matches("status=sent").count(), 2, "{}", pf.log());
+
+    // Back up, queue flushed: each recipient's object once, the earlier ones untouched.
+    s3.restart();
+    pf.flush();
+    pf.wait_queue_empty(Duration::from_secs(60));
+    let keys = keys_of(&s3);
+    assert_eq!(keys.len(), 4, "{keys:?}\n{}", pf.log());
+    for who in ["alice", "bob", "carol", "r"] {
+        assert_eq!(
+            keys.iter()
+                .filter(|k| k.starts_with(&format!("{who}/")))
+                .count(),
+            1,
+            "{who}: {keys:?}"
+        );
+    }
+    for o in s3.objects() {
+        if o.key.starts_with("carol/") || o.key.starts_with("r/") {
+            let text = String::from_utf8_lossy(&o.body);
+            assert!(text.contains("Subject: while the store is down"), "{text}");
+        }
+    }
+    assert_eq!(pf.log().matches("status=sent").count(), 4, "{}", pf.log());
 }

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ACCESS_KEY: &str = "AKIAMAILCHUTETEST";
-const SECRET_KEY: &str = "mailchute-test-secret";
-const BUCKET: &str = "mail";
+pub const ACCESS_KEY: &str = "AKIAMAILCHUTETEST";
+pub const SECRET_KEY: &str = "mailchute-test-secret";
+pub const BUCKET: &str = "mail";
 
 /// Where scripts/test installs s3s-fs (`MAILCHUTE_TEST_S3S_FS` overrides; else PATH).
 fn s3s_fs_bin() -> PathBuf {
@@ -27,22 +27,38 @@ fn s3s_fs_bin() -> PathBuf {
 }
 
 /// A private s3s-fs on a free port, its objects under a temp dir.
-struct S3Server {
+pub struct S3Server {
     child: Child,
     port: u16,
     /// Keeps the objects' directory (and the bucket in it) for the server's life.
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl S3Server {
-    fn start() -> S3Server {
+    pub fn start() -> S3Server {
         let data = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(data.path().join(BUCKET)).expect("bucket dir");
         let port = free_port();
+        let child = Self::spawn(port, data.path());
+        S3Server { child, port, data }
+    }
+
+    /// Stops the server; the objects stay for [`S3Server::restart`].
+    pub fn stop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(5));
+    }
+
+    /// Starts it again on the same port and objects.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, self.data.path());
+    }
+
+    /// Runs s3s-fs on `port` over `data` and waits until it listens.
+    fn spawn(port: u16, data: &Path) -> Child {
         let child = Command::new(s3s_fs_bin())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(data.path())
+            .arg(data)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -58,19 +74,15 @@ impl S3Server {
             assert!(Instant::now() < deadline, "s3s-fs not listening on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        S3Server {
-            child,
-            port,
-            _data: data,
-        }
+        child
     }
 
-    fn endpoint(&self) -> String {
+    pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Every object in the bucket, read back by boto3.
-    fn objects(&self) -> Vec<StoredObject> {
+    pub fn objects(&self) -> Vec<StoredObject> {
         let out = python_ok(
             READ_OBJECTS,
             &[&self.endpoint(), BUCKET, ACCESS_KEY, SECRET_KEY],
@@ -99,12 +111,12 @@ impl Drop for S3Server {
     }
 }
 
-struct StoredObject {
-    key: String,
-    etag: String,
-    content_type: String,
-    metadata: serde_json::Value,
-    body: Vec<u8>,
+pub struct StoredObject {
+    pub key: String,
+    pub etag: String,
+    pub content_type: String,
+    pub metadata: serde_json::Value,
+    pub body: Vec<u8>,
 }
 
 const READ_OBJECTS: &str = r#"
