@@ -9,7 +9,7 @@ use mailchute::cli::deliver::DeliverArgs;
 use mailchute::cli::queue::QueueArgs;
 use mailchute::cli::{self, CliError, LogOptions};
 use mailchute::config::{ConfigError, LogFormat};
-use mailchute::delivery::sysexits::{EX_CONFIG, EX_NOINPUT, EX_OSERR, EX_UNAVAILABLE};
+use mailchute::delivery::sysexits::{EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_OSERR, EX_UNAVAILABLE};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,7 +20,8 @@ const CONFIG_LOOKUP: &str = "Config: -c FILE, else $MAILCHUTE_CONFIG, else /etc/
                              (`mailchute config default` prints it; `mailchute config example` prints an annotated\n\
                              config with every key). The queue commands can read a spool without a config: --data-dir DIR.\n\
                              \n\
-                             Exit status: 0 ok; 1 other failure (e.g. no such message); 2 usage; 66 config file (or\n\
+                             Exit status: 0 ok; 1 other failure (e.g. no such message); 2 usage; 65 a file to import is\n\
+                             not what it should be; 66 config file (or\n\
                              --data-dir) missing or unreadable; 69 serve cannot start or run (port taken, data_dir not\n\
                              writable, already running); 71 OS error (no current directory); 78 config invalid.";
 
@@ -214,6 +215,7 @@ impl Failure {
             // serve cannot start or run.
             CliError::Serve(_) | CliError::Log(_) => EX_UNAVAILABLE,
             CliError::NoInput(_) => EX_NOINPUT,
+            CliError::Import(_) => EX_DATAERR,
             CliError::Spool(_) => EX_FAILURE,
             // Exited with by clap in `main`; 2 is its usage status.
             CliError::Usage { .. } => 2,

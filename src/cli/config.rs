@@ -1,4 +1,5 @@
-//! `mailchute config example|default|check`: print a configuration, or check one.
+//! `mailchute config example|default|check|import-mailtos3`: print a configuration, check
+//! one, or turn mailtos3's into one.
 
 use super::CliError;
 use crate::config;
@@ -18,6 +19,13 @@ pub enum ConfigCommand {
         /// The file to check (default: as for every command).
         file: Option<PathBuf>,
     },
+    /// Print mailtos3's config.json (its mailboxes: address, bucket, cmkKeyArn, prefix) as
+    /// mailchute routes and s3 sinks, to review and adopt.
+    #[command(name = "import-mailtos3")]
+    ImportMailtos3 {
+        /// mailtos3's config.json.
+        file: PathBuf,
+    },
 }
 
 /// What the command prints on success; `config` is the global `-c FILE`.
@@ -29,6 +37,12 @@ pub fn run(command: ConfigCommand, config: Option<PathBuf>) -> Result<String, Cl
             let path = check_path(file, config)?;
             let loaded = config::load(path.as_deref(), false)?;
             Ok(super::serve::check(&loaded)?)
+        }
+        ConfigCommand::ImportMailtos3 { file } => {
+            let json = std::fs::read_to_string(&file)
+                .map_err(|e| CliError::NoInput(format!("{}: {e}", file.display())))?;
+            super::import_mailtos3::convert(&json, &file.display().to_string())
+                .map_err(CliError::Import)
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod deliver;
+pub mod import_mailtos3;
 pub mod queue;
 pub mod serve;
 
@@ -37,6 +38,9 @@ pub enum CliError {
     /// What a command was told to read is not there.
     #[error("{0}")]
     NoInput(String),
+    /// A file to import is not what it should be (the config it would become is wrong).
+    #[error("{0}")]
+    Import(String),
 }
 
 impl CliError {
