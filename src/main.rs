@@ -20,10 +20,10 @@ const CONFIG_LOOKUP: &str = "Config: -c FILE, else $MAILCHUTE_CONFIG, else /etc/
                              (`mailchute config default` prints it; `mailchute config example` prints an annotated\n\
                              config with every key). The queue commands can read a spool without a config: --data-dir DIR.\n\
                              \n\
-                             Exit status: 0 ok; 1 other failure (e.g. no such message); 2 usage; 65 a file to import is\n\
-                             not what it should be; 66 config file (or\n\
-                             --data-dir) missing or unreadable; 69 serve cannot start or run (port taken, data_dir not\n\
-                             writable, already running); 71 OS error (no current directory); 78 config invalid.";
+                             Exit status: 0 ok; 1 other failure (e.g. no such message); 2 usage; 65 a file to\n\
+                             import is not what it should be; 66 config file (or --data-dir) missing or unreadable;\n\
+                             69 serve cannot start or run (port taken, data_dir not writable, already running);\n\
+                             71 OS error (no current directory); 78 config invalid. `deliver` has its own: see its --help.";
 
 /// Status 1, for failures sysexits.h has no code for (e.g. no such message).
 const EX_FAILURE: u8 = 1;
