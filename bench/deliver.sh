@@ -6,19 +6,26 @@
 #   dd         `dd conv=fsync` (one exec plus one fsync): what one durable write costs
 #   lda        Dovecot's `dovecot-lda` into a Maildir (run as nobody, no userdb)
 #   deliver    `mailchute deliver` (release build) into a Maildir sink
+#   s3         `mailchute deliver` into an s3 sink on a local s3s-fs (MAILCHUTE_TEST_S3S_FS,
+#              default /var/cache/mailchute-ci/s3s-fs/bin/s3s-fs, as scripts/test installs it)
 # and prints the mean time per message and deliver's ratio to each.
 #
-#   bench/deliver.sh [cat dd lda deliver ...]     (default: all)
+#   bench/deliver.sh [cat dd lda deliver s3 ...]     (default: all)
 set -euo pipefail
 
 RUNS="${BENCH_RUNS:-2000}"
 SIZE="${BENCH_SIZE:-4096}"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 targets=("$@")
-((${#targets[@]})) || targets=(cat dd lda deliver)
+((${#targets[@]})) || targets=(cat dd lda deliver s3)
 work="$(mktemp -d /tmp/mailchute-bench-deliver.XXXXXX)"
 chmod 755 "$work"
-trap 'rm -rf "$work"' EXIT
+s3_pid=""
+cleanup() {
+    if [[ -n "$s3_pid" ]]; then kill "$s3_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
 msg="$work/msg.eml"
 {
@@ -31,6 +38,11 @@ bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/mailchute"
 (cd "$repo_root" && cargo build --release --bin mailchute) >&2
 
 now() { date +%s.%N; }
+
+# stored_check NAME COUNT: a run that stored fewer messages than it ran measured failures.
+stored_check() {
+    if (($2 < RUNS)); then echo "$1: WARNING only $2 of $RUNS messages stored" >&2; fi
+}
 declare -A per_msg
 
 # run NAME COMMAND...: RUNS times COMMAND < msg, the mean in milliseconds.
@@ -88,13 +100,54 @@ sinks = ["box"]
 type = "maildir"
 path = "$work/deliver/Maildir"
 CONF
-    deliver_one() { "$bin" deliver -c "$work/deliver.toml" -a rcpt@example.org -f bench@example.org; }
+    # A queue id per run, as Postfix gives: each run stores a message of its own (with one
+    # id, every run after the first would find the first's copy and store nothing).
+    local n=0
+    deliver_one() { n=$((n + 1)); "$bin" deliver -c "$work/deliver.toml" -a rcpt@example.org -f bench@example.org --id "B$n"; }
     run deliver deliver_one
+    stored_check deliver "$(find "$work/deliver/Maildir/new" -type f | wc -l)"
 }
 
-for t in cat dd lda deliver; do
+bench_s3() {
+    local s3s="${MAILCHUTE_TEST_S3S_FS:-/var/cache/mailchute-ci/s3s-fs/bin/s3s-fs}"
+    [[ -x "$s3s" ]] || { echo "s3: $s3s not installed (scripts/test installs it), skipped" >&2; return; }
+    local port
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    mkdir -p "$work/s3/mail"
+    "$s3s" --host 127.0.0.1 --port "$port" --access-key AK --secret-key SKSKSKSK "$work/s3" >/dev/null 2>&1 &
+    s3_pid=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    printf '[b]\naws_access_key_id = AK\naws_secret_access_key = SKSKSKSK\n' >"$work/aws-credentials"
+    cat >"$work/s3.toml" <<CONF
+[[route]]
+match = ["*"]
+sinks = ["s3"]
+
+[sink.s3]
+type = "s3"
+bucket = "mail"
+region = "us-east-1"
+endpoint = "http://127.0.0.1:$port"
+force_path_style = true
+credentials_file = "$work/aws-credentials"
+profile = "b"
+CONF
+    local n=0
+    s3_one() { n=$((n + 1)); "$bin" deliver -c "$work/s3.toml" -a rcpt@example.org -f bench@example.org --id "S$n"; }
+    run s3 s3_one
+    stored_check s3 "$(find "$work/s3/mail" -type f -name '*.eml' | wc -l)"
+}
+
+for t in cat dd lda deliver s3; do
     if [[ " ${targets[*]} " == *" $t "* ]]; then "bench_$t"; fi
 done
+if [[ -n "${per_msg[s3]:-}" && -n "${per_msg[deliver]:-}" ]]; then
+    awk -v s="${per_msg[s3]}" -v d="${per_msg[deliver]}" \
+        'BEGIN{printf "deliver to s3 / to maildir %.2f\n", s/d}'
+fi
 if [[ -n "${per_msg[deliver]:-}" ]]; then
     for t in cat dd lda; do
         if [[ -n "${per_msg[$t]:-}" ]]; then
