@@ -16,7 +16,7 @@ use crate::envelope::Envelope;
 use crate::pipeline::Pipeline;
 use crate::spool::queue::{Deliverer, Queue, backoff_ms};
 use crate::spool::store::{FailedRcpt, Pending, QueueEntry, Spool, SpooledMessage};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where a message that is not delivered at once is kept.
 #[derive(Clone, Copy)]
@@ -228,7 +228,7 @@ impl Intake<'_> {
                 let path = msg.path.clone();
                 // Whom the entry is for: under LMTP only they are told to retry if it cannot
                 // be kept (the others have the message in every sink).
-                let kept_for: Vec<String> = entry
+                let kept_for: HashSet<String> = entry
                     .pending_rcpts()
                     .map(str::to_string)
                     .chain(entry.failed.iter().map(|f| f.rcpt.clone()))
@@ -530,16 +530,14 @@ impl Summary {
 
     /// The recipients the filters left to sinks go to the queue whole (queued mode).
     fn mark_queued(&mut self, rcpts: &[String], filtered: &Filtered) {
-        for route in &filtered.routes {
-            if let RouteOutcome::Deliver(_) = route.outcome {
-                for rcpt in &route.rcpts {
-                    for (i, r) in rcpts.iter().enumerate() {
-                        if r == rcpt {
-                            self.per_rcpt[i].queued = true;
-                        }
-                    }
-                }
-            }
+        let queued: HashSet<&str> = filtered
+            .routes
+            .iter()
+            .filter(|r| matches!(r.outcome, RouteOutcome::Deliver(_)))
+            .flat_map(|r| r.rcpts.iter().map(String::as_str))
+            .collect();
+        for (state, rcpt) in self.per_rcpt.iter_mut().zip(rcpts) {
+            state.queued |= queued.contains(rcpt.as_str());
         }
     }
 

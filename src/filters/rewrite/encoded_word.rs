@@ -47,7 +47,9 @@ pub fn decode(value: &str) -> String {
     let mut pieces = Vec::new();
     let mut last = 0;
     for caps in ENCODED_WORD.captures_iter(value.as_bytes()) {
-        let whole = caps.get(0).expect("group 0 always matches");
+        let Some(whole) = caps.get(0) else {
+            continue;
+        };
         if whole.start() > last {
             pieces.push(Piece::Text(&value[last..whole.start()]));
         }
