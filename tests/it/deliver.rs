@@ -261,6 +261,23 @@ fn a_signal_while_reading_defers_and_leaves_nothing_behind() {
     );
 }
 
+/// A private Postfix whose `pipe.test` mail goes through a `pipe` transport to
+/// `mailchute deliver -c conf` as nobody, one recipient per run (the README's lines). The
+/// config is made readable by nobody.
+fn postfix_piping_to_deliver(conf: &Path) -> Postfix {
+    fs::set_permissions(conf, fs::Permissions::from_mode(0o644)).unwrap();
+    let service = format!(
+        "mcdeliver unix - n n - - pipe flags=Rq null_sender= user=nobody\n  argv={} deliver -c {} -a ${{recipient}} -f ${{sender}} --id ${{queue_id}}",
+        env!("CARGO_BIN_EXE_mailchute"),
+        conf.display()
+    );
+    Postfix::builder()
+        .transport("pipe.test", "mcdeliver:")
+        .main("mcdeliver_destination_recipient_limit", "1")
+        .service(&service)
+        .start()
+}
+
 #[test]
 fn postfix_pipe_transport_delivers_defers_and_bounces() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,17 +287,7 @@ fn postfix_pipe_transport_delivers_defers_and_bounces() {
     std::os::unix::fs::chown(&mail, Some(NOBODY), Some(NOBODY)).unwrap();
     let conf = dir.path().join("c.toml");
     fs::write(&conf, deliver_config(dir.path())).unwrap();
-    fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
-    let service = format!(
-        "mcdeliver unix - n n - - pipe flags=Rq null_sender= user=nobody\n  argv={} deliver -c {} -a ${{recipient}} -f ${{sender}} --id ${{queue_id}}",
-        env!("CARGO_BIN_EXE_mailchute"),
-        conf.display()
-    );
-    let pf = Postfix::builder()
-        .transport("pipe.test", "mcdeliver:")
-        .main("mcdeliver_destination_recipient_limit", "1")
-        .service(&service)
-        .start();
+    let pf = postfix_piping_to_deliver(&conf);
     let server = format!("127.0.0.1:{}", pf.port);
 
     // Two recipients: two pipe runs, two messages.
@@ -396,17 +403,7 @@ total_timeout = "30s"
         ),
     )
     .unwrap();
-    fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
-    let service = format!(
-        "mcdeliver unix - n n - - pipe flags=Rq null_sender= user=nobody\n  argv={} deliver -c {} -a ${{recipient}} -f ${{sender}} --id ${{queue_id}}",
-        env!("CARGO_BIN_EXE_mailchute"),
-        conf.display()
-    );
-    let pf = Postfix::builder()
-        .transport("pipe.test", "mcdeliver:")
-        .main("mcdeliver_destination_recipient_limit", "1")
-        .service(&service)
-        .start();
+    let pf = postfix_piping_to_deliver(&conf);
     let server = format!("127.0.0.1:{}", pf.port);
     let keys_of = |s3: &S3Server| -> Vec<String> {
         let mut keys: Vec<String> = s3.objects().into_iter().map(|o| o.key).collect();
