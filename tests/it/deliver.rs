@@ -278,6 +278,25 @@ fn postfix_piping_to_deliver(conf: &Path) -> Postfix {
         .start()
 }
 
+/// swaks from sender@client.test to `to` (comma-separated) through `pf`.
+fn send(pf: &Postfix, to: &str, subject: Option<&str>) {
+    let server = format!("127.0.0.1:{}", pf.port);
+    let mut args = vec![
+        "--server",
+        &server,
+        "--from",
+        "sender@client.test",
+        "--to",
+        to,
+    ];
+    let header;
+    if let Some(subject) = subject {
+        header = format!("Subject: {subject}");
+        args.extend(["--header", &header]);
+    }
+    swaks_ok(&args);
+}
+
 #[test]
 fn postfix_pipe_transport_delivers_defers_and_bounces() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,19 +307,13 @@ fn postfix_pipe_transport_delivers_defers_and_bounces() {
     let conf = dir.path().join("c.toml");
     fs::write(&conf, deliver_config(dir.path())).unwrap();
     let pf = postfix_piping_to_deliver(&conf);
-    let server = format!("127.0.0.1:{}", pf.port);
 
     // Two recipients: two pipe runs, two messages.
-    swaks_ok(&[
-        "--server",
-        &server,
-        "--from",
-        "sender@client.test",
-        "--to",
+    send(
+        &pf,
         "alice@pipe.test,bob@pipe.test",
-        "--header",
-        "Subject: through postfix",
-    ]);
+        Some("through postfix"),
+    );
     pf.wait_queue_empty(Duration::from_secs(30));
     for who in ["alice", "bob"] {
         let msgs = read_maildir(&mail.join(who));
@@ -317,16 +330,7 @@ fn postfix_pipe_transport_delivers_defers_and_bounces() {
     // The sink fails for now (nobody cannot write): Postfix defers, keeps it, and after
     // the fix and `postqueue -f` it is there once.
     fs::set_permissions(&mail, fs::Permissions::from_mode(0o500)).unwrap();
-    swaks_ok(&[
-        "--server",
-        &server,
-        "--from",
-        "sender@client.test",
-        "--to",
-        "carol@pipe.test",
-        "--header",
-        "Subject: deferred first",
-    ]);
+    send(&pf, "carol@pipe.test", Some("deferred first"));
     let log = pf.wait_log("status=deferred", Duration::from_secs(30));
     assert!(log.contains("4.3.0"), "{log}");
     fs::set_permissions(&mail, fs::Permissions::from_mode(0o755)).unwrap();
@@ -335,14 +339,7 @@ fn postfix_pipe_transport_delivers_defers_and_bounces() {
     assert_eq!(read_maildir(&mail.join("carol")).len(), 1, "{}", pf.log());
 
     // No route for the recipient: deliver says 5.1.1 and Postfix bounces it.
-    swaks_ok(&[
-        "--server",
-        &server,
-        "--from",
-        "sender@client.test",
-        "--to",
-        "dave@pipe.test",
-    ]);
+    send(&pf, "dave@pipe.test", None);
     let log = pf.wait_log("status=bounced", Duration::from_secs(30));
     let bounced = log
         .lines()
@@ -404,23 +401,17 @@ total_timeout = "30s"
     )
     .unwrap();
     let pf = postfix_piping_to_deliver(&conf);
-    let server = format!("127.0.0.1:{}", pf.port);
     let keys_of = |s3: &S3Server| -> Vec<String> {
         let mut keys: Vec<String> = s3.objects().into_iter().map(|o| o.key).collect();
         keys.sort();
         keys
     };
 
-    swaks_ok(&[
-        "--server",
-        &server,
-        "--from",
-        "sender@client.test",
-        "--to",
+    send(
+        &pf,
         "alice@pipe.test,bob@pipe.test",
-        "--header",
-        "Subject: into the bucket",
-    ]);
+        Some("into the bucket"),
+    );
     pf.wait_queue_empty(Duration::from_secs(30));
     let objects = s3.objects();
     assert_eq!(objects.len(), 2, "{}", pf.log());
@@ -438,16 +429,11 @@ total_timeout = "30s"
 
     // The store is down: Postfix defers both recipients and keeps the message.
     s3.stop();
-    swaks_ok(&[
-        "--server",
-        &server,
-        "--from",
-        "sender@client.test",
-        "--to",
+    send(
+        &pf,
         "carol@pipe.test,r@pipe.test",
-        "--header",
-        "Subject: while the store is down",
-    ]);
+        Some("while the store is down"),
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while pf.log().matches("status=deferred").count() < 2 {
         assert!(
