@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use tracing::Dispatch;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -19,6 +19,9 @@ pub enum Destination {
     Stderr,
     /// Appended to, created if missing (mode 0640: log lines name senders and recipients).
     File(PathBuf),
+    /// Kept in memory and written to stderr by [`release_held`]: `deliver`'s log lines,
+    /// which may follow its status line on the pipe Postfix reads, never precede it.
+    Held,
     /// Nothing is written anywhere.
     None,
 }
@@ -49,6 +52,7 @@ fn dispatch(format: LogFormat, dest: Destination) -> Result<Option<Dispatch>, Lo
     let writer = match dest {
         Destination::None => return Ok(None),
         Destination::Stderr => BoxMakeWriter::new(std::io::stderr),
+        Destination::Held => BoxMakeWriter::new(|| HeldWriter),
         // O_APPEND, and each event is formatted whole before it is written: lines from
         // several processes (deliver runs once per message) land whole, one after another.
         Destination::File(path) => {
@@ -78,6 +82,38 @@ fn dispatch(format: LogFormat, dest: Destination) -> Result<Option<Dispatch>, Lo
         ),
         LogFormat::Text => Dispatch::new(builder.with_ansi(false).finish()),
     }))
+}
+
+/// Bounded: `deliver` logs a few lines per message, and a flood must not grow memory.
+const HELD_LIMIT: usize = 64 * 1024;
+
+static HELD: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// [`Destination::Held`]'s writer: appends to [`HELD`], dropping what would pass the limit.
+struct HeldWriter;
+
+impl Write for HeldWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = HELD_LIMIT.saturating_sub(held.len());
+        held.extend_from_slice(&buf[..buf.len().min(room)]);
+        // Claimed whole even when cut: a log line is not worth an error in the delivery.
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the lines [`Destination::Held`] kept to stderr, and forgets them.
+pub fn release_held() {
+    let held = std::mem::take(&mut *HELD.lock().unwrap_or_else(PoisonError::into_inner));
+    if !held.is_empty() {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&held);
+        let _ = err.flush();
+    }
 }
 
 /// The log file of [`Destination::File`], reopened by [`reopen`] so that a log rotated away

@@ -82,7 +82,8 @@ and in main.cf: mailchute_destination_recipient_limit = 1 (one recipient per run
 Exit status: 0 delivered; 75 try again later (first output line `4.x.x text`: a sink deferred,\n\
 the config cannot be read, the deadline passed, an internal error); 67 no such recipient, 65\n\
 content refused, 77 policy, 69 other permanent refusal (first line `5.x.x text`). Nothing\n\
-else is printed before that line: logs go to --log-file, or nowhere.";
+else is printed before that line: logs go to --log-file, or after it with --log-stderr\n\
+(Postfix then shows them in its log entry), or nowhere.";
 
 fn main() -> ExitCode {
     if invoked_as("sendmail") {
@@ -143,17 +144,9 @@ fn usage_error(e: clap::Error) -> ExitCode {
 /// 75 (the default hook's message would come before the status line, so it is held back
 /// and written after it).
 fn deliver(args: DeliverArgs, config: Option<PathBuf>, log: LogOptions) -> ExitCode {
-    let held = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
-    let hook_held = held.clone();
-    std::panic::set_hook(Box::new(move |info| {
-        if let Ok(mut h) = hook_held.lock() {
-            *h = Some(info.to_string());
-        }
-    }));
-    let run = std::panic::AssertUnwindSafe(|| cli::deliver::run(args, config.as_deref(), &log));
-    let exit = std::panic::catch_unwind(run).unwrap_or_else(|_| cli::deliver::panicked());
+    let (exit, panic) = cli::deliver::guarded(|| cli::deliver::run(args, config.as_deref(), &log));
     cli::deliver::print_status(&exit);
-    if let Some(message) = held.lock().ok().and_then(|mut h| h.take()) {
+    if let Some(message) = panic {
         eprintln!("mailchute deliver: {message}");
     }
     ExitCode::from(exit.code)

@@ -7,7 +7,8 @@
 //! 75 and 71 make Postfix retry, so everything this command cannot vouch for — a config
 //! error, an unreadable log file, a panic, its own deadline — is 75, never a bounce. Postfix
 //! reads stdout and stderr through one pipe and takes the first line as the status, so
-//! nothing is printed before it: logs go to `--log-file` or nowhere.
+//! nothing is printed before it: logs go to `--log-file`, or are held and written to
+//! stderr after it (`--log-stderr`), or go nowhere.
 
 use crate::config::{self, Duration, Loaded};
 use crate::delivery::{Exit, SinkError, sysexits};
@@ -53,6 +54,10 @@ pub struct DeliverArgs {
     /// time limit (1000s by default), which would bounce the message.
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_deadline)]
     pub deadline: Duration,
+    /// Log to stderr, after the status line (Postfix then shows the lines in its own log
+    /// entry for a deferral or a bounce), instead of nowhere; `--log-file` logs to a file.
+    #[arg(long)]
+    pub log_stderr: bool,
     /// The message itself, as one argument, instead of standard input (mailtos3's habit).
     #[arg(value_name = "MESSAGE")]
     pub message: Vec<String>,
@@ -74,7 +79,17 @@ pub fn run(args: DeliverArgs, config_path: Option<&Path>, log: &LogOptions) -> E
         Ok(l) => l,
         Err(e) => return tempfail("4.3.5", format!("mailchute deliver: {e}")),
     };
-    if let Err(e) = log.init(loaded.config.server.log_format, Destination::None) {
+    let destination = match (args.log_stderr, &log.file) {
+        (true, Some(_)) => {
+            return tempfail(
+                "4.3.5",
+                "mailchute deliver: --log-stderr and --log-file: choose one".into(),
+            );
+        }
+        (true, None) => Destination::Held,
+        (false, _) => Destination::None,
+    };
+    if let Err(e) = log.init(loaded.config.server.log_format, destination) {
         return tempfail("4.3.0", format!("mailchute deliver: {e}"));
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -144,13 +159,15 @@ fn log_unfinished(args: &DeliverArgs, exit: &Exit) {
     );
 }
 
-/// Writes the status line first, on stdout, as Postfix reads it.
+/// Writes the status line first, on stdout, as Postfix reads it; then the log lines that
+/// `--log-stderr` held back.
 pub fn print_status(exit: &Exit) {
     if let Some(line) = &exit.line {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
+    crate::log::release_held();
 }
 
 fn tempfail(status: &str, text: String) -> Exit {
@@ -394,9 +411,23 @@ impl Drop for ScratchDir {
     }
 }
 
-/// What a panic in `deliver` ends as: status 75, so Postfix retries instead of bouncing.
-pub fn panicked() -> Exit {
-    tempfail("4.3.0", "mailchute deliver: internal error".into())
+/// Runs `f`; a panic in it ends as status 75, so Postfix retries instead of bouncing. The
+/// default hook would print the panic before the status line, so it is held back and
+/// returned, for the caller to print after that line.
+pub fn guarded(f: impl FnOnce() -> Exit) -> (Exit, Option<String>) {
+    let held = Arc::new(std::sync::Mutex::new(None::<String>));
+    let hook_held = held.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut h) = hook_held.lock() {
+            *h = Some(info.to_string());
+        }
+    }));
+    let exit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| tempfail("4.3.0", "mailchute deliver: internal error".into()));
+    std::panic::set_hook(previous);
+    let message = held.lock().ok().and_then(|mut h| h.take());
+    (exit, message)
 }
 
 #[cfg(test)]
@@ -429,6 +460,21 @@ mod tests {
         assert!(message_argument_problem(&["message body".into()]).is_none());
         assert!(message_argument_problem(&["bob@pipe.test".into()]).is_some());
         assert!(message_argument_problem(&["a".into(), "b".into()]).is_some());
+    }
+
+    #[test]
+    fn a_panic_is_a_deferral_with_its_message_held_back() {
+        let (exit, message) = guarded(|| panic!("sink exploded"));
+        assert_eq!(exit.code, sysexits::EX_TEMPFAIL);
+        let line = exit.line.unwrap_or_default();
+        assert!(line.starts_with("4.3.0 "), "{line}");
+        assert!(
+            !line.contains("exploded"),
+            "no internals in the status: {line}"
+        );
+        assert!(message.is_some_and(|m| m.contains("sink exploded")));
+        let (exit, message) = guarded(|| Exit::combine(&[]));
+        assert_eq!((exit.code, message), (0, None));
     }
 
     #[test]

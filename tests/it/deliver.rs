@@ -98,6 +98,34 @@ fn exit_statuses_and_status_lines() {
     let (code, out) = deliver(&["-c", c, "-a", "a@pipe.test"], msg);
     assert_eq!(code, 75, "{out}");
     assert!(out.starts_with("4.3.0 "), "{out}");
+    // --log-stderr: the log lines come after the status line, never before it.
+    let (code, out) = deliver(&["-c", c, "--log-stderr", "-a", "a@pipe.test"], msg);
+    assert_eq!(code, 75, "{out}");
+    let mut lines = out.lines();
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("4.3.0 ")),
+        "{out}"
+    );
+    let rest: Vec<&str> = lines.collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("\"transaction\"") && l.contains("a@pipe.test")),
+        "{out}"
+    );
+    let (code, out) = deliver(
+        &[
+            "-c",
+            c,
+            "--log-stderr",
+            "--log-file",
+            "/tmp/x.log",
+            "-a",
+            "a@pipe.test",
+        ],
+        msg,
+    );
+    assert_eq!(code, 75, "{out}");
+    assert!(out.starts_with("4.3.5 "), "{out}");
     // Its own deadline (a sink that hangs): 75 with 4.4.7, well before Postfix's limit.
     let slow = dir.path().join("slow.toml");
     fs::write(
