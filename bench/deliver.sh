@@ -6,6 +6,7 @@
 #   dd         `dd conv=fsync` (one exec plus one fsync): what one durable write costs
 #   lda        Dovecot's `dovecot-lda` into a Maildir (run as nobody, no userdb)
 #   deliver    `mailchute deliver` (release build) into a Maildir sink
+#   nopie      the same, linked as a position-dependent executable (the `no-pie` feature)
 #   s3         `mailchute deliver` into an s3 sink on a local s3s-fs (MAILCHUTE_TEST_S3S_FS,
 #              default /var/cache/mailchute-ci/s3s-fs/bin/s3s-fs, as scripts/test installs it)
 # and prints the mean time per message and deliver's ratio to each.
@@ -17,7 +18,7 @@ RUNS="${BENCH_RUNS:-2000}"
 SIZE="${BENCH_SIZE:-4096}"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 targets=("$@")
-((${#targets[@]})) || targets=(cat dd lda deliver s3)
+((${#targets[@]})) || targets=(cat dd lda deliver nopie s3)
 work="$(mktemp -d /tmp/mailchute-bench-deliver.XXXXXX)"
 chmod 755 "$work"
 s3_pid=""
@@ -34,8 +35,18 @@ msg="$work/msg.eml"
     printf '\n'
 } >"$msg"
 
-bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/mailchute"
-(cd "$repo_root" && cargo build --release --bin mailchute) >&2
+built="${CARGO_TARGET_DIR:-$repo_root/target}/release/mailchute"
+bin="$work/mailchute"
+nopie_bin="$work/mailchute-nopie"
+# The no-pie build relinks only the binary (what the feature does, without rebuilding the
+# library under another feature set).
+(
+    cd "$repo_root"
+    cargo build --release --bin mailchute
+    cp "$built" "$bin"
+    cargo rustc --release --bin mailchute -- -C link-arg=-no-pie
+    cp "$built" "$nopie_bin"
+) >&2
 
 now() { date +%s.%N; }
 
@@ -108,6 +119,16 @@ CONF
     stored_check deliver "$(find "$work/deliver/Maildir/new" -type f | wc -l)"
 }
 
+bench_nopie() {
+    mkdir -p "$work/nopie"
+    sed "s|$work/deliver/Maildir|$work/nopie/Maildir|" "$work/deliver.toml" >"$work/nopie.toml" 2>/dev/null ||
+        { echo "nopie: runs after deliver (its config), skipped" >&2; return; }
+    local n=0
+    nopie_one() { n=$((n + 1)); "$nopie_bin" deliver -c "$work/nopie.toml" -a rcpt@example.org -f bench@example.org --id "N$n"; }
+    run nopie nopie_one
+    stored_check nopie "$(find "$work/nopie/Maildir/new" -type f | wc -l)"
+}
+
 bench_s3() {
     local s3s="${MAILCHUTE_TEST_S3S_FS:-/var/cache/mailchute-ci/s3s-fs/bin/s3s-fs}"
     [[ -x "$s3s" ]] || { echo "s3: $s3s not installed (scripts/test installs it), skipped" >&2; return; }
@@ -141,12 +162,16 @@ CONF
     stored_check s3 "$(find "$work/s3/mail" -type f -name '*.eml' | wc -l)"
 }
 
-for t in cat dd lda deliver s3; do
+for t in cat dd lda deliver nopie s3; do
     if [[ " ${targets[*]} " == *" $t "* ]]; then "bench_$t"; fi
 done
 if [[ -n "${per_msg[s3]:-}" && -n "${per_msg[deliver]:-}" ]]; then
     awk -v s="${per_msg[s3]}" -v d="${per_msg[deliver]}" \
         'BEGIN{printf "deliver to s3 / to maildir %.2f\n", s/d}'
+fi
+if [[ -n "${per_msg[nopie]:-}" && -n "${per_msg[deliver]:-}" ]]; then
+    awk -v n="${per_msg[nopie]}" -v d="${per_msg[deliver]}" \
+        'BEGIN{printf "no-pie / pie %.2f\n", n/d}'
 fi
 if [[ -n "${per_msg[deliver]:-}" ]]; then
     for t in cat dd lda; do
