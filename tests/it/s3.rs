@@ -544,3 +544,67 @@ fn s3_sse_kms_on_moto_reports_aws_kms_and_the_key() {
     }
     drop(m);
 }
+
+/// moto's record of the roles assumed through its STS, and the keys in the bucket.
+const MOTO_ROLES_AND_KEYS: &str = r#"
+import json, sys, urllib.request
+import boto3
+from botocore.config import Config
+endpoint, bucket = sys.argv[1:3]
+data = json.load(urllib.request.urlopen(endpoint + "/moto-api/data.json"))
+roles = [{"role_arn": r["role_arn"], "session_name": r["session_name"]}
+         for r in data.get("sts", {}).get("AssumedRole", [])]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                  aws_secret_access_key="testing", region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}))
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+print(json.dumps({"roles": roles, "keys": keys}))
+"#;
+
+#[test]
+fn s3_role_arn_is_assumed_through_sts_before_the_put() {
+    let moto = MotoServer::start();
+    python_ok(MOTO_SETUP, &[&moto.endpoint(), BUCKET]);
+    let role = "arn:aws:iam::123456789012:role/mailchute-writer";
+    let port = free_port();
+    // The same endpoint serves STS (as MinIO's does): moto answers both.
+    let sink = format!(
+        "type = \"s3\"\nbucket = \"{BUCKET}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n\
+         force_path_style = true\nkey = \"role/{{id}}.eml\"\n\
+         credentials_file = \"./aws-credentials\"\nrole_arn = \"{role}\"\ntimeout = \"20s\"\n",
+        moto.endpoint()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("aws-credentials"),
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .expect("write credentials");
+    let m = Mailchute::start_in(dir.path(), &sync_config(port, "", &sink));
+    let mut c = RawSmtp::connect(port);
+    c.ehlo("client.test");
+    let r = c.data_raw(
+        "sender@client.test",
+        &["alice@one.test"],
+        &dot_stuff(&message("s3-role", "Written with the role's keys.\r\n")),
+    );
+    assert_eq!(r.code, 250, "{}\n{}", r.text(), m.log());
+    c.quit();
+
+    let out = python_ok(MOTO_ROLES_AND_KEYS, &[&moto.endpoint(), BUCKET]);
+    let seen: serde_json::Value = serde_json::from_slice(&out).expect("moto JSON");
+    let roles = seen["roles"].as_array().expect("roles");
+    assert!(
+        roles
+            .iter()
+            .any(|r| r["role_arn"] == role && r["session_name"] == "mailchute"),
+        "{seen}"
+    );
+    let keys = seen["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1, "{seen}");
+    assert!(
+        keys[0].as_str().unwrap_or("").starts_with("role/"),
+        "{seen}"
+    );
+    drop(m);
+}
