@@ -1,5 +1,5 @@
-//! `mailchute config example|default|check|import-mailtos3`: print a configuration, check
-//! one, or turn mailtos3's into one.
+//! `mailchute config example|default|check|import-mailtos3|import-aws-smtp-relay`: print a
+//! configuration, check one, or turn mailtos3's or aws-smtp-relay's into one.
 
 use super::CliError;
 use crate::config;
@@ -26,6 +26,18 @@ pub enum ConfigCommand {
         /// mailtos3's config.json.
         file: PathBuf,
     },
+    /// Print aws-smtp-relay's command line (after `--`) and the environment it reads
+    /// (BCRYPT_HASH, PASSWORD, TLS_KEY_PASS) as a mailchute listener, route and ses sink.
+    #[command(name = "import-aws-smtp-relay")]
+    ImportAwsSmtpRelay {
+        /// aws-smtp-relay's flags, e.g. `-- -a :1025 -u app -c cert.pem -k key.pem -s`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "FLAGS"
+        )]
+        flags: Vec<String>,
+    },
 }
 
 /// What the command prints on success; `config` is the global `-c FILE`.
@@ -43,6 +55,16 @@ pub fn run(command: ConfigCommand, config: Option<PathBuf>) -> Result<String, Cl
                 .map_err(|e| CliError::NoInput(format!("{}: {e}", file.display())))?;
             super::import_mailtos3::convert(&json, &file.display().to_string())
                 .map_err(CliError::Import)
+        }
+        ConfigCommand::ImportAwsSmtpRelay { flags } => {
+            let var = |name: &str| std::env::var(name).ok();
+            let read = |path: &str| std::fs::read_to_string(path).ok();
+            let env = super::import_aws_smtp_relay::Env {
+                var: &var,
+                read: &read,
+            };
+            super::import_aws_smtp_relay::convert(&flags, &env)
+                .map_err(|e| CliError::Import(format!("aws-smtp-relay flags: {e}")))
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod deliver;
+pub mod import_aws_smtp_relay;
 pub mod import_mailtos3;
 pub mod queue;
 pub mod serve;
