@@ -389,7 +389,7 @@ fn listener_rules() {
         ),
         (
             "key_passphrase_env = \"P\"",
-            "encrypted keys are not supported yet",
+            "listener[0].key_passphrase_env: is only used with tls = \"starttls\" or \"implicit\"",
         ),
         (
             "allow_ips = [\"10.0.0.0/8\", \"ten\"]",
@@ -481,6 +481,31 @@ fn tls_files_must_exist() {
         l.config.listeners[0].cert,
         Some(dir.path().join("cert.pem"))
     );
+}
+
+#[test]
+fn key_passphrase_env_names_a_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "x").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "x").unwrap();
+    let with = |var: &str| {
+        listener(&format!(
+            "tls = \"starttls\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\nkey_passphrase_env = {var:?}"
+        ))
+    };
+    // Accepted as a name; the variable itself is read when the key is loaded.
+    let l = parse_str(&with("TLS_KEY_PASS"), "t.toml", dir.path()).unwrap();
+    assert_eq!(
+        l.config.listeners[0].key_passphrase_env.as_deref(),
+        Some("TLS_KEY_PASS")
+    );
+    for bad in ["", "A=B"] {
+        let e = parse_str(&with(bad), "t.toml", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert_has(&e, "listener[0].key_passphrase_env: ");
+        assert_has(&e, "expected the name of an environment variable");
+    }
 }
 
 #[test]

@@ -355,13 +355,6 @@ fn check_listeners(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
         if l.users.is_some() {
             return Err(loc.error(&at("users"), format!("SMTP AUTH {NOT_YET}")));
         }
-        if l.key_passphrase_env.is_some() {
-            return Err(loc.error(
-                &at("key_passphrase_env"),
-                "encrypted keys are not supported yet: give an unencrypted key file \
-                 (readable only by mailchute)",
-            ));
-        }
         check_tls(l, i, loc)?;
         for (k, list) in [("allow_ips", &l.allow_ips), ("trusted", &l.trusted)] {
             IpList::parse(list).map_err(|e| {
@@ -453,6 +446,23 @@ fn check_tls(l: &ListenerConfig, i: usize, loc: &Locator) -> Result<(), ConfigEr
             &at("require_tls"),
             "needs tls = \"starttls\" or \"implicit\" (with cert and key)",
         ));
+    }
+    if let Some(var) = &l.key_passphrase_env {
+        // Read when the key is loaded (tls::acceptor); here only its name is checked.
+        if l.tls == TlsMode::None {
+            return Err(loc.error(
+                &at("key_passphrase_env"),
+                "is only used with tls = \"starttls\" or \"implicit\" (the passphrase of key)",
+            ));
+        }
+        if var.is_empty() || var.contains(['=', '\0']) {
+            return Err(loc.error(
+                &at("key_passphrase_env"),
+                format!(
+                    "{var:?}: expected the name of an environment variable, like \"TLS_KEY_PASS\""
+                ),
+            ));
+        }
     }
     if l.tls == TlsMode::None {
         return Ok(());

@@ -55,7 +55,11 @@ impl ListenerSettings {
         let acceptor = match (l.tls, &l.cert, &l.key) {
             (TlsMode::None, _, _) => None,
             (_, Some(cert), Some(key)) => {
-                Some(super::tls::acceptor(cert, key).map_err(|e| err(e.to_string()))?)
+                let passphrase_env = l.key_passphrase_env.as_deref();
+                Some(
+                    super::tls::acceptor(cert, key, passphrase_env)
+                        .map_err(|e| err(e.to_string()))?,
+                )
             }
             _ => return Err(err("tls needs both cert and key".into())),
         };

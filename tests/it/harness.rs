@@ -113,8 +113,22 @@ impl Mailchute {
         m
     }
 
+    /// Like [`Mailchute::start`], with `env` added to mailchute's environment (secrets
+    /// that the config names by variable, e.g. `key_passphrase_env`).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Mailchute {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut m = Mailchute::spawn_with_env(tmp.path(), config, env);
+        m._tmp = Some(tmp);
+        m.wait_ready(config);
+        m
+    }
+
     /// Starts mailchute without waiting for anything.
     pub fn spawn_in(dir: &Path, config: &str) -> Mailchute {
+        Mailchute::spawn_with_env(dir, config, &[])
+    }
+
+    fn spawn_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Mailchute {
         let config_path = dir.join("mailchute.toml");
         fs::write(&config_path, config).expect("write config");
         let log = fs::OpenOptions::new()
@@ -127,6 +141,7 @@ impl Mailchute {
             .arg("-c")
             .arg(&config_path)
             .current_dir(dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)

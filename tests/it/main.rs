@@ -14,3 +14,4 @@ mod s3;
 mod smtp_client;
 mod smtp_ingress;
 mod spool;
+mod tls_keys;
