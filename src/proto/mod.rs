@@ -4,7 +4,8 @@
 //! Besides the server session below: the client side's parsers and encoders
 //! ([`remote_reply`]: a server's replies and EHLO capabilities; [`encode`]: DATA
 //! dot-stuffing and xtext), used by `smtp_client`, and the PROXY protocol header
-//! ([`proxy_header`]) that may precede a session.
+//! ([`proxy_header`]) that may precede a session, and the `sendmail` command line
+//! ([`sendmail_argv`]).
 //!
 //! # The SMTP/LMTP server session
 //!
@@ -91,6 +92,7 @@ pub mod encode;
 pub mod proxy_header;
 pub mod remote_reply;
 pub mod reply;
+pub mod sendmail_argv;
 pub mod session;
 
 #[cfg(test)]
