@@ -26,6 +26,7 @@
 //!         }
 //!         Event::Mail { from: _, size: _ } => s.accept_mail(),  // or reject_mail(reply)
 //!         Event::Rcpt { to: _ } => s.accept_rcpt(),             // or reject_rcpt(reply)
+//!         Event::Auth { .. } => s.reject_auth(Reply::new(535, "5.7.8", "no")), // or accept_auth(user)
 //!         Event::DataStart => s.accept_data(),  // open a spool file, or reject_data(451 ...)
 //!         Event::Data(_bytes) => {}             // append to the spool file
 //!         Event::DataEnd => {                   // spool/deliver, then one reply
@@ -93,13 +94,13 @@ pub mod remote_reply;
 pub mod reply;
 pub mod session;
 
-#[cfg(test)]
-mod session_tests;
-
 pub use crate::config::Protocol;
 pub use command::{Command, MailParams, ParseError, XForwardAttr, parse_command, xtext_decode};
 pub use data::{DotReader, DotStep, LineLimit};
 pub use encode::{DotStuffer, xtext};
 pub use remote_reply::{Capabilities, RemoteReply, ReplyError, parse_reply};
 pub use reply::{Enhanced, Reply};
-pub use session::{Event, Exchange, MAX_COMMAND_LINE, Refusal, Session, SessionConfig};
+pub use session::{
+    AuthConfig, Credentials, Event, Exchange, MAX_COMMAND_LINE, Mechanism, Refusal, Session,
+    SessionConfig,
+};
