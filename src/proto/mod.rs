@@ -75,6 +75,14 @@
 //!   message is delivered to it once. LMTP still owes a reply per accepted RCPT after the
 //!   data: the I/O layer gives one per `rcpts()` entry, and the session answers a repeated
 //!   RCPT with its address's reply.
+//! - **AUTH** (RFC 4954): PLAIN, LOGIN and CRAM-MD5 as
+//!   [`SessionConfig::auth`] lists them, PLAIN/LOGIN only once TLS is active unless
+//!   `allow_plaintext`. The session decodes the exchange (`334` prompts, `*` cancels with
+//!   501, bad base64 is `501 5.5.2`) and asks with `Event::Auth`; the I/O layer checks the
+//!   secret and answers `accept_auth(user)` (`235 2.7.0`) or `reject_auth(535 ...)`. AUTH
+//!   before EHLO, twice, or inside a transaction is 503; an unknown mechanism 504. With
+//!   `auth.required`, MAIL before AUTH is `530 5.7.0`; after `max_failures` refused
+//!   exchanges the session closes with 421. STARTTLS forgets the authentication.
 //! - `max_line_length` applies to DATA and to BDAT, except for BODY=BINARYMIME, whose
 //!   content has no lines.
 //!

@@ -48,7 +48,7 @@ pub struct SessionConfig {
     /// Keep each command line (AUTH argument masked) in its [`Exchange`], for a trace
     /// log; off, the session copies no client text it does not need.
     pub transcript: bool,
-    /// SMTP AUTH: mechanisms, whether this client must authenticate (see [`auth`]).
+    /// SMTP AUTH: mechanisms, whether this client must authenticate ([`AuthConfig`]).
     pub auth: AuthConfig,
 }
 
