@@ -16,7 +16,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailchute::proto::{Event, Protocol, Reply, Session, SessionConfig};
+use mailchute::proto::{AuthConfig, Event, Mechanism, Protocol, Reply, Session, SessionConfig};
 
 struct Decisions<'a> {
     bytes: &'a [u8],
@@ -60,6 +60,7 @@ enum Ev {
     NeedInput,
     Mail,
     Rcpt,
+    Auth(String),
     DataStart,
     Data(usize),
     DataEnd,
@@ -152,6 +153,19 @@ fuzz_target!(|data: &[u8]| {
         require_tls: c0 & 8 != 0,
         xforward_allowed: c0 & 16 != 0,
         transcript: c3 & 8 != 0,
+        // AUTH on for half the inputs: every mechanism, in clear or not, required or not.
+        auth: if c3 & 0x10 != 0 {
+            AuthConfig {
+                mechanisms: vec![Mechanism::Plain, Mechanism::Login, Mechanism::CramMd5],
+                allow_plaintext: c3 & 0x20 != 0,
+                required: c3 & 0x40 != 0,
+                max_failures: usize::from(c3 >> 7) * 2,
+                nonce: u64::from(c2),
+                time: 1,
+            }
+        } else {
+            AuthConfig::default()
+        },
     };
     let lmtp = cfg.protocol == Protocol::Lmtp;
 
@@ -175,6 +189,17 @@ fuzz_target!(|data: &[u8]| {
             Event::Rcpt { to } => {
                 assert!(!to.contains(['\r', '\n', '\0']), "RCPT address {to:?}");
                 Ev::Rcpt
+            }
+            Event::Auth { credentials, .. } => {
+                let user = credentials.user().to_string();
+                assert!(!user.is_empty(), "AUTH without a user");
+                // The secret must never show in a debug print (it ends up in logs).
+                if let mailchute::proto::Credentials::Password { password, .. } = credentials
+                    && password.len() > 3
+                {
+                    assert!(!format!("{credentials:?}").contains(password.as_str()));
+                }
+                Ev::Auth(user)
             }
             Event::DataStart => Ev::DataStart,
             Event::Data(b) => Ev::Data(b.len()),
@@ -264,6 +289,18 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     s.accept_rcpt();
                 }
+            }
+            Ev::Auth(user) => {
+                assert!(s.mail_from().is_none(), "AUTH inside a transaction");
+                assert!(s.auth_user().is_none(), "AUTH when already authenticated");
+                if act % 3 == 2 {
+                    let r = d.reply();
+                    s.reject_auth(r);
+                } else {
+                    s.accept_auth(user);
+                }
+                // A second answer is ignored.
+                s.accept_auth("again".into());
             }
             Ev::DataStart => {
                 assert!(s.mail_from().is_some() && !s.rcpts().is_empty());

@@ -328,6 +328,14 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         {
             *p = join(base, p);
         }
+        for u in &mut l.inline_users {
+            for p in [&mut u.bcrypt_file, &mut u.password_file]
+                .into_iter()
+                .flatten()
+            {
+                *p = join(base, p);
+            }
+        }
     }
 }
 

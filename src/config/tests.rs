@@ -381,11 +381,35 @@ fn listener_rules() {
         ),
         (
             "auth = [\"plain\"]",
-            "listener[0].auth: SMTP AUTH is not available in this version yet",
+            "listener[0].auth: needs users to check against",
         ),
         (
             "users = \"u.toml\"",
-            "listener[0].users: SMTP AUTH is not available in this version yet",
+            "listener[0].users: needs SMTP AUTH on this listener",
+        ),
+        (
+            "require_auth = true",
+            "listener[0].require_auth: needs SMTP AUTH on this listener",
+        ),
+        (
+            "allow_plaintext_auth = true",
+            "listener[0].allow_plaintext_auth: needs SMTP AUTH on this listener",
+        ),
+        (
+            "[[listener.user]]\nname = \"app\"\npassword = \"x\"",
+            "listener[0].user: needs SMTP AUTH on this listener",
+        ),
+        (
+            "auth = [\"plain\", \"md5\"]\nusers = \"u.toml\"",
+            "listener[0].auth[1]: \"md5\": expected \"plain\", \"login\" or \"cram-md5\"",
+        ),
+        (
+            "auth = [\"plain\", \"login\"]\nusers = \"u.toml\"",
+            "listener[0].auth: plain and login are offered only inside TLS",
+        ),
+        (
+            "auth = [\"plain\"]\n[[listener.user]]\nname = \"app\"\nbcrypt = \"x\"\nsecret = 1",
+            "listener[0].user[0]: unknown key `secret`",
         ),
         (
             "key_passphrase_env = \"P\"",
@@ -519,6 +543,15 @@ fn open_relay_rule() {
     assert_has(&e, "SMTP AUTH");
     assert!(parse(&public("allow_ips = [\"192.0.2.0/24\"]")).is_ok());
     assert!(parse(&public("open = true")).is_ok());
+    // SMTP AUTH protects it too.
+    assert!(parse(&public("auth = [\"cram-md5\"]\nusers = \"u.toml\"")).is_ok());
+    assert!(
+        parse(&public(
+            "auth = [\"plain\"]\nallow_plaintext_auth = true\nrequire_auth = true\n\
+             [[listener.user]]\nname = \"app\"\npassword_env = \"PASSWORD\""
+        ))
+        .is_ok()
+    );
     // An MX for its own domains is not a relay.
     let mx = "[[route]]\nmatch = [\"@example.org\"]\nsinks = [\"m\"]\n\
               [sink.m]\ntype = \"maildir\"\npath = \"M\"\n\

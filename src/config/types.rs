@@ -255,6 +255,58 @@ pub struct ListenerConfig {
     /// listeners that are not on loopback (mail from outside), off otherwise.
     #[serde(default)]
     pub dsn: Option<bool>,
+    /// Offer AUTH PLAIN/LOGIN before TLS is active (they send the password itself).
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+    /// Every client must authenticate, even one in `allow_ips` (which then also limits who
+    /// may connect at all).
+    #[serde(default)]
+    pub require_auth: bool,
+    /// `[[listener.user]]`: users given in the config itself (beside or instead of `users`).
+    #[serde(default, rename = "user")]
+    pub inline_users: Vec<UserConfig>,
+}
+
+/// One SMTP AUTH user: `[[listener.user]]`, or `[[user]]` in a `users` file. Checked and
+/// its secrets read where the listener is built (`smtpd::users`), since env vars and files
+/// are read then (and again on SIGHUP).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// A bcrypt hash (`$2y$...`), for PLAIN and LOGIN.
+    #[serde(default)]
+    pub bcrypt: Option<String>,
+    #[serde(default)]
+    pub bcrypt_env: Option<String>,
+    #[serde(default)]
+    pub bcrypt_file: Option<PathBuf>,
+    /// The password itself: needed for CRAM-MD5; PLAIN/LOGIN check it when no bcrypt is given.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Envelope senders this user may use (route-match syntax); empty = any.
+    #[serde(default)]
+    pub senders: Vec<String>,
+}
+
+/// Never prints a secret (config structs are logged in debug output).
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("bcrypt", &self.bcrypt.as_ref().map(|_| "****"))
+            .field("bcrypt_env", &self.bcrypt_env)
+            .field("bcrypt_file", &self.bcrypt_file)
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("senders", &self.senders)
+            .finish()
+    }
 }
 
 pub fn default_trusted() -> Vec<String> {

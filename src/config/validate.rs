@@ -349,12 +349,7 @@ fn check_listeners(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
                 "is only used with mode = \"proxy\" (where to relay); remove it",
             ));
         }
-        if !l.auth.is_empty() {
-            return Err(loc.error(&at("auth"), format!("SMTP AUTH {NOT_YET}")));
-        }
-        if l.users.is_some() {
-            return Err(loc.error(&at("users"), format!("SMTP AUTH {NOT_YET}")));
-        }
+        check_auth(l, i, loc)?;
         check_tls(l, i, loc)?;
         for (k, list) in [("allow_ips", &l.allow_ips), ("trusted", &l.trusted)] {
             IpList::parse(list).map_err(|e| {
@@ -427,14 +422,64 @@ fn check_listeners(config: &Config, loc: &Locator) -> Result<(), ConfigError> {
                      recipient, from anyone: that is an open relay. Fix it by one of: \
                      limiting who may connect (allow_ips = [\"192.0.2.0/24\"]); \
                      listening on loopback or a unix socket; routing only your own \
-                     addresses and domains instead of {entry:?}; requiring SMTP AUTH (not \
-                     available in this version yet); or, if this is really meant, \
+                     addresses and domains instead of {entry:?}; requiring SMTP AUTH (auth = \
+                     [\"plain\", \"login\"] with users); or, if this is really meant, \
                      open = true",
                     l.address,
                     route_label(config, r)
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// SMTP AUTH keys: known mechanisms, users to check them against, and no auth key that
+/// would be ignored. The users themselves (secrets from env and files, senders) are
+/// checked where the listener is built, which reads them.
+fn check_auth(l: &ListenerConfig, i: usize, loc: &Locator) -> Result<(), ConfigError> {
+    let at = |k: &str| [key("listener"), Seg::Index(i), key(k)];
+    for (j, m) in l.auth.iter().enumerate() {
+        if !["plain", "login", "cram-md5"].contains(&m.as_str()) {
+            return Err(loc.error(
+                &[key("listener"), Seg::Index(i), key("auth"), Seg::Index(j)],
+                format!("{m:?}: expected \"plain\", \"login\" or \"cram-md5\""),
+            ));
+        }
+    }
+    let has_users = l.users.is_some() || !l.inline_users.is_empty();
+    if l.auth.is_empty() {
+        for (k, set) in [
+            ("users", l.users.is_some()),
+            ("user", !l.inline_users.is_empty()),
+            ("allow_plaintext_auth", l.allow_plaintext_auth),
+            ("require_auth", l.require_auth),
+        ] {
+            if set {
+                return Err(loc.error(
+                    &at(k),
+                    "needs SMTP AUTH on this listener: set auth = [\"plain\", \"login\"] \
+                     (or \"cram-md5\"), or remove it",
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if !has_users {
+        return Err(loc.error(
+            &at("auth"),
+            "needs users to check against: users = \"/etc/mailchute/users.toml\" or \
+             [[listener.user]] tables",
+        ));
+    }
+    let only_password_mechs = l.auth.iter().all(|m| m != "cram-md5");
+    if l.tls == TlsMode::None && !l.allow_plaintext_auth && only_password_mechs {
+        return Err(loc.error(
+            &at("auth"),
+            "plain and login are offered only inside TLS, and this listener has tls = \"none\": \
+             set tls = \"starttls\" or \"implicit\" (with cert and key), or \
+             allow_plaintext_auth = true (passwords then cross the network in clear)",
+        ));
     }
     Ok(())
 }

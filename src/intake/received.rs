@@ -38,6 +38,11 @@ pub fn header(
             (None, None) => from.push_str(&format!("{helo} (local)")),
         }
     }
+    // As Postfix's smtpd_sasl_authenticated_header writes it; the protocol then ends in
+    // "A" (ESMTPA, ESMTPSA).
+    if let Some(user) = &client.auth_user {
+        from.push_str(&format!("\r\n\t(Authenticated sender: {})", clean(user)));
+    }
     let mut h = format!(
         "Received: from {from}\r\n\tby {hostname} (mailchute) with {} id {id}",
         client.protocol
@@ -106,6 +111,22 @@ mod tests {
         assert_eq!(
             h,
             "Received: from client.example ([192.0.2.7])\r\n\tby mx.test (mailchute) with ESMTPS id ID1\r\n\t(TLSv1.3 TLS13_AES_128_GCM_SHA256)\r\n\tfor <a@b>;\r\n\tSun, 22 Nov 2026 02:25:28 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn authenticated_client() {
+        let c = ClientInfo {
+            addr: Some("192.0.2.7:4567".into()),
+            helo: Some("app.example".into()),
+            protocol: "ESMTPSA".into(),
+            auth_user: Some("app\r\nX: y".into()),
+            ..Default::default()
+        };
+        let h = header(&c, "mx.test", "ID1", &[], "date");
+        assert_eq!(
+            h,
+            "Received: from app.example ([192.0.2.7])\r\n\t(Authenticated sender: app??X: y)\r\n\tby mx.test (mailchute) with ESMTPSA id ID1;\r\n\tdate\r\n"
         );
     }
 

@@ -33,7 +33,11 @@ pub enum Command {
     Vrfy,
     Expn,
     StartTls,
-    Auth,
+    /// `AUTH mechanism [initial-response]`; the response still base64.
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
     /// XFORWARD attributes in the order sent, values xtext-decoded.
     XForward(Vec<(XForwardAttr, String)>),
 }
@@ -174,7 +178,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
         }
         "EXPN" => Ok(Command::Expn),
         "STARTTLS" => no_args(Command::StartTls, "STARTTLS"),
-        "AUTH" => Ok(Command::Auth),
+        "AUTH" => parse_auth(args),
         "XFORWARD" => parse_xforward(args),
         _ => Err(ParseError::UnknownCommand),
     }
@@ -268,10 +272,32 @@ fn parse_mail(args: &str) -> Result<Command, ParseError> {
                 };
             }
             ("SMTPUTF8", None) => mp.smtputf8 = true,
+            // RFC 4954 5: the submitter identity a relaying client may pass on. A server
+            // must accept it and may ignore it; we do (the session's own AUTH counts).
+            ("AUTH", Some(_)) => {}
             _ => return Err(ParseError::UnknownParam(p.to_string())),
         }
     }
     Ok(Command::Mail { from, params: mp })
+}
+
+fn parse_auth(args: &str) -> Result<Command, ParseError> {
+    const USAGE: &str = "AUTH mechanism [initial-response]";
+    let mut words = args.split(' ').filter(|w| !w.is_empty());
+    let mechanism = words.next().ok_or(ParseError::Syntax(USAGE))?;
+    // RFC 4422 3.1: 1 to 20 of A-Z 0-9 - _ (in any case here).
+    let name_ok = mechanism.len() <= 20
+        && mechanism
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let initial = words.next();
+    if !name_ok || words.next().is_some() {
+        return Err(ParseError::Syntax(USAGE));
+    }
+    Ok(Command::Auth {
+        mechanism: mechanism.to_ascii_uppercase(),
+        initial: initial.map(str::to_string),
+    })
 }
 
 fn parse_rcpt(args: &str) -> Result<Command, ParseError> {
@@ -524,7 +550,26 @@ mod tests {
             Ok(Command::Helo("[192.0.2.1]".into()))
         );
         assert_eq!(parse_command(b"LHLO x"), Ok(Command::Lhlo("x".into())));
-        assert_eq!(parse_command(b"AUTH PLAIN abc"), Ok(Command::Auth));
+        assert_eq!(
+            parse_command(b"AUTH plain abc"),
+            Ok(Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial: Some("abc".into())
+            })
+        );
+        assert_eq!(
+            parse_command(b"AUTH LOGIN"),
+            Ok(Command::Auth {
+                mechanism: "LOGIN".into(),
+                initial: None
+            })
+        );
+        for bad in [&b"AUTH"[..], b"AUTH PLAIN a b", b"AUTH PL@IN"] {
+            assert!(
+                matches!(parse_command(bad), Err(ParseError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //!         }
 //!         Event::Mail { from: _, size: _ } => s.accept_mail(),  // or reject_mail(reply)
 //!         Event::Rcpt { to: _ } => s.accept_rcpt(),             // or reject_rcpt(reply)
+//!         Event::Auth { .. } => s.reject_auth(Reply::new(535, "5.7.8", "no")), // or accept_auth(user)
 //!         Event::DataStart => s.accept_data(),  // open a spool file, or reject_data(451 ...)
 //!         Event::Data(_bytes) => {}             // append to the spool file
 //!         Event::DataEnd => {                   // spool/deliver, then one reply
@@ -75,6 +76,14 @@
 //!   message is delivered to it once. LMTP still owes a reply per accepted RCPT after the
 //!   data: the I/O layer gives one per `rcpts()` entry, and the session answers a repeated
 //!   RCPT with its address's reply.
+//! - **AUTH** (RFC 4954): PLAIN, LOGIN and CRAM-MD5 as
+//!   [`SessionConfig::auth`] lists them, PLAIN/LOGIN only once TLS is active unless
+//!   `allow_plaintext`. The session decodes the exchange (`334` prompts, `*` cancels with
+//!   501, bad base64 is `501 5.5.2`) and asks with `Event::Auth`; the I/O layer checks the
+//!   secret and answers `accept_auth(user)` (`235 2.7.0`) or `reject_auth(535 ...)`. AUTH
+//!   before EHLO, twice, or inside a transaction is 503; an unknown mechanism 504. With
+//!   `auth.required`, MAIL before AUTH is `530 5.7.0`; after `max_failures` refused
+//!   exchanges the session closes with 421. STARTTLS forgets the authentication.
 //! - `max_line_length` applies to DATA and to BDAT, except for BODY=BINARYMIME, whose
 //!   content has no lines.
 //!
@@ -95,13 +104,13 @@ pub mod reply;
 pub mod sendmail_argv;
 pub mod session;
 
-#[cfg(test)]
-mod session_tests;
-
 pub use crate::config::Protocol;
 pub use command::{Command, MailParams, ParseError, XForwardAttr, parse_command, xtext_decode};
 pub use data::{DotReader, DotStep, LineLimit};
 pub use encode::{DotStuffer, xtext};
 pub use remote_reply::{Capabilities, RemoteReply, ReplyError, parse_reply};
 pub use reply::{Enhanced, Reply};
-pub use session::{Event, Exchange, MAX_COMMAND_LINE, Refusal, Session, SessionConfig};
+pub use session::{
+    AuthConfig, Credentials, Event, Exchange, MAX_COMMAND_LINE, Mechanism, Refusal, Session,
+    SessionConfig,
+};

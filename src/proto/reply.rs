@@ -155,7 +155,12 @@ impl Reply {
                 s.push(' ');
             }
             s.extend(line.chars().map(|c| if c.is_control() { ' ' } else { c }));
-            let trimmed = s.trim_end();
+            // RFC 4954 4: an empty SASL challenge is still `334 ` with its space.
+            let trimmed = if code == 334 && line.is_empty() {
+                s.as_str()
+            } else {
+                s.trim_end()
+            };
             out.extend_from_slice(trimmed.as_bytes());
             out.extend_from_slice(b"\r\n");
         }

@@ -4,12 +4,15 @@
 
 use super::handler::{Handler, reply};
 use super::settings::ListenerSettings;
+use super::users::Verdict;
 use super::{Server, State};
 use crate::config::Protocol;
 use crate::delivery::Answer;
 use crate::envelope::{ClientInfo, Envelope, new_id, now_unix};
 use crate::intake::received;
-use crate::proto::{Event, Exchange, Reply, Session, SessionConfig};
+use crate::proto::{
+    AuthConfig, Credentials, Event, Exchange, Mechanism, Reply, Session, SessionConfig,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +50,8 @@ pub struct Conn {
     /// Why we refused the last question ourselves (a spool file we could not create), for
     /// the refusal's log line: the client only hears a generic reply.
     refusal_error: Option<String>,
+    /// For the AUTH failure delays it shares with every other connection.
+    server: Arc<Server>,
 }
 
 /// What the transaction line of a dropped message needs from its start.
@@ -68,13 +73,10 @@ impl Conn {
         state: Arc<State>,
         server: Arc<Server>,
     ) -> Conn {
-        let session = Session::new(session_config(
-            &settings,
-            &state.hostname,
-            peer.trusted,
-            tls.is_some(),
-        ));
-        let handler = Handler::new(settings.clone(), state.clone(), server);
+        let mut cfg = session_config(&settings, &state.hostname, peer.trusted, tls.is_some());
+        cfg.auth = auth_config(&settings, peer.ip);
+        let session = Session::new(cfg);
+        let handler = Handler::new(settings.clone(), state.clone(), server.clone());
         Conn {
             io,
             session,
@@ -85,6 +87,7 @@ impl Conn {
             handler,
             receiving: None,
             refusal_error: None,
+            server,
         }
     }
 
@@ -132,6 +135,10 @@ impl Conn {
                 }
                 Event::Mail { from, .. } => {
                     let from = from.to_string();
+                    if let Some(r) = self.sender_not_owned(&from) {
+                        self.session.reject_mail(r);
+                        continue;
+                    }
                     match self.handler.mail(&from).await {
                         Ok(()) => self.session.accept_mail(),
                         Err(r) => self.session.reject_mail(r),
@@ -143,6 +150,13 @@ impl Conn {
                         Ok(()) => self.session.accept_rcpt(),
                         Err(r) => self.session.reject_rcpt(r),
                     }
+                }
+                Event::Auth {
+                    mechanism,
+                    credentials,
+                } => {
+                    let credentials = credentials.clone();
+                    self.authenticate(mechanism, &credentials).await;
                 }
                 Event::DataStart => match self.start_message().await {
                     Ok(()) => self.session.accept_data(),
@@ -201,11 +215,16 @@ impl Conn {
             (false, true) => "ESMTP",
             (false, false) => "SMTP",
         };
-        let protocol = if self.tls.is_some() && (lmtp || self.session.esmtp()) {
-            format!("{base}S")
-        } else {
-            base.to_string()
-        };
+        let extended = lmtp || self.session.esmtp();
+        let auth_user = self.session.auth_user().map(str::to_string);
+        // RFC 3848: S for TLS, A for AUTH ("ESMTPSA", as Postfix writes it).
+        let mut protocol = base.to_string();
+        if self.tls.is_some() && extended {
+            protocol.push('S');
+        }
+        if auth_user.is_some() && extended {
+            protocol.push('A');
+        }
         ClientInfo {
             addr: self.peer.addr.clone(),
             proxied_by: self.peer.proxied_by.clone(),
@@ -213,8 +232,91 @@ impl Conn {
             helo: self.session.helo().map(str::to_string),
             protocol,
             tls: self.tls.clone(),
-            auth_user: None,
+            auth_user,
             xforward: self.session.xforward().clone(),
+        }
+    }
+
+    /// An authenticated user's `senders` do not include `from`: the MAIL refusal.
+    fn sender_not_owned(&self, from: &str) -> Option<Reply> {
+        let user = self.session.auth_user()?;
+        let auth = self.settings.auth.as_ref()?;
+        if auth.users.sender_allowed(user, from) {
+            return None;
+        }
+        Some(Reply::new(
+            550,
+            "5.7.1",
+            format!(
+                "<{from}>: Sender address not allowed for user {}",
+                printable(user)
+            ),
+        ))
+    }
+
+    /// Checks an AUTH exchange's credentials and answers it. A failure waits first, longer
+    /// with each failure from this address, and is logged in a form fail2ban can match;
+    /// no secret is ever logged.
+    async fn authenticate(&mut self, mechanism: Mechanism, credentials: &Credentials) {
+        let verdict = match &self.settings.auth {
+            Some(a) => a.users.verify(credentials).await,
+            None => Verdict::Invalid,
+        };
+        let listener = self.settings.name.clone();
+        let client = self
+            .peer
+            .ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "local".into());
+        let user = printable(credentials.user());
+        let mech = mechanism.as_str();
+        match verdict {
+            Verdict::Valid(name) => {
+                self.server.auth_failures.succeeded(&listener, self.peer.ip);
+                tracing::info!(
+                    event = "auth",
+                    listener = %listener,
+                    client_ip = %client,
+                    user = %user,
+                    mechanism = mech,
+                    "auth ok: client={client} user={user} mechanism={mech} listener={listener}"
+                );
+                self.session.accept_auth(name);
+            }
+            Verdict::Invalid => {
+                let delay = self.server.auth_failures.failed(&listener, self.peer.ip);
+                tracing::warn!(
+                    event = "auth_failed",
+                    listener = %listener,
+                    client_ip = %client,
+                    user = %user,
+                    mechanism = mech,
+                    delay_ms = delay.as_millis() as u64,
+                    "auth failed: client={client} user={user} mechanism={mech} listener={listener}"
+                );
+                tokio::time::sleep(delay).await;
+                self.session.reject_auth(Reply::new(
+                    535,
+                    "5.7.8",
+                    "Authentication credentials invalid",
+                ));
+            }
+            Verdict::Unavailable(error) => {
+                tracing::error!(
+                    event = "auth_unavailable",
+                    listener = %listener,
+                    client_ip = %client,
+                    user = %user,
+                    mechanism = mech,
+                    error = %error,
+                    "auth could not be checked"
+                );
+                self.session.reject_auth(Reply::new(
+                    454,
+                    "4.7.0",
+                    "Temporary authentication failure",
+                ));
+            }
         }
     }
 
@@ -430,7 +532,61 @@ fn session_config(
         // Checked once per connection, so a session copies no command lines unless the
         // trace log wants them.
         transcript: tracing::enabled!(tracing::Level::TRACE),
+        auth: AuthConfig::default(),
     }
+}
+
+/// The session's AUTH settings for a client at `ip`.
+fn auth_config(s: &ListenerSettings, ip: Option<IpAddr>) -> AuthConfig {
+    let Some(a) = &s.auth else {
+        return AuthConfig::default();
+    };
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    AuthConfig {
+        mechanisms: a.mechanisms.clone(),
+        allow_plaintext: a.allow_plaintext,
+        required: s.auth_required(ip),
+        max_failures: super::settings::MAX_AUTH_FAILURES,
+        nonce: nonce(),
+        time,
+    }
+}
+
+/// An unpredictable number for the CRAM-MD5 challenge: std's hasher keys are random per
+/// process and per instance, which is all a challenge needs (unique, not guessable).
+fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// A client-given name for a log line: printable ASCII without spaces or `=` (so a
+/// fail2ban filter cannot be fooled by a crafted name), at most 64 characters.
+fn printable(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '=' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        out.push('?');
+    }
+    out
 }
 
 /// XFORWARD attributes or the PROXY peer, for the transaction log.

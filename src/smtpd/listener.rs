@@ -247,8 +247,7 @@ async fn handle(
     }
     peer.trusted = is_trusted(&settings, &peer);
     if let Some(ip) = peer.ip
-        && !settings.allow_ips.is_empty()
-        && !settings.allow_ips.contains(ip)
+        && !settings.may_connect(ip)
     {
         drop(slot);
         tracing::info!(listener = %name, client = %ip, "refused: not in allow_ips");

@@ -1,11 +1,13 @@
 //! SMTP/LMTP listeners: sockets, TLS, PROXY headers, connection limits. The protocol
 //! itself lives in [`crate::proto`]; this layer only moves bytes and applies policy.
 
+pub mod auth_delay;
 pub mod conn;
 pub mod handler;
 pub mod listener;
 pub mod settings;
 pub mod tls;
+pub mod users;
 
 use crate::pipeline::Pipeline;
 use crate::spool::queue::Queue;
@@ -35,6 +37,8 @@ pub struct Server {
     /// Open connections, so shutdown can wait for them to finish.
     active: AtomicUsize,
     idle: Notify,
+    /// Failed AUTH per listener and client address, across connections and reloads.
+    pub auth_failures: auth_delay::FailureDelays,
 }
 
 impl Server {
@@ -47,6 +51,7 @@ impl Server {
             shutdown,
             active: AtomicUsize::new(0),
             idle: Notify::new(),
+            auth_failures: auth_delay::FailureDelays::default(),
         })
     }
 

@@ -1,8 +1,12 @@
 //! A listener's settings in the form the connection code uses them.
 
+use super::users::Users;
 use crate::config::net::{IpList, is_loopback_listener};
 use crate::config::{ListenerConfig, Mode, Protocol, TlsMode};
+use crate::proto::Mechanism;
 use regex::Regex;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
@@ -30,7 +34,22 @@ pub struct ListenerSettings {
     pub sender_allow: Option<Regex>,
     pub recipient_deny: Option<Regex>,
     pub dsn: bool,
+    /// SMTP AUTH, when `auth` is not empty.
+    pub auth: Option<AuthSettings>,
 }
+
+/// A listener's SMTP AUTH: what it offers and whom it checks against.
+pub struct AuthSettings {
+    /// In the order `auth` lists them.
+    pub mechanisms: Vec<Mechanism>,
+    pub allow_plaintext: bool,
+    /// Even a client in `allow_ips` must authenticate.
+    pub require_auth: bool,
+    pub users: Arc<Users>,
+}
+
+/// Failed AUTH exchanges in one session before it is closed with 421.
+pub const MAX_AUTH_FAILURES: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 #[error("listener {name}: {message}")]
@@ -71,7 +90,30 @@ impl ListenerSettings {
                 .map(Some)
                 .map_err(|e| err(format!("{what}: {e}")))
         };
+        let auth = if l.auth.is_empty() {
+            None
+        } else {
+            let mut mechanisms = Vec::new();
+            for m in &l.auth {
+                let m = Mechanism::parse(m)
+                    .ok_or_else(|| err(format!("auth: {m:?} is not a mechanism")))?;
+                if !mechanisms.contains(&m) {
+                    mechanisms.push(m);
+                }
+            }
+            let users = Users::load(l, mechanisms.contains(&Mechanism::CramMd5)).map_err(err)?;
+            if users.is_empty() {
+                return Err(err("auth: no users to check against".into()));
+            }
+            Some(AuthSettings {
+                mechanisms,
+                allow_plaintext: l.allow_plaintext_auth,
+                require_auth: l.require_auth,
+                users: Arc::new(users),
+            })
+        };
         Ok(ListenerSettings {
+            auth,
             protocol: l.protocol,
             mode: l.mode,
             tls: l.tls,
@@ -93,5 +135,30 @@ impl ListenerSettings {
             dsn: l.dsn.unwrap_or_else(|| !is_loopback_listener(l)),
             name,
         })
+    }
+}
+
+impl ListenerSettings {
+    /// DESIGN "Contract details", Auth: with `auth`, a client must authenticate before
+    /// MAIL unless its address is in `allow_ips` (and `require_auth` is off).
+    pub fn auth_required(&self, ip: Option<IpAddr>) -> bool {
+        match &self.auth {
+            None => false,
+            Some(a) => {
+                a.require_auth
+                    || self.allow_ips.is_empty()
+                    || !ip.is_some_and(|ip| self.allow_ips.contains(ip))
+            }
+        }
+    }
+
+    /// Whether a client may connect at all: `allow_ips` limits that when there is no
+    /// AUTH to fall back on, or when AUTH is required on top of it.
+    pub fn may_connect(&self, ip: IpAddr) -> bool {
+        let limits = match &self.auth {
+            None => true,
+            Some(a) => a.require_auth,
+        };
+        !limits || self.allow_ips.is_empty() || self.allow_ips.contains(ip)
     }
 }

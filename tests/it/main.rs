@@ -1,5 +1,6 @@
 //! The one integration-test binary (one link instead of one per file). Modules by area.
 
+mod auth;
 mod deliver;
 mod delivery;
 mod dovecot;

@@ -9,6 +9,15 @@ use crate::proto::command::{
 use crate::proto::data::{DotReader, DotStep, LineLimit};
 use crate::proto::reply::Reply;
 
+mod auth;
+#[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
+mod tests;
+
+use auth::Sasl;
+pub use auth::{AuthConfig, Credentials, Mechanism};
+
 /// Longest command line we accept, excluding its line end. RFC 5321 says 512, but MAIL
 /// lines with several ESMTP parameters and XFORWARD lines grow beyond that in practice.
 pub const MAX_COMMAND_LINE: usize = 4096;
@@ -39,6 +48,8 @@ pub struct SessionConfig {
     /// Keep each command line (AUTH argument masked) in its [`Exchange`], for a trace
     /// log; off, the session copies no client text it does not need.
     pub transcript: bool,
+    /// SMTP AUTH: mechanisms, whether this client must authenticate ([`AuthConfig`]).
+    pub auth: AuthConfig,
 }
 
 /// One reply the session queued and the command it answered, for the I/O layer's log
@@ -84,6 +95,12 @@ pub enum Event<'a> {
     /// RCPT TO passed the protocol checks. Answer with [`Session::accept_rcpt`] or
     /// [`Session::reject_rcpt`].
     Rcpt { to: &'a str },
+    /// An AUTH exchange is complete: check the credentials and answer with
+    /// [`Session::accept_auth`] or [`Session::reject_auth`] (`535 5.7.8`).
+    Auth {
+        mechanism: Mechanism,
+        credentials: &'a Credentials,
+    },
     /// DATA or the first BDAT chunk of a transaction: open a spool file and answer with
     /// [`Session::accept_data`], or [`Session::reject_data`] (e.g. 451 spool unavailable).
     DataStart,
@@ -112,6 +129,10 @@ enum Question {
     },
     Rcpt {
         to: String,
+    },
+    Auth {
+        mechanism: Mechanism,
+        credentials: Credentials,
     },
     /// `None` for DATA, `Some((chunk size, LAST))` for a first BDAT chunk.
     Data {
@@ -148,6 +169,8 @@ enum State {
     Command,
     /// A command line was too long: dropping bytes up to the next LF.
     DiscardLine,
+    /// Inside an AUTH exchange: the next line is a SASL response, not a command.
+    Sasl(Sasl),
     Ask(Question),
     /// After 354: reading dot-stuffed message text.
     Data(DotReader),
@@ -231,6 +254,12 @@ pub struct Session {
     failed_chunks: Option<FailedChunks>,
     /// What the replies being queued answer.
     current: Current,
+    /// Set by `accept_auth`; cleared by STARTTLS (RFC 3207 4.2).
+    auth_user: Option<String>,
+    /// AUTH exchanges the I/O layer refused, toward `auth.max_failures`.
+    auth_failures: usize,
+    /// CRAM-MD5 challenges sent, so that each one differs.
+    auth_attempts: u64,
     /// Replies queued and not yet taken by the I/O layer, with what they answered.
     exchanges: Vec<Exchange>,
 }
@@ -267,6 +296,9 @@ impl Session {
             failed_chunks: None,
             current: Current::default(),
             exchanges: Vec::new(),
+            auth_user: None,
+            auth_failures: 0,
+            auth_attempts: 0,
         };
         greeting.render_into(&mut s.out);
         s
@@ -295,6 +327,13 @@ impl Session {
                     size: params.size,
                 },
                 State::Ask(Question::Rcpt { to }) => Event::Rcpt { to },
+                State::Ask(Question::Auth {
+                    mechanism,
+                    credentials,
+                }) => Event::Auth {
+                    mechanism: *mechanism,
+                    credentials,
+                },
                 State::Ask(Question::Data { .. }) => Event::DataStart,
                 // `step` returns `Ask` only in the `Ask` state.
                 _ => Event::NeedInput,
@@ -471,6 +510,7 @@ impl Session {
         self.pos = 0;
         self.helo = None;
         self.esmtp = false;
+        self.auth_user = None;
         self.reset_transaction();
         self.state = State::Command;
     }
@@ -654,7 +694,7 @@ impl Session {
                 State::Ask(_) => return Step::Ask,
                 State::AwaitFinish => return Step::DataEnd,
                 State::AwaitTls => return Step::StartTls,
-                State::Command => {
+                State::Command | State::Sasl(_) => {
                     if let Some(step) = self.read_command() {
                         return step;
                     }
@@ -755,12 +795,24 @@ impl Session {
             end -= 1;
         }
         if end - start > MAX_COMMAND_LINE {
+            // Inside AUTH too: the exchange ends with the refusal.
+            if let State::Sasl(_) = self.state {
+                self.state = State::Command;
+            }
             self.failed_chunks = None;
             self.current = Current {
                 verb: verb_of(&self.buf[start..end]),
                 ..Current::default()
             };
             self.error(Reply::new(500, "5.5.2", "Error: line too long"));
+            return None;
+        }
+        if let State::Sasl(_) = self.state {
+            let State::Sasl(step) = std::mem::replace(&mut self.state, State::Command) else {
+                return None;
+            };
+            let line = self.buf[start..end].to_vec();
+            self.sasl_line(step, &line);
             return None;
         }
         let line = &self.buf[start..end];
@@ -815,7 +867,7 @@ impl Session {
             Command::Help => self.reply(Reply::new(
                 214,
                 "2.0.0",
-                "Commands: EHLO HELO LHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY STARTTLS",
+                "Commands: EHLO HELO LHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY STARTTLS AUTH",
             )),
             Command::Vrfy => self.reply(Reply::new(
                 252,
@@ -823,11 +875,7 @@ impl Session {
                 "Cannot VRFY user, but will accept message and attempt delivery",
             )),
             Command::Expn => self.error(Reply::new(502, "5.5.1", "Error: command not implemented")),
-            Command::Auth => self.error(Reply::new(
-                503,
-                "5.5.1",
-                "Error: authentication not enabled",
-            )),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
             Command::StartTls => return self.starttls(),
             Command::XForward(attrs) => {
                 if !self.cfg.xforward_allowed {
@@ -871,6 +919,9 @@ impl Session {
         if self.cfg.starttls && !self.cfg.tls_active {
             lines.push("STARTTLS".to_string());
         }
+        if let Some(auth) = self.auth_capability() {
+            lines.push(auth);
+        }
         if self.cfg.xforward_allowed {
             lines.push("XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE".to_string());
         }
@@ -896,6 +947,9 @@ impl Session {
                 "5.7.0",
                 "Must issue a STARTTLS command first",
             ));
+        }
+        if self.cfg.auth.required && self.auth_user.is_none() {
+            return self.error(Reply::new(530, "5.7.0", "Authentication required"));
         }
         if self.mail_from.is_some() {
             return self.error(Reply::new(503, "5.5.1", "Error: nested MAIL command"));

@@ -3,7 +3,7 @@
 use super::*;
 use crate::envelope::Body;
 
-fn cfg() -> SessionConfig {
+pub(super) fn cfg() -> SessionConfig {
     SessionConfig {
         protocol: Protocol::Smtp,
         hostname: "mx.test".into(),
@@ -16,6 +16,7 @@ fn cfg() -> SessionConfig {
         require_tls: false,
         xforward_allowed: false,
         transcript: false,
+        auth: AuthConfig::default(),
     }
 }
 
@@ -28,9 +29,10 @@ fn lmtp() -> SessionConfig {
 
 /// An event with owned data, for comparing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Ev {
+pub(super) enum Ev {
     Mail(String, Option<u64>),
     Rcpt(String),
+    Auth(Mechanism, Credentials),
     DataStart,
     DataEnd {
         msg: Vec<u8>,
@@ -43,19 +45,19 @@ enum Ev {
 }
 
 /// A scripted I/O layer: accepts everything unless told otherwise, collects message data.
-struct Client {
-    s: Session,
-    events: Vec<Ev>,
+pub(super) struct Client {
+    pub(super) s: Session,
+    pub(super) events: Vec<Ev>,
     msg: Vec<u8>,
     /// Answers to questions, used in order; when empty, accept.
-    answers: Vec<Option<Reply>>,
+    pub(super) answers: Vec<Option<Reply>>,
     /// Replies for finish_message; when empty, one `250 2.0.0 Ok: queued` per expected.
     finish: Option<Vec<Reply>>,
     data_events: usize,
 }
 
 impl Client {
-    fn new(cfg: SessionConfig) -> Client {
+    pub(super) fn new(cfg: SessionConfig) -> Client {
         Client {
             s: Session::new(cfg),
             events: Vec::new(),
@@ -75,7 +77,7 @@ impl Client {
     }
 
     /// Runs until NeedInput or Close; returns false after Close.
-    fn run(&mut self) -> bool {
+    pub(super) fn run(&mut self) -> bool {
         for _ in 0..100_000 {
             match self.s.next_event() {
                 Event::NeedInput => return true,
@@ -93,6 +95,17 @@ impl Client {
                     match self.answer() {
                         None => self.s.accept_rcpt(),
                         Some(r) => self.s.reject_rcpt(r),
+                    }
+                }
+                Event::Auth {
+                    mechanism,
+                    credentials,
+                } => {
+                    let user = credentials.user().to_string();
+                    self.events.push(Ev::Auth(mechanism, credentials.clone()));
+                    match self.answer() {
+                        None => self.s.accept_auth(user),
+                        Some(r) => self.s.reject_auth(r),
                     }
                 }
                 Event::DataStart => {
@@ -142,19 +155,19 @@ impl Client {
     }
 
     /// Feeds `input` in one piece, runs, returns the output as text.
-    fn send(&mut self, input: &[u8]) -> String {
+    pub(super) fn send(&mut self, input: &[u8]) -> String {
         self.s.feed(input);
         self.run();
         String::from_utf8(self.s.take_output()).unwrap()
     }
 
-    fn take_events(&mut self) -> Vec<Ev> {
+    pub(super) fn take_events(&mut self) -> Vec<Ev> {
         std::mem::take(&mut self.events)
     }
 }
 
 /// A client past the greeting and EHLO.
-fn greeted(cfg: SessionConfig) -> Client {
+pub(super) fn greeted(cfg: SessionConfig) -> Client {
     let lmtp = cfg.protocol == Protocol::Lmtp;
     let mut c = Client::new(cfg);
     c.s.take_output();
@@ -1211,6 +1224,14 @@ fn random_input_never_panics() {
         b"XFORWARD NAME=+41\r\n",
         b"\xff",
         b"NOOP\r\n",
+        b"AUTH PLAIN AHUAcA==\r\n",
+        b"AUTH PLAIN\r\n",
+        b"AUTH LOGIN\r\n",
+        b"AUTH CRAM-MD5\r\n",
+        b"dXNlciAwMDExMjIzMzQ0NTU2Njc3ODg5OWFhYmJjY2RkZWVmZg==\r\n",
+        b"dQ==\r\n",
+        b"*\r\n",
+        b"=\r\n",
     ];
     let mut rng = Lcg(0x5eed);
     let mut events = 0u64;
@@ -1232,6 +1253,16 @@ fn random_input_never_panics() {
         cfg.max_recipients = (rng.next() % 3) as usize;
         cfg.starttls = rng.next().is_multiple_of(2);
         cfg.xforward_allowed = rng.next().is_multiple_of(2);
+        if rng.next().is_multiple_of(2) {
+            cfg.auth = AuthConfig {
+                mechanisms: vec![Mechanism::Plain, Mechanism::Login, Mechanism::CramMd5],
+                allow_plaintext: rng.next().is_multiple_of(2),
+                required: rng.next().is_multiple_of(2),
+                max_failures: (rng.next() % 4) as usize,
+                nonce: rng.next(),
+                time: 1,
+            };
+        }
         let mut s = Session::new(cfg);
         'conn: for _ in 0..200 {
             let mut input = Vec::new();
@@ -1259,6 +1290,13 @@ fn random_input_never_panics() {
                         s.reject_rcpt(Reply::plain(550, "x"))
                     }
                     Event::Rcpt { .. } => s.accept_rcpt(),
+                    Event::Auth { .. } if r.is_multiple_of(3) => {
+                        s.reject_auth(Reply::plain(r as u16, "x"))
+                    }
+                    Event::Auth { credentials, .. } => {
+                        let user = credentials.user().to_string();
+                        s.accept_auth(user)
+                    }
                     Event::DataStart if r.is_multiple_of(5) => {
                         s.reject_data(Reply::plain(451, "x"))
                     }
@@ -1314,6 +1352,7 @@ fn doc_example_loop() {
                 }
                 Event::Mail { from: _, size: _ } => s.accept_mail(),
                 Event::Rcpt { to: _ } => s.accept_rcpt(),
+                Event::Auth { .. } => s.reject_auth(Reply::new(535, "5.7.8", "no")),
                 Event::DataStart => s.accept_data(),
                 Event::Data(_bytes) => {}
                 Event::DataEnd => {
