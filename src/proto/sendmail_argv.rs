@@ -121,8 +121,7 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<SendmailArgs, ArgError> {
             out.recipients.push(arg.to_string());
             continue;
         };
-        let mut chars = cluster.char_indices();
-        while let Some((at, flag)) = chars.next() {
+        for (at, flag) in cluster.char_indices() {
             if flag == 'q' {
                 return Err(ArgError::Unsupported {
                     flag: cluster[at..].to_string(),
