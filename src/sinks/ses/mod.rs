@@ -230,14 +230,18 @@ fn log_send(
     result: &Result<String, SinkError>,
 ) {
     let time = jiff::Timestamp::now().to_string();
-    let ip = d.envelope.client.addr.as_deref();
+    // The address without its port, as aws-smtp-relay logs it.
+    let ip = d.envelope.client.addr.as_deref().map(|a| {
+        a.parse::<std::net::SocketAddr>()
+            .map_or_else(|_| a.to_string(), |s| s.ip().to_string())
+    });
     let to = rcpts.join(",");
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(message_id) => tracing::info!(
             event = "ses",
             Time = %time,
-            IP = ip,
+            IP = ip.as_deref(),
             From = %d.envelope.mail_from,
             To = %to,
             id = d.id,
@@ -249,7 +253,7 @@ fn log_send(
         Err(e) => tracing::warn!(
             event = "ses",
             Time = %time,
-            IP = ip,
+            IP = ip.as_deref(),
             From = %d.envelope.mail_from,
             To = %to,
             Error = %e,
