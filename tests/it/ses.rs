@@ -419,3 +419,79 @@ fn ses_a_message_over_max_message_size_is_refused_by_the_sink() {
         "{text}"
     );
 }
+
+/// The null sender (a bounce being relayed) goes without FromEmailAddress: SES (and moto)
+/// take the `From:` header's address, which must be verified.
+#[test]
+fn ses_the_null_sender_is_sent_as_its_from_header() {
+    let moto = moto_with_domain();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let m = Mailchute::start_in(
+        dir.path(),
+        &config(dir.path(), port, "sync", &moto.endpoint(), ""),
+    );
+    let mut c = RawSmtp::connect(port);
+    c.ehlo("client.test");
+    let msg = format!("From: MAILER-DAEMON@{DOMAIN}\r\nSubject: bounce\r\n\r\nreport\r\n");
+    let r = c.data_raw("", &["alice@dest.test"], &dot_stuff(msg.as_bytes()));
+    c.quit();
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+    let s = sent(&moto);
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        s[0].source.as_deref(),
+        Some(format!("MAILER-DAEMON@{DOMAIN}").as_str())
+    );
+    assert_eq!(s[0].destinations, ["alice@dest.test".to_string()]);
+}
+
+/// Queued: SES's permanent refusal is not retried; the message goes to the dead letters
+/// with SES's reason.
+#[test]
+fn ses_queued_mode_dead_letters_what_ses_rejects() {
+    let moto = moto_with_domain();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let m = Mailchute::start_in(
+        dir.path(),
+        &config(dir.path(), port, "queued", &moto.endpoint(), ""),
+    );
+    let mut c = RawSmtp::connect(port);
+    c.ehlo("client.test");
+    let r = c.data_raw(
+        "someone@unverified.test",
+        &["alice@dest.test"],
+        &dot_stuff(b"From: someone@unverified.test\r\nSubject: no\r\n\r\nbody\r\n"),
+    );
+    c.quit();
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+    let dead = m.path("data/dead");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reason = loop {
+        let sidecar = crate::harness::files_below(&dead)
+            .into_iter()
+            .find(|f| f.extension().is_some_and(|e| e == "json"));
+        if let Some(f) = sidecar {
+            break std::fs::read_to_string(f).expect("read sidecar");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing dead-lettered:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        reason.contains("5.7.1") && reason.contains("MessageRejected"),
+        "{reason}"
+    );
+    assert!(sent(&moto).is_empty());
+    // One attempt: a permanent answer is not asked again.
+    let attempts = m
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "ses")
+        .count();
+    assert_eq!(attempts, 1, "{}", m.log());
+}
