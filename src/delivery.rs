@@ -116,7 +116,7 @@ impl Answer {
 
     /// The reply for a failure: 451 for a deferral; for a rejection 552 when the status
     /// says "too big / mailbox full" (RFC 5321 4.2.2, RFC 3463 X.2.2, X.2.3, X.3.4), 554
-    /// when it refuses the content (X.6.x media, X.7.x security content), else 550.
+    /// when it refuses the content (X.6.x media, X.7.1 policy, X.7.7 integrity), else 550.
     pub fn from_error(e: &SinkError) -> Self {
         Answer {
             code: smtp_code(e),
@@ -140,7 +140,10 @@ fn smtp_code(e: &SinkError) -> u16 {
     }
     match status_parts(&e.status) {
         Some((_, 2, 2)) | Some((_, 2, 3)) | Some((_, 3, 4)) => 552,
-        Some((_, 6, _)) | Some((_, 7, 7)) => 554,
+        // After DATA a policy refusal of the content (X.7.1: SES's MessageRejected, a
+        // virus or spam verdict) is the whole transaction failing, as Postfix and content
+        // filters answer it.
+        Some((_, 6, _)) | Some((_, 7, 1)) | Some((_, 7, 7)) => 554,
         _ => 550,
     }
 }
@@ -272,7 +275,7 @@ mod tests {
         }
         for (status, code) in [
             ("5.1.1", 550),
-            ("5.7.1", 550),
+            ("5.7.1", 554),
             ("5.3.4", 552),
             ("5.2.2", 552),
             ("5.2.3", 552),

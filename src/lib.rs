@@ -8,7 +8,7 @@
 //! - [`pipeline`]: routes recipients to sinks and runs one delivery attempt.
 //! - [`filters`]: the `Filter` trait, its registry, one folder per filter (`rewrite`).
 //! - [`sinks`]: where a message ends (Maildir, MH, mbox, SMTP/LMTP relay, exec, discard).
-//! - `aws` (feature `s3`): what the AWS sinks share: region, endpoint, credentials, error
+//! - `aws` (features `s3`, `ses`): what the AWS sinks share: region, endpoint, credentials, error
 //!   classes.
 //! - [`smtp_client`]: an SMTP/LMTP client, one transaction step at a time (relay, proxy).
 //! - [`spool`]: durability (group commit), the on-disk queue, retries, dead letters, DSNs.
@@ -17,7 +17,7 @@
 //! - [`config`], [`envelope`]: the TOML contract, env overrides, validation; what travels
 //!   beside a message.
 
-#[cfg(feature = "s3")]
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod cli;
 pub mod config;

@@ -2,12 +2,18 @@
 //!
 //! DESIGN.md: a message is never lost and never bounced for something the operator can
 //! fix. So nearly everything is temporary — throttling, 5xx, network, timeouts, missing or
-//! expired credentials, a wrong key, AccessDenied, NoSuchBucket, unknown errors — and only
-//! what the store can never take is permanent: `EntityTooLarge`.
+//! expired credentials, a wrong key, AccessDenied, NoSuchBucket, a paused SES account, a
+//! missing configuration set, unknown errors — and only what the service will never take is
+//! permanent: S3's `EntityTooLarge`; SES's `MessageRejected`,
+//! `MailFromDomainNotVerifiedException` and `BadRequestException` (SES looked at this
+//! message and refused it; sending it again gets the same answer).
 
 use crate::delivery::SinkError;
-// The SDK error type is smithy's, the same for every AWS service client (S3 now, SES later).
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+// The SDK error type is smithy's, the same for every AWS service client (S3, SES).
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// What kind of failure, as far as a retry is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +41,29 @@ pub enum FailureClass {
     ConditionNotSupported,
     /// The object is bigger than the store will ever take.
     TooLarge,
+    /// SES: sending is paused for the account or the configuration set, or the account is
+    /// suspended (`SendingPausedException`, `AccountSuspendedException`).
+    SendingPaused,
+    /// SES: something the request names does not exist (`NotFoundException`: a
+    /// configuration set, an identity ARN).
+    NotFound,
+    /// SES refused this message (`MessageRejected`: an unverified sender, content it will
+    /// not send; `MailFromDomainNotVerifiedException`).
+    Rejected,
+    /// SES found the request itself invalid (`BadRequestException`: an address or a tag it
+    /// cannot take).
+    BadRequest,
     /// Anything else.
     Other,
 }
 
 impl FailureClass {
-    /// Only [`FailureClass::TooLarge`] is permanent.
+    /// Only what the service will never take is permanent.
     pub fn is_permanent(self) -> bool {
-        self == FailureClass::TooLarge
+        matches!(
+            self,
+            FailureClass::TooLarge | FailureClass::Rejected | FailureClass::BadRequest
+        )
     }
 
     /// The RFC 3463 status of this class.
@@ -54,6 +75,14 @@ impl FailureClass {
             FailureClass::Credentials | FailureClass::AccessDenied => "4.7.0",
             FailureClass::NoSuchBucket => "4.2.0",
             FailureClass::TooLarge => "5.3.4",
+            // X.3.2 "system not accepting network messages": the account, not this message.
+            FailureClass::SendingPaused => "4.3.2",
+            // X.3.5 "system incorrectly configured": a name in our config SES does not know.
+            FailureClass::NotFound => "4.3.5",
+            // Policy (an unverified identity) or content SES will not send: answered 550.
+            FailureClass::Rejected => "5.7.1",
+            // "Other media error": the message as given cannot be sent: answered 554.
+            FailureClass::BadRequest => "5.6.0",
             FailureClass::ServerError
             | FailureClass::PreconditionFailed
             | FailureClass::ConditionNotSupported
@@ -105,7 +134,7 @@ impl Failure {
 }
 
 /// Reduces an SDK error of any AWS service client to a [`Failure`].
-pub fn describe<E>(err: &SdkError<E>) -> Failure
+pub fn describe<E>(err: &SdkError<E, HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -163,7 +192,9 @@ fn classify(code: Option<&str>, status: Option<u16>, message: &str) -> FailureCl
         | "RequestLimitExceeded"
         | "TooManyRequestsException"
         | "RequestThrottled"
-        | "ServiceUnavailable" => {
+        | "ServiceUnavailable"
+        // SES: over the send rate or the daily quota; the quota refills.
+        | "LimitExceededException" => {
             return FailureClass::Throttled;
         }
         "InvalidAccessKeyId"
@@ -185,6 +216,14 @@ fn classify(code: Option<&str>, status: Option<u16>, message: &str) -> FailureCl
         "PreconditionFailed" => return FailureClass::PreconditionFailed,
         "NotImplemented" => return FailureClass::ConditionNotSupported,
         "EntityTooLarge" => return FailureClass::TooLarge,
+        "SendingPausedException" | "AccountSuspendedException" => {
+            return FailureClass::SendingPaused;
+        }
+        "NotFoundException" => return FailureClass::NotFound,
+        "MessageRejected" | "MailFromDomainNotVerifiedException" => {
+            return FailureClass::Rejected;
+        }
+        "BadRequestException" => return FailureClass::BadRequest,
         _ => {}
     }
     if code.starts_with("KMS.") {
@@ -250,6 +289,68 @@ mod tests {
             classify(Some("NotImplemented"), Some(501), ""),
             FailureClass::ConditionNotSupported
         );
+    }
+
+    #[test]
+    fn ses_classes() {
+        for (code, status, class, smtp) in [
+            (
+                "TooManyRequestsException",
+                429,
+                FailureClass::Throttled,
+                "4.4.5",
+            ),
+            (
+                "LimitExceededException",
+                400,
+                FailureClass::Throttled,
+                "4.4.5",
+            ),
+            (
+                "SendingPausedException",
+                400,
+                FailureClass::SendingPaused,
+                "4.3.2",
+            ),
+            (
+                "AccountSuspendedException",
+                400,
+                FailureClass::SendingPaused,
+                "4.3.2",
+            ),
+            ("NotFoundException", 404, FailureClass::NotFound, "4.3.5"),
+            ("InternalFailure", 500, FailureClass::ServerError, "4.3.0"),
+            (
+                "AccessDeniedException",
+                403,
+                FailureClass::AccessDenied,
+                "4.7.0",
+            ),
+            (
+                "UnrecognizedClientException",
+                403,
+                FailureClass::Credentials,
+                "4.7.0",
+            ),
+            ("MessageRejected", 400, FailureClass::Rejected, "5.7.1"),
+            (
+                "MailFromDomainNotVerifiedException",
+                400,
+                FailureClass::Rejected,
+                "5.7.1",
+            ),
+            (
+                "BadRequestException",
+                400,
+                FailureClass::BadRequest,
+                "5.6.0",
+            ),
+        ] {
+            let got = classify(Some(code), Some(status), "");
+            assert_eq!(got, class, "{code}");
+            assert_eq!(got.status(), smtp, "{code}");
+            assert_eq!(got.is_permanent(), smtp.starts_with('5'), "{code}");
+        }
     }
 
     #[test]

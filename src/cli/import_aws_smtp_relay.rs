@@ -401,6 +401,36 @@ mod tests {
         assert!(toml.contains("relayed for anyone"), "{toml}");
     }
 
+    #[cfg(feature = "ses")]
+    #[test]
+    fn the_import_passes_config_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let var = env_with(&[]);
+        let env = Env {
+            var: &var,
+            read: &no_file,
+        };
+        for flags in [
+            args(&[
+                "-a",
+                "127.0.0.1:1025",
+                "-e",
+                "cs",
+                "-l",
+                "@example\\.org$",
+                "-d",
+                "^no@",
+            ]),
+            args(&["-i", "10.0.0.1,10.0.0.2", "-r", "pinpoint"]),
+            args(&[]),
+        ] {
+            let toml = convert(&flags, &env).unwrap();
+            let loaded = crate::config::parse_str(&toml, "imported.toml", dir.path())
+                .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+            crate::cli::serve::check(&loaded).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        }
+    }
+
     #[test]
     fn contradictions_are_refused() {
         let var = env_with(&[]);

@@ -80,7 +80,7 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
             "spool recovered: resuming delivery"
         );
     }
-    let listeners = listener_settings(config)?;
+    let listeners = listener_settings(config, &pipeline)?;
 
     let mut bound = Vec::new();
     for l in &config.listeners {
@@ -219,7 +219,7 @@ fn reload(loaded: &Loaded, server: &Arc<Server>, queue: &Arc<Queue>, committer: 
         let pipeline = Arc::new(build_pipeline(&new, committer)?);
         warn_of_stranded_units(queue, &new.config);
         tokio::spawn(check_sinks(pipeline.clone()));
-        let listeners = listener_settings(&new.config)?;
+        let listeners = listener_settings(&new.config, &pipeline)?;
         queue.reload(
             pipeline.clone() as Arc<dyn Deliverer>,
             new.config.queue.clone(),
@@ -315,12 +315,20 @@ pub fn check(loaded: &Loaded) -> Result<String, ServeError> {
     Ok(config::describe(loaded, pipeline.summaries()))
 }
 
+/// Each listener's settings, its message size capped by the sinks' own limits (SES's 40 MB):
+/// SIZE never promises what a sink on the way cannot take.
 fn listener_settings(
     config: &Config,
+    pipeline: &Pipeline,
 ) -> Result<HashMap<String, Arc<ListenerSettings>>, ServeError> {
     let mut map = HashMap::new();
     for l in &config.listeners {
-        let s = ListenerSettings::build(l).map_err(config_fail)?;
+        let mut s = ListenerSettings::build(l).map_err(config_fail)?;
+        if let Some(cap) = pipeline.max_message_size()
+            && (s.max_message_size == 0 || s.max_message_size > cap)
+        {
+            s.max_message_size = cap;
+        }
         map.insert(s.name.clone(), Arc::new(s));
     }
     Ok(map)

@@ -173,11 +173,11 @@ async fn a_rejection_refuses_its_route_and_spares_the_others() {
     assert!(matches!(&c.outcomes[0], Err(e) if e.status == "5.7.1"));
     // Every recipient refused: the rejection itself.
     let c = s.send(&["a@x"], false).await;
-    assert_eq!(codes(&c), [550]);
+    assert_eq!(codes(&c), [554]);
     assert_eq!(c.answers[0].text, "content refused");
     // LMTP: one answer per recipient.
     let c = s.send(&["a@x", "b@x"], true).await;
-    assert_eq!(codes(&c), [550, 250]);
+    assert_eq!(codes(&c), [554, 250]);
     s.assert_scratch_empty();
 }
 

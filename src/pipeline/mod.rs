@@ -183,6 +183,16 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The smallest [`Sink::max_message_size`] of the sinks the routes use (every route is
+    /// reachable from every listener): what a listener's SIZE must not exceed.
+    pub fn max_message_size(&self) -> Option<u64> {
+        self.routes
+            .iter()
+            .flat_map(|r| &r.sinks)
+            .filter_map(|name| self.sinks.get(name)?.max_message_size())
+            .min()
+    }
+
     /// All sinks by name, for health checks.
     pub fn sinks(&self) -> impl Iterator<Item = (&String, &Arc<dyn Sink>)> {
         self.sinks.iter()

@@ -18,6 +18,8 @@ pub mod mh;
 pub mod relay;
 #[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(feature = "ses")]
+pub mod ses;
 pub mod template;
 
 #[cfg(test)]
@@ -40,14 +42,20 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("discard", discard::config::build),
     #[cfg(feature = "s3")]
     ("s3", s3::config::build),
+    #[cfg(feature = "ses")]
+    ("ses", ses::config::build),
 ];
 
 /// Sink types in the design that this build does not have yet: named as such, not as
-/// unknown, when a config asks for one.
-#[cfg(feature = "s3")]
-const LATER: [&str; 3] = ["imap", "mongodb", "ses"];
-#[cfg(not(feature = "s3"))]
-const LATER: [&str; 4] = ["imap", "s3", "mongodb", "ses"];
+/// unknown, when a config asks for one (the heavy ones also when built without their feature).
+const LATER: &[&str] = &[
+    "imap",
+    "mongodb",
+    #[cfg(not(feature = "s3"))]
+    "s3",
+    #[cfg(not(feature = "ses"))]
+    "ses",
+];
 
 /// A sink as the registry built it.
 pub struct BuiltSink {
@@ -93,6 +101,12 @@ pub trait Sink: Send + Sync {
     fn accepts(&self, _rcpt: &str) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// The largest message this sink can ever take (SES: 40 MB), when it has such a limit:
+    /// a listener whose routes reach this sink advertises no larger SIZE.
+    fn max_message_size(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What every sink may need from the process around it.
@@ -117,7 +131,7 @@ pub fn build(name: &str, table: &TaggedTable, ctx: &SinkContext) -> Result<Built
     let kind = table.kind.as_str();
     let Some((_, construct)) = REGISTRY.iter().find(|(t, _)| *t == kind) else {
         let built: Vec<&str> = types().collect();
-        return Err(err(unknown_type("sink", kind, &built, &LATER)));
+        return Err(err(unknown_type("sink", kind, &built, LATER)));
     };
     construct(table, ctx).map_err(err)
 }

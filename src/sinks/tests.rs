@@ -70,8 +70,8 @@ fn the_example_has_every_sink_type_and_builds() {
     shown.sort();
     let mut all: Vec<&str> = types().collect();
     all.sort();
-    if cfg!(not(feature = "s3")) {
-        // The example shows the s3 sink, which this build does not have.
+    if cfg!(not(all(feature = "s3", feature = "ses"))) {
+        // The example shows the s3 and ses sinks, which this build does not have.
         return;
     }
     assert_eq!(shown, all);
@@ -213,7 +213,15 @@ fn sink_types() {
     } else {
         assert_has(&s3, "is not available in this version yet");
     }
-    for t in ["imap", "mongodb", "ses"] {
+    let ses = err(&format!(
+        "{BASE}[sink.x]\ntype = \"ses\"\nmax_send_rate = 0\n"
+    ));
+    if cfg!(feature = "ses") {
+        assert_has(&ses, "sink.x.max_send_rate: 0: expected a number above 0");
+    } else {
+        assert_has(&ses, "is not available in this version yet");
+    }
+    for t in ["imap", "mongodb"] {
         assert_has(
             &err(&format!("{BASE}[sink.x]\ntype = \"{t}\"\n")),
             "is not available in this version yet",

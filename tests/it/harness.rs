@@ -265,6 +265,104 @@ pub fn python_ok(script: &str, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// moto's `moto_server` beside the test Python (the venv scripts/test fills), else PATH.
+pub fn moto_server_bin() -> PathBuf {
+    let python = PathBuf::from(python_bin());
+    match python.parent() {
+        Some(dir) if dir.join("moto_server").exists() => dir.join("moto_server"),
+        _ => PathBuf::from("moto_server"),
+    }
+}
+
+/// A private moto server on a free port (it checks no signatures). Its state lives in its
+/// memory: a restart on the same port starts empty.
+pub struct MotoServer {
+    /// `None` while stopped.
+    child: Option<Child>,
+    port: u16,
+    /// Python run in the server's process before it listens (see [`MotoServer::start_prepared`]).
+    setup: Option<String>,
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let port = free_port();
+        MotoServer {
+            child: Some(Self::spawn(port, None)),
+            port,
+            setup: None,
+        }
+    }
+
+    /// moto with state made before it accepts its first connection (and again on each
+    /// restart): `setup` is Python run in the server's process, e.g. verifying an SES
+    /// identity, so a client retrying all the while never meets a server without it.
+    pub fn start_prepared(setup: &str) -> MotoServer {
+        let port = free_port();
+        MotoServer {
+            child: Some(Self::spawn(port, Some(setup))),
+            port,
+            setup: Some(setup.to_string()),
+        }
+    }
+
+    /// Stops it; [`MotoServer::restart`] brings it back on the same port.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(&mut c, Duration::from_secs(5));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(Self::spawn(self.port, self.setup.as_deref()));
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(port: u16, setup: Option<&str>) -> Child {
+        let mut cmd = match setup {
+            None => Command::new(moto_server_bin()),
+            Some(setup) => {
+                let mut c = Command::new(python_bin());
+                c.arg("-c").arg(format!(
+                    "{setup}\nimport sys\nfrom moto.server import main\nmain(sys.argv[1:])"
+                ));
+                c
+            }
+        };
+        let mut child = cmd
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): scripts/test installs moto[server]",
+                    moto_server_bin().display()
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() >= deadline {
+                terminate(&mut child, Duration::from_secs(5));
+                panic!("moto_server not listening on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Runs swaks with `args` (a `--timeout 20` is added).
 pub fn swaks(args: &[&str]) -> Output {
     Command::new("swaks")

@@ -12,6 +12,8 @@ mod postfix;
 mod postfix_interop;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "ses")]
+mod ses;
 mod smtp_client;
 mod smtp_ingress;
 mod spool;

@@ -2,8 +2,8 @@
 //! read back with boto3.
 
 use crate::harness::{
-    Mailchute, RawSmtp, assert_stored, dot_stuff, free_port, message, python_ok, swaks, swaks_data,
-    sync_config, terminate,
+    Mailchute, MotoServer, RawSmtp, assert_stored, dot_stuff, free_port, message, python_ok, swaks,
+    swaks_data, sync_config, terminate,
 };
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -412,58 +412,6 @@ fn s3_a_retry_of_the_same_unit_and_the_health_check() {
     let objects = s3.objects();
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0].key, "u/0000000000000000000000AA.0.eml");
-}
-
-/// moto's `moto_server` beside the test Python (the venv scripts/test fills), else PATH.
-fn moto_server_bin() -> PathBuf {
-    let python = PathBuf::from(crate::harness::python_bin());
-    match python.parent() {
-        Some(dir) if dir.join("moto_server").exists() => dir.join("moto_server"),
-        _ => PathBuf::from("moto_server"),
-    }
-}
-
-/// A private moto (S3 and KMS in one process; it checks no signatures) on a free port.
-struct MotoServer {
-    child: Child,
-    port: u16,
-}
-
-impl MotoServer {
-    fn start() -> MotoServer {
-        let port = free_port();
-        let child = Command::new(moto_server_bin())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {} ({e}): scripts/test installs moto[server]",
-                    moto_server_bin().display()
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server not listening on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        MotoServer { child, port }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        terminate(&mut self.child, Duration::from_secs(5));
-    }
 }
 
 /// Creates a KMS key and the bucket; prints the key's ARN.
