@@ -128,7 +128,8 @@ impl Mailchute {
         Mailchute::spawn_with_env(dir, config, &[])
     }
 
-    fn spawn_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Mailchute {
+    /// Like [`Mailchute::spawn_in`], with `env` added to mailchute's environment.
+    pub fn spawn_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Mailchute {
         let config_path = dir.join("mailchute.toml");
         fs::write(&config_path, config).expect("write config");
         let log = fs::OpenOptions::new()

@@ -14,6 +14,8 @@ mod postfix_interop;
 mod s3;
 #[cfg(feature = "ses")]
 mod ses;
+#[cfg(feature = "ses")]
+mod ses_relay;
 mod smtp_client;
 mod smtp_ingress;
 mod spool;

@@ -12,7 +12,7 @@ use crate::harness::{
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const DOMAIN: &str = "verified.test";
+pub(crate) const DOMAIN: &str = "verified.test";
 
 /// Verifies a domain identity in moto's SES v2 (moto treats it as verified at once).
 const MOTO_VERIFY: &str = r#"
@@ -28,7 +28,7 @@ ses.create_email_identity(EmailIdentity=domain)
 /// with CreateEmailIdentity after a restart, a queued retry could reach it in between, be
 /// refused (MessageRejected is permanent) and dead-letter the message. What this sets up in
 /// moto's process is what CreateEmailIdentity records (its v1 backend's identities).
-fn moto_with_domain() -> MotoServer {
+pub(crate) fn moto_with_domain() -> MotoServer {
     MotoServer::start_prepared(&format!(
         "from moto.ses.models import ses_backends\n\
          ses_backends['123456789012']['us-east-1'].verify_domain('{DOMAIN}')"
@@ -45,17 +45,17 @@ print(json.dumps(out))
 "#;
 
 #[derive(Debug)]
-struct Sent {
-    source: Option<String>,
-    destinations: Vec<String>,
-    raw: Vec<u8>,
+pub(crate) struct Sent {
+    pub source: Option<String>,
+    pub destinations: Vec<String>,
+    pub raw: Vec<u8>,
 }
 
 fn verify(moto: &MotoServer) {
     python_ok(MOTO_VERIFY, &[&moto.endpoint(), DOMAIN]);
 }
 
-fn sent(moto: &MotoServer) -> Vec<Sent> {
+pub(crate) fn sent(moto: &MotoServer) -> Vec<Sent> {
     let out = python_ok(MOTO_SENT, &[&moto.endpoint()]);
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out).expect("moto JSON");
     list.into_iter()
@@ -73,7 +73,7 @@ fn sent(moto: &MotoServer) -> Vec<Sent> {
 }
 
 /// Waits until moto holds `n` messages (or the timeout), returning what it holds.
-fn wait_sent(moto: &MotoServer, n: usize, timeout: Duration) -> Vec<Sent> {
+pub(crate) fn wait_sent(moto: &MotoServer, n: usize, timeout: Duration) -> Vec<Sent> {
     let deadline = Instant::now() + timeout;
     loop {
         let s = sent(moto);

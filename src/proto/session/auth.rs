@@ -201,14 +201,17 @@ pub(super) fn parse_cram(bytes: Vec<u8>, challenge: String) -> Result<Credential
 
 impl Session {
     /// The mechanisms this client is offered now.
+    /// Under `require_tls` none before STARTTLS: everything but STARTTLS is refused there,
+    /// so offering AUTH would only invite a 530 (Postfix's `smtpd_tls_auth_only` too).
     pub(super) fn offered_mechanisms(&self) -> impl Iterator<Item = Mechanism> + '_ {
         let clear_ok = self.cfg.tls_active || self.cfg.auth.allow_plaintext;
+        let any = self.cfg.tls_active || !self.cfg.require_tls;
         self.cfg
             .auth
             .mechanisms
             .iter()
             .copied()
-            .filter(move |m| clear_ok || !m.sends_password())
+            .filter(move |m| any && (clear_ok || !m.sends_password()))
     }
 
     /// The EHLO line `AUTH PLAIN LOGIN ...`, if any mechanism is offered.
@@ -258,6 +261,13 @@ impl Session {
                 503,
                 "5.5.1",
                 "Error: MAIL transaction in progress",
+            ));
+        }
+        if self.cfg.require_tls && !self.cfg.tls_active {
+            return self.error(Reply::new(
+                530,
+                "5.7.0",
+                "Must issue a STARTTLS command first",
             ));
         }
         let Some(mech) = Mechanism::parse(&mechanism) else {

@@ -65,6 +65,17 @@ fn ehlo_advertises_configured_mechanisms() {
         c.send(b"AUTH PLAIN AGEAYg==\r\n")
             .starts_with("538 5.7.11 ")
     );
+    // require_tls: nothing before STARTTLS, not even CRAM-MD5, and AUTH there is 530.
+    let mut c = Client::new(SessionConfig {
+        tls_active: false,
+        starttls: true,
+        require_tls: true,
+        ..all()
+    });
+    c.s.take_output();
+    let out = c.send(b"EHLO c\r\n");
+    assert!(!out.contains("AUTH"), "{out}");
+    assert!(c.send(b"AUTH CRAM-MD5\r\n").starts_with("530 5.7.0 "));
     // allow_plaintext offers them in clear.
     let mut cfg = auth_cfg(&[Mechanism::Login]);
     cfg.tls_active = false;
