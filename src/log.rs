@@ -106,6 +106,37 @@ impl Write for HeldWriter {
     }
 }
 
+/// Set by [`hold_output`]: [`print_line`] keeps lines too.
+static HOLD_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on [`print_line`] holds its lines for [`release_held`], as `deliver` needs:
+/// nothing may reach Postfix's pipe before the status line.
+pub fn hold_output() {
+    HOLD_OUTPUT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Where [`print_line`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A line of output outside the log (e.g. the ses sink's aws-smtp-relay lines), written
+/// whole under the stream's lock, or held after [`hold_output`].
+pub fn print_line(stream: Stream, line: &str) {
+    let mut text = line.to_string();
+    text.push('\n');
+    if HOLD_OUTPUT.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = HeldWriter.write(text.as_bytes());
+        return;
+    }
+    let _ = match stream {
+        Stream::Stdout => std::io::stdout().lock().write_all(text.as_bytes()),
+        Stream::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+    };
+}
+
 /// Writes the lines [`Destination::Held`] kept to stderr, and forgets them.
 pub fn release_held() {
     let held = std::mem::take(&mut *HELD.lock().unwrap_or_else(PoisonError::into_inner));

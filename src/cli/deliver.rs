@@ -79,6 +79,8 @@ pub fn run(args: DeliverArgs, config_path: Option<&Path>, log: &LogOptions) -> E
         Ok(l) => l,
         Err(e) => return tempfail("4.3.5", format!("mailchute deliver: {e}")),
     };
+    // Whatever a sink prints (the ses sink's relay_log) waits for the status line too.
+    crate::log::hold_output();
     let destination = match (args.log_stderr, &log.file) {
         (true, Some(_)) => {
             return tempfail(

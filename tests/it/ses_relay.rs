@@ -333,3 +333,70 @@ fn first_line_from(port: u16) -> String {
     }
     panic!("nothing listening on {port}");
 }
+
+/// `relay_log = true`: aws-smtp-relay's own line per send, a sent message on stdout (empty
+/// `Error`), a refused one on stderr, so what read aws-smtp-relay's two streams reads ours.
+#[test]
+fn ses_relay_log_lines_on_stdout_and_stderr_as_aws_smtp_relay_wrote_them() {
+    let moto = moto_with_domain();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = relay_env("", false);
+    let config = format!(
+        "{}relay_log = true\n",
+        imported(&["-a", &addr], &env, &moto.endpoint())
+    );
+    let conf = dir.path().join("relay.toml");
+    std::fs::write(&conf, config).expect("write config");
+    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailchute"))
+        .arg("serve")
+        .arg("-c")
+        .arg(&conf)
+        .current_dir(dir.path())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("spawn mailchute");
+    crate::harness::wait_for_banner(&addr, false, Instant::now() + Duration::from_secs(30))
+        .expect("listening");
+    let sender = format!("app@{DOMAIN}");
+    let ok = swaks(&["--server", &addr, "--from", &sender, "--to", "f@x.test"]);
+    let refused = swaks(&[
+        "--server",
+        &addr,
+        "--from",
+        "who@unverified.test",
+        "--to",
+        "g@x.test",
+    ]);
+    crate::harness::terminate(&mut child, Duration::from_secs(10));
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(!refused.status.success(), "{refused:?}");
+
+    let lines = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .expect("read stream")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("Time").is_some() && v.get("event").is_none())
+            .collect()
+    };
+    let out = lines(&stdout);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["From"], sender.as_str());
+    assert_eq!(out[0]["To"], serde_json::json!(["f@x.test"]));
+    assert_eq!(out[0]["IP"], "127.0.0.1");
+    assert_eq!(out[0]["Error"], "");
+    let err = lines(&stderr);
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert_eq!(err[0]["To"], serde_json::json!(["g@x.test"]));
+    assert!(
+        err[0]["Error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("5.7.1 ") && e.contains("MessageRejected")),
+        "{err:?}"
+    );
+}

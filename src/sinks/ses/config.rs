@@ -67,6 +67,10 @@ pub struct SesConfig {
     pub burst: Option<f64>,
     #[serde(default = "default_max_message_size")]
     pub max_message_size: Size,
+    /// Also print aws-smtp-relay's own log line for each send: a sent message on stdout,
+    /// a failed one on stderr, as aws-smtp-relay documents, for what parses its output.
+    #[serde(default)]
+    pub relay_log: bool,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -96,6 +100,7 @@ pub struct SesSettings {
     pub burst: Option<f64>,
     pub max_message_size: u64,
     pub total_timeout: std::time::Duration,
+    pub relay_log: bool,
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -228,6 +233,7 @@ impl SesConfig {
             burst: self.burst,
             max_message_size: max,
             total_timeout: self.total_timeout.0,
+            relay_log: self.relay_log,
         })
     }
 }

@@ -162,6 +162,9 @@ impl SesSink {
                 )),
             };
             log_send(d, batch, raw.len(), sent_at, &result);
+            if self.settings.relay_log {
+                print_relay_line(d, batch, &result);
+            }
             results.extend(std::iter::repeat_n(
                 result.map(|id| Delivered {
                     detail: format!("ses message id {id}"),
@@ -230,11 +233,7 @@ fn log_send(
     result: &Result<String, SinkError>,
 ) {
     let time = jiff::Timestamp::now().to_string();
-    // The address without its port, as aws-smtp-relay logs it.
-    let ip = d.envelope.client.addr.as_deref().map(|a| {
-        a.parse::<std::net::SocketAddr>()
-            .map_or_else(|_| a.to_string(), |s| s.ip().to_string())
-    });
+    let ip = client_ip(d);
     let to = rcpts.join(",");
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -263,6 +262,34 @@ fn log_send(
             "not sent through SES"
         ),
     }
+}
+
+/// The client's address without its port, as aws-smtp-relay logs it.
+fn client_ip(d: &Delivery<'_>) -> Option<String> {
+    d.envelope.client.addr.as_deref().map(|a| {
+        a.parse::<std::net::SocketAddr>()
+            .map_or_else(|_| a.to_string(), |s| s.ip().to_string())
+    })
+}
+
+/// aws-smtp-relay's line as it printed it: `{"Time","IP","From","To":[…],"Error"}`, on
+/// stdout when sent (with an empty `Error`) and on stderr when not.
+fn print_relay_line(d: &Delivery<'_>, rcpts: &[String], result: &Result<String, SinkError>) {
+    use crate::log::{Stream, print_line};
+    let ip = client_ip(d);
+    let line = serde_json::json!({
+        "Time": jiff::Timestamp::now().to_string(),
+        "IP": ip.unwrap_or_default(),
+        "From": d.envelope.mail_from,
+        "To": rcpts,
+        "Error": result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+    });
+    let stream = if result.is_ok() {
+        Stream::Stdout
+    } else {
+        Stream::Stderr
+    };
+    print_line(stream, &line.to_string());
 }
 
 impl Sink for SesSink {
