@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 pub mod discard;
 pub mod exec;
+pub mod imap;
 pub mod local;
 pub mod maildir;
 pub mod mbox;
@@ -38,6 +39,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("lmtp", relay::config::build_lmtp),
     ("exec", exec::config::build),
     ("discard", discard::config::build),
+    ("imap", imap::config::build),
     #[cfg(feature = "s3")]
     ("s3", s3::config::build),
 ];
@@ -45,9 +47,9 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
 /// Sink types in the design that this build does not have yet: named as such, not as
 /// unknown, when a config asks for one.
 #[cfg(feature = "s3")]
-const LATER: [&str; 3] = ["imap", "mongodb", "ses"];
+const LATER: [&str; 2] = ["mongodb", "ses"];
 #[cfg(not(feature = "s3"))]
-const LATER: [&str; 4] = ["imap", "s3", "mongodb", "ses"];
+const LATER: [&str; 3] = ["s3", "mongodb", "ses"];
 
 /// A sink as the registry built it.
 pub struct BuiltSink {
