@@ -5,6 +5,7 @@ mod delivery;
 mod dovecot;
 mod filters;
 mod harness;
+mod imap;
 mod limits;
 mod operate;
 mod postfix;

@@ -68,18 +68,29 @@ fn is_login(command: &str) -> bool {
     command == "LOGIN" || command.starts_with("AUTHENTICATE")
 }
 
+/// The error's text without the `host:port: ` it starts with (the account names it).
+fn detail(e: &ImapError, account: &Account<'_>) -> String {
+    let text = e.to_string();
+    let peer = format!("{}: ", account.settings.peer());
+    match text.strip_prefix(&peer) {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
+}
+
 pub fn classify(e: &ImapError, stage: Stage, account: &Account<'_>) -> SinkError {
     let who = account.who();
     let s = account.settings;
     let t = SinkError::temporary;
+    let e_text = detail(e, account);
     match e {
         ImapError::Connect { source, .. } => {
-            t("4.4.1", format!("imap {who}: {e}")).with_hint(source.kind())
+            t("4.4.1", format!("imap {who}: {e_text}")).with_hint(source.kind())
         }
         ImapError::Tls { .. } => t(
             "4.7.5",
             format!(
-                "imap {who}: {e} (the certificate must be trusted by {} and name {})",
+                "imap {who}: {e_text} (the certificate must be trusted by {} and name {})",
                 s.ca_file
                     .as_ref()
                     .map(|p| format!("ca_file {}", p.display()))
@@ -90,14 +101,16 @@ pub fn classify(e: &ImapError, stage: Stage, account: &Account<'_>) -> SinkError
         ImapError::Io { source, .. } if source.kind() == ErrorKind::TimedOut => t(
             "4.4.2",
             format!(
-                "imap {who}: {e} (command_timeout {} s)",
+                "imap {who}: {e_text} (command_timeout {} s)",
                 s.command_timeout.as_secs()
             ),
         ),
-        ImapError::Io { .. } | ImapError::Closed { .. } => t("4.4.2", format!("imap {who}: {e}")),
-        ImapError::Wire { .. } => t("4.5.0", format!("imap {who}: {e}")),
-        ImapError::Bye { .. } => t("4.3.2", format!("imap {who}: {e}")),
-        ImapError::Unusable { .. } => t("4.7.0", format!("imap {who}: {e}")),
+        ImapError::Io { .. } | ImapError::Closed { .. } => {
+            t("4.4.2", format!("imap {who}: {e_text}"))
+        }
+        ImapError::Wire { .. } => t("4.5.0", format!("imap {who}: {e_text}")),
+        ImapError::Bye { .. } => t("4.3.2", format!("imap {who}: {e_text}")),
+        ImapError::Unusable { .. } => t("4.7.0", format!("imap {who}: {e_text}")),
         ImapError::Refused {
             command, status, ..
         } => refused(command, status, stage, account),

@@ -279,13 +279,37 @@ impl ImapSink {
         let s = &self.settings;
         let result = match session.mailbox_command("EXAMINE", &s.folder_wire).await {
             Ok(_) => Ok(()),
-            // Missing, and made at the first delivery: healthy. A health check creates
-            // nothing (as the Maildir one does not).
-            Err(ImapError::Refused { status, .. })
-                if s.create_folder
-                    && (status.has_code("NONEXISTENT") || status.has_code("TRYCREATE")) =>
-            {
-                Ok(())
+            // Refused: missing (which not every server says with [NONEXISTENT]; LIST tells),
+            // or there and not selectable.
+            Err(ImapError::Refused {
+                command,
+                status,
+                peer,
+            }) => {
+                match session.exists(&s.folder_wire).await {
+                    // Made at the first delivery: healthy. A health check creates nothing
+                    // (as the Maildir one does not).
+                    Ok(false) if s.create_folder => Ok(()),
+                    Ok(false) => Err(SinkError::temporary(
+                        "4.2.0",
+                        format!(
+                            "imap {}: folder {} does not exist and create_folder = false ({})",
+                            self.account().who(),
+                            s.folder,
+                            status.show()
+                        ),
+                    )),
+                    Ok(true) => Err(classify(
+                        &ImapError::Refused {
+                            command,
+                            status,
+                            peer,
+                        },
+                        Stage::Examine,
+                        &self.account(),
+                    )),
+                    Err(e) => Err(classify(&e, Stage::Examine, &self.account())),
+                }
             }
             Err(e) => Err(classify(&e, Stage::Examine, &self.account())),
         };

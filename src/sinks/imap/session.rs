@@ -341,6 +341,21 @@ impl Session {
             .await
     }
 
+    /// Whether LIST finds `mailbox` (no wildcards in it: the config refuses `*` and `%`).
+    pub async fn exists(&mut self, mailbox: &str) -> Result<bool, ImapError> {
+        let tag = self.tag();
+        let cmd = CommandBuilder::new(&tag, "LIST")
+            .string(b"")
+            .string(mailbox.as_bytes())
+            .build();
+        let done = self
+            .run(cmd, "LIST", None, Duration::ZERO, &mut Progress::default())
+            .await?;
+        Ok(done.untagged.iter().any(|r| {
+            matches!(r, Response::Data(d) if d.len() > 5 && d[..5].eq_ignore_ascii_case("LIST "))
+        }))
+    }
+
     /// Says goodbye; the answer does not matter.
     pub async fn logout(mut self) {
         self.command_timeout = self.command_timeout.min(LOGOUT_MAX);
