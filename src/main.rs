@@ -22,7 +22,8 @@ const CONFIG_LOOKUP: &str = "Config: -c FILE, else $MAILCHUTE_CONFIG, else /etc/
                              \n\
                              Exit status: 0 ok; 1 other failure (e.g. no such message); 2 usage; 65 a file to\n\
                              import is not what it should be; 66 config file (or --data-dir) missing or unreadable;\n\
-                             69 serve cannot start or run (port taken, data_dir not writable, already running);\n\
+                             69 serve cannot start or run (port taken, data_dir not writable, already running), or a\n\
+                             sink failed `check`;\n\
                              71 OS error (no current directory); 78 config invalid. `deliver` has its own: see its --help.";
 
 /// Status 1, for failures sysexits.h has no code for (e.g. no such message).
@@ -71,7 +72,20 @@ enum Command {
     /// what Postfix's pipe(8) must do: the MDA of a `pipe` transport.
     #[command(after_help = DELIVER_HELP)]
     Deliver(DeliverArgs),
+    /// Run every sink's health check and print one line per sink (`ok   sink NAME: …` or
+    /// `FAIL sink NAME: reason`): imap logs in and examines its folder; maildir, mh and
+    /// mbox check that the path is writable or can be created; smtp/lmtp connect, greet and
+    /// do TLS and AUTH; exec finds its program; s3 asks HeadBucket for the bucket.
+    #[command(after_help = CHECK_HELP)]
+    Check,
 }
+
+/// How `check` answers, for its `--help`.
+const CHECK_HELP: &str = "Nothing is delivered and nothing is created (a missing IMAP folder or Maildir that the sink\n\
+would create is fine). Each check runs at most 120 s; all run at once.\n\
+\n\
+Exit status: 0 every sink passed; 69 at least one failed; 78 the config is invalid; 66 the config\n\
+file is missing or unreadable. Config: as for every command (-c FILE, $MAILCHUTE_CONFIG, ...).";
 
 /// How `deliver` answers, for its `--help`.
 const DELIVER_HELP: &str = "Postfix master.cf, e.g. (the second line starts with spaces):\n\
@@ -209,6 +223,7 @@ impl Failure {
             CliError::Serve(_) | CliError::Log(_) => EX_UNAVAILABLE,
             CliError::NoInput(_) => EX_NOINPUT,
             CliError::Import(_) => EX_DATAERR,
+            CliError::Unhealthy(_) => EX_UNAVAILABLE,
             CliError::Spool(_) => EX_FAILURE,
             // Exited with by clap in `main`; 2 is its usage status.
             CliError::Usage { .. } => 2,
@@ -233,6 +248,24 @@ fn run(command: Command, config: Option<PathBuf>, log: LogOptions) -> Result<(),
         // One-shot commands: plain blocking calls, no runtime.
         Command::Config(c) => print!("{}", cli::config::run(c, config)?),
         Command::Queue(q) => print!("{}", cli::queue::run(q, config.as_deref())?),
+        Command::Check => {
+            // As serve would find it: the embedded default when there is no file.
+            let loaded = cli::serve::prepare(config.as_deref(), &log)?;
+            // Health checks are network and file I/O, one task each: a small runtime.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(Failure::Runtime)?;
+            let report = rt.block_on(cli::check::run(&loaded))?;
+            print!("{}", report.text);
+            if report.failed > 0 {
+                return Err(CliError::Unhealthy(format!(
+                    "{} of {} sinks failed the health check",
+                    report.failed, report.total
+                ))
+                .into());
+            }
+        }
         Command::Deliver(args) => {
             // `main` runs it itself, for its own exit statuses; kept whole here too.
             let exit = cli::deliver::run(args, config.as_deref(), &log);

@@ -6,7 +6,9 @@
 //! - [`queue`]: `queue list|show|retry|delete` on a data dir, beside a running daemon.
 //! - [`config`]: `config example|default|check`.
 //! - [`deliver`]: the pipe MDA Postfix runs per message.
+//! - [`check`]: every sink's health check (IMAP login, Maildir writable, …).
 
+pub mod check;
 pub mod config;
 pub mod deliver;
 pub mod import_aws_smtp_relay;
@@ -42,6 +44,9 @@ pub enum CliError {
     /// A file to import is not what it should be (the config it would become is wrong).
     #[error("{0}")]
     Import(String),
+    /// `check`: some sink failed its health check (the lines say which and why).
+    #[error("{0}")]
+    Unhealthy(String),
 }
 
 impl CliError {

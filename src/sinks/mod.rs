@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 pub mod discard;
 pub mod exec;
+pub mod imap;
 pub mod local;
 pub mod maildir;
 pub mod mbox;
@@ -40,6 +41,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("lmtp", relay::config::build_lmtp),
     ("exec", exec::config::build),
     ("discard", discard::config::build),
+    ("imap", imap::config::build),
     #[cfg(feature = "s3")]
     ("s3", s3::config::build),
     #[cfg(feature = "ses")]
@@ -49,7 +51,6 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
 /// Sink types in the design that this build does not have yet: named as such, not as
 /// unknown, when a config asks for one (the heavy ones also when built without their feature).
 const LATER: &[&str] = &[
-    "imap",
     "mongodb",
     #[cfg(not(feature = "s3"))]
     "s3",

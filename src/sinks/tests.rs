@@ -201,11 +201,19 @@ fn unknown_keys_and_wrong_types_name_file_line_and_key() {
 
 #[test]
 fn sink_types() {
-    let p = problem(&format!("{BASE}[sink.im]\ntype = \"imap\"\nhost = \"h\"\n"));
-    assert_eq!(p.key, "sink.im.type");
+    let p = problem(&format!(
+        "{BASE}[sink.mg]\ntype = \"mongodb\"\nuri = \"h\"\n"
+    ));
+    assert_eq!(p.key, "sink.mg.type");
     assert_eq!(p.line, Some(BASE.lines().count() + 2));
-    assert_has(&p.message, "\"imap\" is not available in this version yet");
-    assert_has(&p.message, "maildir, mh, mbox, smtp, lmtp, exec, discard");
+    assert_has(
+        &p.message,
+        "\"mongodb\" is not available in this version yet",
+    );
+    assert_has(
+        &p.message,
+        "maildir, mh, mbox, smtp, lmtp, exec, discard, imap",
+    );
     // Built without the `s3` feature, the type is one of the later ones.
     let s3 = err(&format!("{BASE}[sink.x]\ntype = \"s3\"\n"));
     if cfg!(feature = "s3") {
@@ -221,7 +229,7 @@ fn sink_types() {
     } else {
         assert_has(&ses, "is not available in this version yet");
     }
-    for t in ["imap", "mongodb"] {
+    for t in ["mongodb"] {
         assert_has(
             &err(&format!("{BASE}[sink.x]\ntype = \"{t}\"\n")),
             "is not available in this version yet",
@@ -256,7 +264,7 @@ fn empty_paths_are_errors() {
 
 #[test]
 fn env_overrides_reach_the_sinks() {
-    let e = load_and_build(BASE, &[("MAILCHUTE_SINK__M__TYPE", "imap")])
+    let e = load_and_build(BASE, &[("MAILCHUTE_SINK__M__TYPE", "mongodb")])
         .unwrap_err()
         .to_string();
     assert_has(&e, "sink.m.type (set by MAILCHUTE_SINK__M__TYPE)");

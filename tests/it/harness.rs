@@ -123,6 +123,14 @@ impl Mailchute {
         m
     }
 
+    /// [`Mailchute::start_in`] with `env` added, in `dir` (which the caller keeps: files the
+    /// config names, e.g. a `password_file`, can be put there first).
+    pub fn start_with_env_in(dir: &Path, config: &str, env: &[(&str, &str)]) -> Mailchute {
+        let mut m = Mailchute::spawn_with_env(dir, config, env);
+        m.wait_ready(config);
+        m
+    }
+
     /// Starts mailchute without waiting for anything.
     pub fn spawn_in(dir: &Path, config: &str) -> Mailchute {
         Mailchute::spawn_with_env(dir, config, &[])

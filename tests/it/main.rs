@@ -6,6 +6,7 @@ mod delivery;
 mod dovecot;
 mod filters;
 mod harness;
+mod imap;
 mod limits;
 mod operate;
 mod postfix;

@@ -481,13 +481,16 @@ fn config_check_refuses_what_this_version_lacks() {
         &[&file, "filter.x.type", "not available in this version yet"],
     );
 
-    let imap = good.replace(
+    let mongo = good.replace(
         "type = \"maildir\"\npath = \"./Maildir\"",
-        "type = \"imap\"\nhost = \"imap.example.net\"",
+        "type = \"mongodb\"\nuri = \"mongodb://127.0.0.1\"",
     );
-    let file = write_config(dir.path(), "imap.toml", &imap);
+    let file = write_config(dir.path(), "mongodb.toml", &mongo);
     let err = run_fails(dir.path(), &["config", "check", &file], &[]);
-    assert_contains(&err, &[&file, "imap", "not available in this version yet"]);
+    assert_contains(
+        &err,
+        &[&file, "mongodb", "not available in this version yet"],
+    );
 }
 
 #[test]
