@@ -6,12 +6,14 @@
 //! - [`queue`]: `queue list|show|retry|delete` on a data dir, beside a running daemon.
 //! - [`config`]: `config example|default|check`.
 //! - [`deliver`]: the pipe MDA Postfix runs per message.
+//! - [`sendmail`]: the sendmail(1) interface; its `pickup/` drain runs in `serve`.
 
 pub mod config;
 pub mod deliver;
 pub mod import_aws_smtp_relay;
 pub mod import_mailtos3;
 pub mod queue;
+pub mod sendmail;
 pub mod serve;
 
 use crate::config::{ConfigError, LogFormat};
