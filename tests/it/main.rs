@@ -12,6 +12,7 @@ mod postfix;
 mod postfix_interop;
 #[cfg(feature = "s3")]
 mod s3;
+mod sendmail;
 mod smtp_client;
 mod smtp_ingress;
 mod spool;

@@ -142,10 +142,9 @@ fn deliver(a: &SendmailArgs, s: &Settings) -> u8 {
         }
     }
     if rcpts.is_empty() {
-        return refuse(
-            "5.1.3",
-            "no recipient addresses found in the message headers".into(),
-        );
+        // The content lacks what -t needs: a data error (65), as the headers are to blame.
+        eprintln!("sendmail: 5.1.3 no recipient addresses found in the message headers");
+        return sysexits::EX_DATAERR;
     }
     let eight_bit = !prepared.message.is_ascii();
     let submission = Submission {

@@ -130,7 +130,19 @@ pub fn write(dir: &Path, env: &PickupEnvelope, message: &[u8]) -> std::io::Resul
         f.sync_all()?;
         f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         std::fs::rename(&tmp, &done)?;
-        std::fs::File::open(dir)?.sync_all()
+        let synced = match std::fs::File::open(dir) {
+            Ok(d) => d.sync_all(),
+            // A submitter may write into the directory but not read it (1733), and a
+            // directory cannot be opened for fsync without reading: fsync the file again
+            // instead. On ext4 and XFS that commits the journal holding the rename too;
+            // the daemon, which can read it, fsyncs the directory itself as it drains.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => f.sync_all(),
+            Err(e) => Err(e),
+        };
+        if synced.is_err() {
+            let _ = std::fs::remove_file(&done);
+        }
+        synced
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
@@ -205,6 +217,12 @@ pub async fn drain_once(server: &Server, dir: &Path, listener: Option<&str>) -> 
         }
     };
     names.sort();
+    if names.iter().any(|n| !n.starts_with(TMP_PREFIX))
+        && let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all())
+    {
+        // See `write`: a submitter may not have been able to.
+        tracing::warn!(dir = %dir.display(), error = %e, "pickup: cannot fsync the directory");
+    }
     let mut taken = 0;
     for name in names {
         let path = dir.join(&name);
@@ -232,9 +250,11 @@ fn remove_if_stale(path: &Path) {
 
 /// One file through intake. `true` when it is done with (taken, refused or moved aside).
 async fn take(server: &Server, path: &Path, listener: Option<&str>) -> bool {
-    let (bytes, uid) = match std::fs::read(path)
-        .and_then(|b| Ok((b, std::fs::metadata(path)?.uid())))
-    {
+    let read = async {
+        let bytes = tokio::fs::read(path).await?;
+        std::io::Result::Ok((bytes, tokio::fs::metadata(path).await?.uid()))
+    };
+    let (bytes, uid) = match read.await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "pickup: cannot read a file; trying again later");
