@@ -396,3 +396,52 @@ fn t_behaves_as_postfix_s_sendmail() {
         text(pf_t)
     );
 }
+
+/// Any local user may submit: `nobody` through the socket (SO_PEERCRED) and, with the
+/// daemon down, through pickup/ (1733: it may write there but not list or read it); both
+/// `Received:` lines name uid 65534.
+#[test]
+fn an_unprivileged_user_submits_and_its_uid_is_recorded() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(dir.join("mailchute.toml"), config()).unwrap();
+    // The test binary's target directory may not be open to nobody: a copy is.
+    let bin = dir.join("mc");
+    fs::copy(env!("CARGO_BIN_EXE_mailchute"), &bin).unwrap();
+    let as_nobody = |rcpt: &str, subject: &str| {
+        let config = dir.join("mailchute.toml");
+        let args = [
+            "-u",
+            "nobody",
+            "--",
+            bin.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+            "sendmail",
+            rcpt,
+        ];
+        let stdin = format!("Subject: {subject}\n\nx\n");
+        run(Path::new("runuser"), dir, &args, &[], stdin.as_bytes())
+    };
+    // The daemon made pickup/ (1733) once; then it is down.
+    let mut m = daemon(dir);
+    m.stop();
+    let o = as_nobody("alice", "dropped");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let _m = daemon(dir);
+    let dropped = text(&wait_one(dir, "alice"));
+    assert!(
+        dropped.starts_with("Received: from pickup (uid 65534)"),
+        "{dropped}"
+    );
+    let o = as_nobody("bob", "socket");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let via_socket = text(&wait_one(dir, "bob"));
+    assert!(
+        via_socket.starts_with("Received: from mx.test (uid 65534)"),
+        "{via_socket}"
+    );
+    assert!(via_socket.contains("From: nobody"), "{via_socket}");
+}
