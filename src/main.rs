@@ -78,6 +78,20 @@ enum Command {
     /// do TLS and AUTH; exec finds its program; s3 asks HeadBucket for the bucket.
     #[command(after_help = CHECK_HELP)]
     Check,
+    /// Postfix's sendmail(1) for scripts and cron: one message from standard input to the
+    /// daemon's unix LMTP socket, or to {data_dir}/pickup/ when the daemon is down. Also
+    /// runs when the binary is invoked as `sendmail`. Its flags are sendmail's, not
+    /// mailchute's (README "sendmail").
+    #[command(disable_help_flag = true, after_help = SENDMAIL_HELP)]
+    Sendmail {
+        /// Flags and recipients, read as Postfix's sendmail reads them.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
 }
 
 /// How `check` answers, for its `--help`.
@@ -86,6 +100,10 @@ would create is fine). Each check runs at most 120 s; all run at once.\n\
 \n\
 Exit status: 0 every sink passed; 69 at least one failed; 78 the config is invalid; 66 the config\n\
 file is missing or unreadable. Config: as for every command (-c FILE, $MAILCHUTE_CONFIG, ...).";
+
+const SENDMAIL_HELP: &str = "Flags: -t -i -oi -f SENDER -F NAME -C FILE -B 8BITMIME|7BIT -N DSN -R full|hdrs -V ENVID -v;\n\
+other -o… accepted and ignored. Exit status: 0 delivered, queued by the daemon or kept in pickup/;\n\
+75 could not be kept anywhere; 67 unknown user, 65 content, 77 policy, 69 other refusal; 64 usage.";
 
 /// How `deliver` answers, for its `--help`.
 const DELIVER_HELP: &str = "Postfix master.cf, e.g. (the second line starts with spaces):\n\
@@ -100,12 +118,20 @@ else is printed before that line: logs go to --log-file, or after it with --log-
 (Postfix then shows them in its log entry), or nowhere.";
 
 fn main() -> ExitCode {
-    if invoked_as("sendmail") {
-        eprintln!(
-            "mailchute: the sendmail interface is not in this version of mailchute; \
-             nothing was sent (run `mailchute --help` for what there is)"
-        );
-        return ExitCode::from(EX_UNAVAILABLE);
+    // sendmail's flags are not mailchute's (`-t`, `-oi`, `-FCronDaemon`): clap never sees them.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for (name, implied) in [
+        ("sendmail", None),
+        ("mailq", Some("-bp")),
+        ("newaliases", Some("-I")),
+    ] {
+        if invoked_as(name) {
+            let args: Vec<String> = implied.map(String::from).into_iter().chain(args).collect();
+            return ExitCode::from(cli::sendmail::run(&args, None));
+        }
+    }
+    if let Some((config, rest)) = sendmail_subcommand(&args) {
+        return ExitCode::from(cli::sendmail::run(rest, config.as_deref()));
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -117,6 +143,9 @@ fn main() -> ExitCode {
     };
     let command = match cli.command {
         Command::Deliver(args) => return deliver(args, cli.config, log),
+        Command::Sendmail { args } => {
+            return ExitCode::from(cli::sendmail::run(&args, cli.config.as_deref()));
+        }
         other => other,
     };
     match run(command, cli.config, log) {
@@ -164,6 +193,30 @@ fn deliver(args: DeliverArgs, config: Option<PathBuf>, log: LogOptions) -> ExitC
         eprintln!("mailchute deliver: {message}");
     }
     ExitCode::from(exit.code)
+}
+
+/// `mailchute [-c FILE] sendmail ARGS…`: mailchute's config flag, and sendmail's raw
+/// arguments. `None` when the command is not `sendmail` (or other global flags come first:
+/// clap then parses them, and [`Command::Sendmail`] keeps the rest raw).
+fn sendmail_subcommand(args: &[String]) -> Option<(Option<PathBuf>, &[String])> {
+    let mut config = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "sendmail" {
+            return Some((config, &args[i + 1..]));
+        }
+        if a == "-c" || a == "--config" {
+            config = Some(PathBuf::from(args.get(i + 1)?));
+            i += 2;
+        } else if let Some(v) = a.strip_prefix("--config=").or_else(|| a.strip_prefix("-c")) {
+            config = Some(PathBuf::from(v));
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    None
 }
 
 /// Whether the program was started under `name` (a symlink to the binary).
@@ -270,6 +323,13 @@ fn run(command: Command, config: Option<PathBuf>, log: LogOptions) -> Result<(),
             // `main` runs it itself, for its own exit statuses; kept whole here too.
             let exit = cli::deliver::run(args, config.as_deref(), &log);
             cli::deliver::print_status(&exit);
+        }
+        Command::Sendmail { args } => {
+            // `main` runs it itself too (its exit statuses are sendmail's).
+            let code = cli::sendmail::run(&args, config.as_deref());
+            if code != 0 {
+                std::process::exit(code.into());
+            }
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 //! - [`config`]: `config example|default|check`.
 //! - [`deliver`]: the pipe MDA Postfix runs per message.
 //! - [`check`]: every sink's health check (IMAP login, Maildir writable, …).
+//! - [`sendmail`]: the sendmail(1) interface; its `pickup/` drain runs in `serve`.
 
 pub mod check;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod deliver;
 pub mod import_aws_smtp_relay;
 pub mod import_mailtos3;
 pub mod queue;
+pub mod sendmail;
 pub mod serve;
 
 use crate::config::{ConfigError, LogFormat};

@@ -71,6 +71,8 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| fail(format!("creating data_dir {}: {e}", data_dir.display())))?;
     let pid_file = PidFile::create(&data_dir)?;
+    // Where `sendmail` leaves messages while the daemon is down (cli::sendmail::pickup).
+    let pickup_dir = super::sendmail::pickup::prepare_dir(&data_dir).map_err(fail)?;
 
     let spool = Arc::new(Spool::open(&data_dir, committer.clone()).map_err(fail)?);
     let recovered = spool.recover().map_err(fail)?;
@@ -96,7 +98,8 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
                 None => primary,
             };
             // The spool, dead letters and pid file were made as root a moment ago.
-            crate::privileges::chown_tree(&data_dir, uid, gid)
+            // (pickup/'s files keep their owners: who submitted them.)
+            super::sendmail::pickup::chown_data_dir(&data_dir, uid, gid)
                 .map_err(|e| fail(format!("handing data_dir to {user}: {e}")))?;
             crate::privileges::drop_to(user, config.server.group.as_deref())
                 .map_err(|e| fail(format!("dropping privileges: {e}")))?
@@ -130,6 +133,17 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     for (name, b) in bound {
         tokio::spawn(listener::serve(server.clone(), name, b));
     }
+    // Picked-up messages come in as if through the first unix LMTP listener (sendmail's).
+    let pickup_listener = config
+        .listeners
+        .iter()
+        .find(|l| l.address.starts_with("unix:") && l.protocol == config::Protocol::Lmtp)
+        .map(listener_name);
+    tokio::spawn(super::sendmail::pickup::drain_loop(
+        server.clone(),
+        pickup_dir,
+        pickup_listener,
+    ));
     tracing::info!(pid = std::process::id(), config = %source_name(&loaded), "mailchute started");
 
     let mut term = signal(SignalKind::terminate()).map_err(fail)?;

@@ -35,4 +35,4 @@ pub use rules::MatchRule;
 pub use tagged::TaggedTable;
 pub use types::*;
 pub use units::{Duration, Size};
-pub use validate::validate;
+pub use validate::{valid_default_domain, validate};

@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// How writes are made durable before a success answer (see `spool::commit`).
     #[serde(default)]
     pub sync_method: SyncMethod,
+    /// The domain `sendmail` gives addresses without one (`root` → `root@DOMAIN`), the
+    /// sender's included. Default: `hostname`.
+    #[serde(default)]
+    pub default_domain: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::default(),
             local_part_case: LocalPartCase::default(),
             sync_method: SyncMethod::default(),
+            default_domain: None,
         }
     }
 }

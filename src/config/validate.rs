@@ -136,7 +136,23 @@ fn check_server(s: &ServerConfig, loc: &Locator) -> Result<(), ConfigError> {
             format!("{h:?}: expected a host name like \"mx.example.org\""),
         ));
     }
+    if let Some(d) = &s.default_domain
+        && !crate::config::valid_default_domain(d)
+    {
+        return Err(loc.error(
+            &[key("server"), key("default_domain")],
+            format!("{d:?}: expected a domain like \"example.org\" (no @, no spaces)"),
+        ));
+    }
     Ok(())
+}
+
+/// `[server] default_domain`: what `sendmail` appends after an `@`.
+pub fn valid_default_domain(d: &str) -> bool {
+    !d.is_empty()
+        && !d
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "@<>,;\"()".contains(c))
 }
 
 /// Path keys that are written but empty. Runs before relative paths are resolved: joined

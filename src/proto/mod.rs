@@ -5,7 +5,7 @@
 //! ([`remote_reply`]: a server's replies and EHLO capabilities; [`encode`]: DATA
 //! dot-stuffing and xtext), used by `smtp_client`, and the PROXY protocol header
 //! ([`proxy_header`]) that may precede a session, and the `sendmail` command line
-//! ([`sendmail_argv`]).
+//! ([`sendmail_argv`]) and message ([`sendmail_message`]: end of input, headers, `-t`).
 //!
 //! # The SMTP/LMTP server session
 //!
@@ -102,6 +102,7 @@ pub mod proxy_header;
 pub mod remote_reply;
 pub mod reply;
 pub mod sendmail_argv;
+pub mod sendmail_message;
 pub mod session;
 
 pub use crate::config::Protocol;

@@ -255,13 +255,31 @@ impl Client {
 
     /// MAIL FROM.
     pub async fn mail(&mut self, from: &str, options: &MailOptions) -> Result<RemoteReply> {
-        let line = self.mail_line(from, options)?;
+        self.mail_with(from, options, &[]).await
+    }
+
+    /// MAIL FROM with further parameters (`RET=HDRS`, `ENVID=…` of DSN, RFC 3461), sent as
+    /// given: the caller checks that the server advertised their extension.
+    pub async fn mail_with(
+        &mut self,
+        from: &str,
+        options: &MailOptions,
+        params: &[String],
+    ) -> Result<RemoteReply> {
+        let mut line = self.mail_line(from, options)?;
+        push_params(&mut line, "MAIL", params)?;
         self.command(&line, None).await
     }
 
     /// One RCPT TO, and its reply.
     pub async fn rcpt(&mut self, to: &str) -> Result<RemoteReply> {
-        let line = rcpt_line(to)?;
+        self.rcpt_with(to, &[]).await
+    }
+
+    /// RCPT TO with further parameters (`NOTIFY=…`), as [`Self::mail_with`].
+    pub async fn rcpt_with(&mut self, to: &str, params: &[String]) -> Result<RemoteReply> {
+        let mut line = rcpt_line(to)?;
+        push_params(&mut line, "RCPT", params)?;
         self.command(&line, None).await
     }
 
@@ -298,6 +316,23 @@ impl Client {
             return Ok(DataReplies::Refused(reply));
         }
         self.send_data_content(message).await?;
+        Ok(DataReplies::Sent(self.final_replies(accepted).await))
+    }
+
+    /// [`Self::data`] for a message held in memory (`sendmail`'s, read from its standard
+    /// input): line ends made CRLF, dot-stuffed, the final ".", then the replies.
+    pub async fn data_bytes(&mut self, message: &[u8], accepted: usize) -> Result<DataReplies> {
+        let reply = self.data_command().await?;
+        if reply.code != 354 {
+            return Ok(DataReplies::Refused(reply));
+        }
+        let mut stuffer = DotStuffer::new();
+        let mut output = Vec::with_capacity(message.len() + message.len() / 32 + 8);
+        stuffer.encode(message, &mut output);
+        output.extend_from_slice(stuffer.finish());
+        let r = self.conn.send(&output).await;
+        self.track(r)?;
+        self.in_transit = Some(output.len() as u64);
         Ok(DataReplies::Sent(self.final_replies(accepted).await))
     }
 
@@ -484,6 +519,22 @@ impl Client {
         }
         r
     }
+}
+
+/// Appends ` PARAM` each; one that would end the line (or hold a space, and so be two) is
+/// refused, as an address would be.
+fn push_params(line: &mut String, verb: &'static str, params: &[String]) -> Result<()> {
+    for p in params {
+        if p.is_empty() || !sendable(p) || p.contains(' ') {
+            return Err(Error::Unsendable {
+                verb,
+                address: p.clone(),
+            });
+        }
+        line.push(' ');
+        line.push_str(p);
+    }
+    Ok(())
 }
 
 fn rcpt_line(to: &str) -> Result<String> {

@@ -13,6 +13,7 @@ mod postfix;
 mod postfix_interop;
 #[cfg(feature = "s3")]
 mod s3;
+mod sendmail;
 #[cfg(feature = "ses")]
 mod ses;
 #[cfg(feature = "ses")]
