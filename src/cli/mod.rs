@@ -6,8 +6,10 @@
 //! - [`queue`]: `queue list|show|retry|delete` on a data dir, beside a running daemon.
 //! - [`config`]: `config example|default|check`.
 //! - [`deliver`]: the pipe MDA Postfix runs per message.
+//! - [`daemon`]: `daemon start|stop|status|reload|info`: `serve` in the background, LSB statuses.
 
 pub mod config;
+pub mod daemon;
 pub mod deliver;
 pub mod import_aws_smtp_relay;
 pub mod import_mailtos3;
