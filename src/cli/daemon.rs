@@ -688,12 +688,18 @@ fn reload(config: Option<&Path>) -> Result<Report, CliError> {
     };
     // The daemon would refuse it too and keep the running config; say why here, where
     // someone reads it.
-    let loaded = located.loaded?;
+    let refused = |why: String| {
+        Report::err(
+            crate::delivery::sysexits::EX_CONFIG,
+            format!("{why}; not reloading (the daemon keeps its running config)"),
+        )
+    };
+    let loaded = match located.loaded {
+        Ok(l) => l,
+        Err(e) => return Ok(refused(error_line(&e))),
+    };
     if let Err(e) = super::serve::check(&loaded) {
-        return Err(CliError::Serve(super::serve::ServeError {
-            message: format!("{e}; not reloading (the daemon keeps its running config)"),
-            config: true,
-        }));
+        return Ok(refused(e.to_string()));
     }
     if let Err(e) = signal(pid, libc::SIGHUP) {
         return Ok(Report::err(lsb::FAILURE, e));
