@@ -7,12 +7,14 @@
 //! - [`config`]: `config example|default|check`.
 //! - [`deliver`]: the pipe MDA Postfix runs per message.
 //! - [`daemon`]: `daemon start|stop|status|reload|info`: `serve` in the background, LSB statuses.
+//! - [`pidfile`]: not a command: the pid file read against the process table (daemon, serve).
 
 pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod import_aws_smtp_relay;
 pub mod import_mailtos3;
+pub mod pidfile;
 pub mod queue;
 pub mod serve;
 

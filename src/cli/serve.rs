@@ -63,7 +63,7 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
 /// privileges are dropped: what `daemon start` waits for before it exits.
 pub async fn run_notify(loaded: Loaded, ready: Box<dyn FnOnce() + Send>) -> Result<(), ServeError> {
     let config = &loaded.config;
-    if let Some(warning) = super::daemon::readable_secrets_warning(&loaded) {
+    if let Some(warning) = config::readable_secrets_warning(&loaded) {
         tracing::warn!("{warning}");
     }
     if config.listeners.is_empty() {
@@ -362,7 +362,7 @@ impl PidFile {
             && let Ok(pid) = text.trim().parse::<i32>()
             && pid != std::process::id() as i32
             // A live process that is not mailchute holds a pid reused since a crash.
-            && super::daemon::Process::of(pid).is_mailchute()
+            && super::pidfile::Process::of(pid).is_mailchute()
         {
             return Err(ServeError::new(format!(
                 "mailchute is already running with pid {pid} on this data_dir ({})",

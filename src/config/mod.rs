@@ -15,6 +15,7 @@ pub mod loaded;
 pub mod net;
 pub mod paths;
 pub mod rules;
+pub mod secrets;
 pub mod tagged;
 pub mod types;
 pub mod units;
@@ -32,6 +33,7 @@ pub use load::{
 };
 pub use net::{IpList, ListenAddr, dsn_enabled, is_loopback_listener};
 pub use rules::MatchRule;
+pub use secrets::readable_secrets_warning;
 pub use tagged::TaggedTable;
 pub use types::*;
 pub use units::{Duration, Size};
