@@ -204,7 +204,7 @@ fn start(config: Option<&Path>, log: &LogOptions) -> Result<Report, CliError> {
         format: log.format,
         file: Some(log_file.clone()),
     };
-    let mut report = daemonize(loaded, &log, &log_file)?;
+    let mut report = daemonize(loaded, &log, &log_file);
     report.stderr.insert_str(0, &warnings);
     Ok(report)
 }
@@ -251,25 +251,30 @@ fn validate_for_start(loaded: &Loaded) -> Result<(), CliError> {
 
 /// Forks the daemon and waits for its word. Returns only in the first process; the daemon
 /// exits from [`daemon_main`].
-fn daemonize(loaded: Loaded, log: &LogOptions, log_file: &Path) -> Result<Report, CliError> {
-    let os = |what: &str| CliError::NoInput(format!("{what}: {}", std::io::Error::last_os_error()));
+fn daemonize(loaded: Loaded, log: &LogOptions, log_file: &Path) -> Report {
+    let os = |what: &str| {
+        Report::err(
+            lsb::FAILURE,
+            format!("{what}: {}", std::io::Error::last_os_error()),
+        )
+    };
     // fork() copies only the calling thread: a lock held by another thread would stay held
     // in the child forever. Nothing before this point starts one; make sure.
     let threads = std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .unwrap_or(1);
     if threads > 1 {
-        return Ok(Report::err(
+        return Report::err(
             lsb::FAILURE,
             format!(
                 "internal error: {threads} threads exist before daemonizing; run `mailchute serve` under a supervisor instead"
             ),
-        ));
+        );
     }
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array it is given.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(os("pipe"));
+        return os("pipe");
     }
     // SAFETY: both were just opened and are owned by nothing else.
     let (read_end, write_end) =
@@ -278,7 +283,7 @@ fn daemonize(loaded: Loaded, log: &LogOptions, log_file: &Path) -> Result<Report
     // functions until it forks again, and the grandchild is a single-threaded copy that
     // starts its own runtime.
     match unsafe { libc::fork() } {
-        -1 => Err(os("fork")),
+        -1 => os("fork"),
         0 => {
             drop(read_end);
             // SAFETY: setsid and fork in the child, which is single-threaded.
@@ -301,7 +306,7 @@ fn daemonize(loaded: Loaded, log: &LogOptions, log_file: &Path) -> Result<Report
             let mut status = 0;
             // SAFETY: reaps the intermediate child, which exits at once.
             unsafe { libc::waitpid(child, &mut status, 0) };
-            Ok(await_ready(std::fs::File::from(read_end), log_file))
+            await_ready(std::fs::File::from(read_end), log_file)
         }
     }
 }
