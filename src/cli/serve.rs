@@ -140,11 +140,12 @@ pub async fn run_notify(loaded: Loaded, ready: Box<dyn FnOnce() + Send>) -> Resu
         tokio::spawn(listener::serve(server.clone(), name, b));
     }
     tracing::info!(pid = std::process::id(), config = %source_name(&loaded), "mailchute started");
-    ready();
 
     let mut term = signal(SignalKind::terminate()).map_err(fail)?;
     let mut int = signal(SignalKind::interrupt()).map_err(fail)?;
     let mut hup = signal(SignalKind::hangup()).map_err(fail)?;
+    // Only now: a `daemon reload` or `stop` right after `start` must find the handlers.
+    ready();
     loop {
         tokio::select! {
             _ = term.recv() => break,

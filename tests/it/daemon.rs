@@ -310,6 +310,11 @@ fn reload_picks_up_a_changed_route_and_refuses_a_broken_config() {
     let port = free_port();
     let mut site = Site::new(&tcp_config(port, "./A"));
     let pid = site.start();
+    // At once after start: the handlers are in place before start returns (SIGHUP's
+    // default action would end the daemon).
+    assert_eq!(code(&site.daemon(&["reload"])), 0);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(alive(pid), "an early SIGHUP killed the daemon");
     send(port, "a@localhost", "before reload");
     assert_eq!(
         wait_maildir_count(&site.path("A"), 1, Duration::from_secs(10)),
