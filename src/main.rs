@@ -5,6 +5,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use mailchute::cli::config::ConfigCommand;
+use mailchute::cli::daemon::DaemonCommand;
 use mailchute::cli::deliver::DeliverArgs;
 use mailchute::cli::queue::QueueArgs;
 use mailchute::cli::{self, CliError, LogOptions};
@@ -92,6 +93,10 @@ enum Command {
         )]
         args: Vec<String>,
     },
+    /// Run `serve` in the background and control it: start, stop, status, reload, info
+    /// (LSB init-script exit statuses; see --help of each).
+    #[command(subcommand, after_help = DAEMON_HELP)]
+    Daemon(DaemonCommand),
 }
 
 /// How `check` answers, for its `--help`.
@@ -104,6 +109,12 @@ file is missing or unreadable. Config: as for every command (-c FILE, $MAILCHUTE
 const SENDMAIL_HELP: &str = "Flags: -t -i -oi -f SENDER -F NAME -C FILE -B 8BITMIME|7BIT -N DSN -R full|hdrs -V ENVID -v;\n\
 other -o… accepted and ignored. Exit status: 0 delivered, queued by the daemon or kept in pickup/;\n\
 75 could not be kept anywhere; 67 unknown user, 65 content, 77 policy, 69 other refusal; 64 usage.";
+
+/// `daemon`'s statuses, for its `--help`.
+const DAEMON_HELP: &str = "Exit status (LSB): start 0 started or already running, 1 failed, 78 config invalid;\n\
+stop 0 stopped or not running, 1 could not stop; status 0 running, 1 dead but the pid file\n\
+({data_dir}/mailchute.pid) is left, 3 not running, 4 unknown; reload 0 signalled, 7 not running,\n\
+78 the config would be refused. `daemon start` logs to --log-file, else {data_dir}/mailchute.log.";
 
 /// How `deliver` answers, for its `--help`.
 const DELIVER_HELP: &str = "Postfix master.cf, e.g. (the second line starts with spaces):\n\
@@ -146,6 +157,7 @@ fn main() -> ExitCode {
         Command::Sendmail { args } => {
             return ExitCode::from(cli::sendmail::run(&args, cli.config.as_deref()));
         }
+        Command::Daemon(d) => return daemon(d, cli.config, log),
         other => other,
     };
     match run(command, cli.config, log) {
@@ -217,6 +229,28 @@ fn sendmail_subcommand(args: &[String]) -> Option<(Option<PathBuf>, &[String])> 
         }
     }
     None
+}
+
+/// `daemon`: its LSB status, or a failure reported like any command's.
+fn daemon(command: DaemonCommand, config: Option<PathBuf>, log: LogOptions) -> ExitCode {
+    match cli::daemon::run(command, config.as_deref(), &log) {
+        Ok(report) => {
+            print!("{}", report.stdout);
+            for line in report.stderr.lines() {
+                if line.starts_with("mailchute: ") {
+                    eprintln!("{line}");
+                } else {
+                    eprintln!("mailchute: {line}");
+                }
+            }
+            ExitCode::from(report.code)
+        }
+        Err(e) => {
+            let failure = Failure::Command(e);
+            eprintln!("mailchute: {}", failure.message());
+            ExitCode::from(failure.exit_code())
+        }
+    }
 }
 
 /// Whether the program was started under `name` (a symlink to the binary).
@@ -318,6 +352,12 @@ fn run(command: Command, config: Option<PathBuf>, log: LogOptions) -> Result<(),
                 ))
                 .into());
             }
+        }
+        Command::Daemon(d) => {
+            // `main` runs it itself, for its LSB statuses; kept whole here too.
+            let report = cli::daemon::run(d, config.as_deref(), &log)?;
+            print!("{}", report.stdout);
+            eprint!("{}", report.stderr);
         }
         Command::Deliver(args) => {
             // `main` runs it itself, for its own exit statuses; kept whole here too.

@@ -9,7 +9,12 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Subcommand)]
 pub enum ConfigCommand {
     /// Print an annotated example config covering every key.
-    Example,
+    Example {
+        /// Print instead a minimal local dead-drop config: an LMTP Unix socket for the
+        /// group `mailchute`, a Maildir per local user, a catch-all, a run user.
+        #[arg(long)]
+        deaddrop: bool,
+    },
     /// Print the embedded default config: what `serve` runs with when no file is found
     /// (its route, sink and listener names are what env overrides address).
     Default,
@@ -43,7 +48,8 @@ pub enum ConfigCommand {
 /// What the command prints on success; `config` is the global `-c FILE`.
 pub fn run(command: ConfigCommand, config: Option<PathBuf>) -> Result<String, CliError> {
     match command {
-        ConfigCommand::Example => Ok(config::example().to_string()),
+        ConfigCommand::Example { deaddrop: false } => Ok(config::example().to_string()),
+        ConfigCommand::Example { deaddrop: true } => Ok(config::example_deaddrop().to_string()),
         ConfigCommand::Default => Ok(embedded_default()),
         ConfigCommand::Check { file } => {
             let path = check_path(file, config)?;

@@ -8,12 +8,16 @@
 //! - [`deliver`]: the pipe MDA Postfix runs per message.
 //! - [`check`]: every sink's health check (IMAP login, Maildir writable, …).
 //! - [`sendmail`]: the sendmail(1) interface; its `pickup/` drain runs in `serve`.
+//! - [`daemon`]: `daemon start|stop|status|reload|info`: `serve` in the background, LSB statuses.
+//! - [`pidfile`]: not a command: the pid file read against the process table (daemon, serve).
 
 pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod deliver;
 pub mod import_aws_smtp_relay;
 pub mod import_mailtos3;
+pub mod pidfile;
 pub mod queue;
 pub mod sendmail;
 pub mod serve;

@@ -56,7 +56,16 @@ pub fn prepare(config: Option<&Path>, log: &super::LogOptions) -> Result<Loaded,
 }
 
 pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
+    run_notify(loaded, Box::new(|| {})).await
+}
+
+/// [`run`], calling `ready` once the listeners are bound, the pid file is written and
+/// privileges are dropped: what `daemon start` waits for before it exits.
+pub async fn run_notify(loaded: Loaded, ready: Box<dyn FnOnce() + Send>) -> Result<(), ServeError> {
     let config = &loaded.config;
+    if let Some(warning) = config::readable_secrets_warning(&loaded) {
+        tracing::warn!("{warning}");
+    }
     if config.listeners.is_empty() {
         return Err(config_fail(format!(
             "nothing to listen on: {} has no [[listener]]",
@@ -149,6 +158,8 @@ pub async fn run(loaded: Loaded) -> Result<(), ServeError> {
     let mut term = signal(SignalKind::terminate()).map_err(fail)?;
     let mut int = signal(SignalKind::interrupt()).map_err(fail)?;
     let mut hup = signal(SignalKind::hangup()).map_err(fail)?;
+    // Only now: a `daemon reload` or `stop` right after `start` must find the handlers.
+    ready();
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -373,8 +384,8 @@ impl PidFile {
         if let Ok(text) = std::fs::read_to_string(&path)
             && let Ok(pid) = text.trim().parse::<i32>()
             && pid != std::process::id() as i32
-            // SAFETY: kill with signal 0 only checks that the process exists.
-            && unsafe { libc::kill(pid, 0) } == 0
+            // A live process that is not mailchute holds a pid reused since a crash.
+            && super::pidfile::Process::of(pid).is_mailchute()
         {
             return Err(ServeError::new(format!(
                 "mailchute is already running with pid {pid} on this data_dir ({})",

@@ -45,6 +45,12 @@ pub fn example() -> &'static str {
     include_str!("example.toml")
 }
 
+/// A minimal local dead-drop config (`mailchute config example --deaddrop`): a group-only
+/// LMTP Unix socket, a Maildir per local user, a catch-all, a run user.
+pub fn example_deaddrop() -> &'static str {
+    include_str!("example-deaddrop.toml")
+}
+
 /// Finds and loads the config: `explicit` (`-c FILE`), else `$MAILCHUTE_CONFIG`, else
 /// [`DEFAULT_PATH`] if it exists, else the embedded default when `allow_embedded`.
 /// `MAILCHUTE_…__…` env overrides are applied in every case.

@@ -15,6 +15,7 @@ pub mod loaded;
 pub mod net;
 pub mod paths;
 pub mod rules;
+pub mod secrets;
 pub mod tagged;
 pub mod types;
 pub mod units;
@@ -27,11 +28,12 @@ pub use describe::{Summaries, describe};
 pub use env::{OverrideError, apply_env_overrides};
 pub use error::{BuildError, ConfigError, InvalidKey, Override, Problem, Seg, unknown_type};
 pub use load::{
-    DEFAULT_PATH, EMBEDDED_TOML, Loaded, Source, example, load, load_file, load_file_with_env,
-    load_with, parse_str, parse_str_with_env, system_hostname,
+    DEFAULT_PATH, EMBEDDED_TOML, Loaded, Source, example, example_deaddrop, load, load_file,
+    load_file_with_env, load_with, parse_str, parse_str_with_env, system_hostname,
 };
 pub use net::{IpList, ListenAddr, dsn_enabled, is_loopback_listener};
 pub use rules::MatchRule;
+pub use secrets::readable_secrets_warning;
 pub use tagged::TaggedTable;
 pub use types::*;
 pub use units::{Duration, Size};

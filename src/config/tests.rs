@@ -896,3 +896,41 @@ fn the_embedded_default_is_valid_and_names_its_sink() {
     assert!(c.sinks.contains_key("maildir"));
     assert_has(EMBEDDED_TOML, "[sink.maildir]");
 }
+
+#[test]
+fn the_deaddrop_example_loads_as_a_group_only_lmtp_socket_into_maildirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = parse_str(
+        super::example_deaddrop(),
+        "example-deaddrop.toml",
+        dir.path(),
+    )
+    .unwrap();
+    let c = &l.config;
+    assert_eq!(c.server.user.as_deref(), Some("mailchute"));
+    assert_eq!(
+        c.server.data_dir,
+        std::path::Path::new("/var/spool/mailchute")
+    );
+    let [sock] = c.listeners.as_slice() else {
+        panic!("one listener expected: {:?}", c.listeners);
+    };
+    assert!(sock.address.starts_with("unix:/"), "{}", sock.address);
+    assert_eq!(sock.protocol, Protocol::Lmtp);
+    assert_eq!(sock.socket_mode.as_deref(), Some("0770"));
+    assert_eq!(sock.socket_group.as_deref(), Some("mailchute"));
+    let catch_all = c
+        .routes
+        .iter()
+        .find(|r| r.matches == ["*"])
+        .expect("a catch-all");
+    let users = c
+        .routes
+        .iter()
+        .find(|r| r.matches.iter().any(|m| m.starts_with('@')));
+    let users = users.expect("a route for local users");
+    let sink = &c.sinks[&users.sinks[0]];
+    assert_eq!(sink.kind, "maildir");
+    assert_has(&format!("{:?}", sink), "{local}");
+    assert_eq!(c.sinks[&catch_all.sinks[0]].kind, "maildir");
+}

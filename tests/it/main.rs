@@ -1,6 +1,7 @@
 //! The one integration-test binary (one link instead of one per file). Modules by area.
 
 mod auth;
+mod daemon;
 mod deliver;
 mod delivery;
 mod dovecot;
