@@ -21,6 +21,7 @@ static RULES: LazyLock<Vec<Rewriter>> = LazyLock::new(|| {
         pattern: Regex::new(pattern).expect("fixed pattern"),
         replace: replace.into(),
         on_empty,
+        each_address: header == "To",
     };
     vec![
         rule("Subject", "^", "[tagged] Grüße ", OnEmpty::DropHeader),

@@ -50,6 +50,21 @@ impl MatchRule {
         }
     }
 
+    /// Whether `address` is one this entry names: the local part exactly, the domain in any
+    /// case (DESIGN "Route precedence"). The null sender (empty) matches only `*` and a
+    /// regex that takes it.
+    pub fn matches(&self, address: &str) -> bool {
+        let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+        match self {
+            MatchRule::Any => true,
+            MatchRule::Regex(re) => re.is_match(address),
+            MatchRule::Domain(d) => !address.is_empty() && d.eq_ignore_ascii_case(domain),
+            MatchRule::Exact(addr) => addr
+                .rsplit_once('@')
+                .is_some_and(|(l, d)| l == local && d.eq_ignore_ascii_case(domain)),
+        }
+    }
+
     /// Lower ranks are tried first: exact, then domain, then regex (in file order), then `*`.
     pub fn rank(&self) -> u8 {
         match self {
@@ -77,6 +92,11 @@ mod tests {
             MatchRule::parse("/^x-.*@/"),
             Ok(MatchRule::Regex(_))
         ));
+        let rule = |s: &str| MatchRule::parse(s).unwrap();
+        assert!(rule("a@B.org").matches("a@b.ORG"));
+        assert!(!rule("a@b.org").matches("A@b.org"));
+        assert!(rule("@b.org").matches("x@B.org") && !rule("@b.org").matches(""));
+        assert!(rule("/^root@/").matches("root@h") && rule("*").matches(""));
         for bad in ["", "b.org", "@", "a@", "/x", "/(/", "a b@c", "@a@b", "//"] {
             assert!(MatchRule::parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -223,16 +223,7 @@ impl Users {
         if u.senders.is_empty() {
             return true;
         }
-        let (local, domain) = from.rsplit_once('@').unwrap_or((from, ""));
-        u.senders.iter().any(|rule| match rule {
-            MatchRule::Any => true,
-            MatchRule::Regex(re) => re.is_match(from),
-            MatchRule::Domain(d) => !from.is_empty() && d.eq_ignore_ascii_case(domain),
-            // Local part exact, domain in any case (DESIGN "Route precedence").
-            MatchRule::Exact(addr) => addr
-                .rsplit_once('@')
-                .is_some_and(|(l, d)| l == local && d.eq_ignore_ascii_case(domain)),
-        })
+        u.senders.iter().any(|rule| rule.matches(from))
     }
 }
 

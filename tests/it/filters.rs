@@ -273,3 +273,87 @@ replace = "[kept] "
     // Nothing is left behind in the queue: message, sidecar and body are all gone.
     assert!(files_below(&queue).is_empty(), "{:?}", files_below(&queue));
 }
+
+/// DDMailer's header filters as mailchute config: its `[filter to NAME]` regex/subst on
+/// each address (`each_address`), a Subject tag only for mail from cron (`if_sender`), and
+/// its rule that a From that filters to nothing discards the message.
+const DDMAILER_FILTERS: &str = r#"
+[[route]]
+name = "all"
+match = ["*"]
+filters = ["to-localhost", "cron-tag", "from-noreply"]
+sinks = ["box"]
+
+[sink.box]
+type = "maildir"
+path = "./Maildir"
+
+[filter.to-localhost]
+type = "rewrite"
+header = "To"
+each_address = true
+pattern = '^(\w+)@localhost$'
+replace = "$1@home.example"
+
+[filter.cron-tag]
+type = "rewrite"
+header = "Subject"
+if_sender = ["root@host.test", "/^cron@/"]
+pattern = "^"
+replace = "[cron] "
+
+[filter.from-noreply]
+type = "rewrite"
+header = "From"
+each_address = true
+pattern = '^noreply@.*$'
+replace = ""
+on_empty = "discard-message"
+"#;
+
+const READ_TO_SUBJECT: &str = r#"
+import json, mailbox, sys
+box = mailbox.Maildir(sys.argv[1], create=False)
+print(json.dumps(sorted([[m["subject"], m["to"]] for m in box])))
+"#;
+
+#[test]
+fn ddmailer_header_filters_per_address_per_sender_and_discarding() {
+    let port = free_port();
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:{port}\"\nmode = \"sync\"\n{DDMAILER_FILTERS}"
+    );
+    let m = Mailchute::start(&config);
+    let server = format!("127.0.0.1:{port}");
+    for (from, header_from, subject) in [
+        ("root@host.test", "root@host.test", "disk full"),
+        ("alice@host.test", "alice@host.test", "hello"),
+        ("cron@host.test", "noreply@host.test", "dropped"),
+    ] {
+        let msg = format!(
+            "From: {header_from}\r\nTo: root@localhost, Bob <bob@x.test>\r\nSubject: {subject}\r\n\r\ntext\r\n"
+        );
+        let data = swaks_data(m.dir(), "msg.eml", msg.as_bytes());
+        swaks_ok(&[
+            "--server",
+            &server,
+            "--from",
+            from,
+            "--to",
+            "rcpt@test",
+            "--data",
+            &data,
+        ]);
+    }
+    let out = python_ok(READ_TO_SUBJECT, &[m.path("Maildir").to_str().unwrap()]);
+    let got: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(
+        got,
+        serde_json::json!([
+            ["[cron] disk full", "root@home.example, Bob <bob@x.test>"],
+            ["hello", "root@home.example, Bob <bob@x.test>"],
+        ]),
+        "{}",
+        m.log()
+    );
+}

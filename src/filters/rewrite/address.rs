@@ -102,7 +102,7 @@ fn mailbox_tokens(mailbox: &str) -> Vec<Token> {
 
 /// The value split at commas outside quotes, comments and angle brackets, with name-only
 /// pieces joined to the mailbox after them.
-fn mailboxes(value: &str) -> Vec<String> {
+pub(super) fn mailboxes(value: &str) -> Vec<String> {
     let mut pieces = Vec::new();
     let mut start = 0;
     for (i, c) in top_level(value) {

@@ -12,6 +12,8 @@ pub struct Rewriter {
     pub pattern: Regex,
     pub replace: String,
     pub on_empty: OnEmpty,
+    /// Apply the pattern to each address of an address field on its own.
+    pub each_address: bool,
 }
 
 /// What became of a header block.
@@ -34,6 +36,21 @@ enum FieldEdit {
 }
 
 impl Rewriter {
+    /// Each address of the list rewritten alone (trimmed, as DDMailer split at commas);
+    /// those that come out empty are left out; the rest joined with ", ".
+    fn replace_each_address(&self, value: &str) -> String {
+        let mut kept: Vec<String> = Vec::new();
+        for mailbox in address::mailboxes(value) {
+            let one = mailbox.trim_matches([' ', '\t']);
+            let new = self.pattern.replace_all(one, self.replace.as_str());
+            let new = new.trim_matches([' ', '\t']);
+            if !new.is_empty() {
+                kept.push(new.to_string());
+            }
+        }
+        kept.join(", ")
+    }
+
     pub fn edit(&self, block: &[u8]) -> Edit {
         let block_end = header::block_line_end(block);
         let mut out = Vec::with_capacity(block.len() + 256);
@@ -70,10 +87,23 @@ impl Rewriter {
             return FieldEdit::Keep;
         };
         let value = encoded_word::decode(unfolded.trim_matches([' ', '\t']));
-        if !self.pattern.is_match(&value) {
+        let matched = if self.each_address {
+            address::mailboxes(&value)
+                .iter()
+                .any(|m| self.pattern.is_match(m.trim_matches([' ', '\t'])))
+        } else {
+            self.pattern.is_match(&value)
+        };
+        if !matched {
             return FieldEdit::Keep;
         }
-        let replaced = self.pattern.replace_all(&value, self.replace.as_str());
+        let replaced = if self.each_address {
+            self.replace_each_address(&value)
+        } else {
+            self.pattern
+                .replace_all(&value, self.replace.as_str())
+                .into_owned()
+        };
         // A line end from `replace` (or a bare CR in the value) would end the field early
         // and start one of its own: it becomes a space.
         let new = replaced.replace(['\r', '\n'], " ");
@@ -111,6 +141,7 @@ mod tests {
             pattern: Regex::new(pattern).unwrap(),
             replace: replace.into(),
             on_empty,
+            each_address: false,
         }
     }
 

@@ -31,6 +31,8 @@
 //!   `drop-header`, which removes the field, as DDMailer users expect; `keep` writes
 //!   `Name: ` with nothing after it; `discard-message` discards the message for the route.
 //! - A field whose bytes are not UTF-8 (raw 8-bit) is not matched and stays as it is.
+//! - `if_sender` limits the rule to messages from some envelope senders; `each_address`
+//!   applies it to each address of an address field in turn (DDMailer's From/To filters).
 
 // The sans-I/O parts are public so a fuzz target can drive each alone.
 pub mod address;
@@ -42,7 +44,7 @@ pub mod header;
 mod tests;
 
 use super::{Filter, FilterContext, FilterError, FilterInput, Verdict};
-use crate::config::InvalidKey;
+use crate::config::{InvalidKey, MatchRule, Seg};
 use crate::delivery::BoxFuture;
 use edit::{Edit, Rewriter};
 use regex::Regex;
@@ -66,6 +68,15 @@ pub struct RewriteConfig {
     pub replace: String,
     #[serde(default)]
     pub on_empty: OnEmpty,
+    /// Apply the rule only to messages whose envelope sender matches one of these (route
+    /// `match` syntax: `root@host.example`, `@host.example`, `/^cron@/`, `*`); empty: all.
+    #[serde(default)]
+    pub if_sender: Vec<String>,
+    /// In an address field (From, To, Cc, …), apply the pattern to each address of the list
+    /// on its own, as DDMailer did (`^root@localhost$` then matches in `a@x, root@localhost`);
+    /// addresses that rewrite to nothing are left out of the list.
+    #[serde(default)]
+    pub each_address: bool,
 }
 
 /// What to do with a field whose value rewrote to nothing.
@@ -93,18 +104,29 @@ impl OnEmpty {
 
 /// One line for `config check`.
 pub fn summary(c: &RewriteConfig) -> String {
-    format!(
-        "rewrite {}: /{}/ -> {:?} (on empty: {})",
+    let mut s = format!(
+        "rewrite {}{}: /{}/ -> {:?} (on empty: {})",
         c.header,
+        if c.each_address {
+            " (each address)"
+        } else {
+            ""
+        },
         c.pattern,
         c.replace,
         c.on_empty.describe()
-    )
+    );
+    if !c.if_sender.is_empty() {
+        s.push_str(&format!(", if the sender is {}", c.if_sender.join(" or ")));
+    }
+    s
 }
 
 pub struct RewriteFilter {
     /// Shared with the blocking task that does the file work.
     rewriter: Arc<Rewriter>,
+    /// Empty: every message.
+    if_sender: Vec<MatchRule>,
 }
 
 impl RewriteFilter {
@@ -123,13 +145,32 @@ impl RewriteFilter {
             InvalidKey::at("pattern", format!("not a valid regular expression: {e}"))
         })?;
         check_groups(&c.replace, &pattern).map_err(|m| InvalidKey::at("replace", m))?;
+        if c.each_address && !address::is_address_field(&c.header) {
+            return Err(InvalidKey::at(
+                "each_address",
+                format!(
+                    "{:?} is not an address field: each_address works on From, To, Cc, Bcc, \
+                     Reply-To, Sender and their Resent- forms",
+                    c.header
+                ),
+            ));
+        }
+        let mut if_sender = Vec::new();
+        for (i, entry) in c.if_sender.iter().enumerate() {
+            if_sender.push(MatchRule::parse(entry.trim()).map_err(|m| InvalidKey {
+                key: vec![Seg::Key("if_sender".into()), Seg::Index(i)],
+                message: m,
+            })?);
+        }
         Ok(RewriteFilter {
             rewriter: Arc::new(Rewriter {
                 header: c.header.clone(),
                 pattern,
                 replace: c.replace.clone(),
                 on_empty: c.on_empty,
+                each_address: c.each_address,
             }),
+            if_sender,
         })
     }
 }
@@ -199,6 +240,10 @@ impl Filter for RewriteFilter {
         &'a self,
         input: &'a FilterInput<'a>,
     ) -> BoxFuture<'a, Result<Verdict, FilterError>> {
+        let sender = &input.envelope.mail_from;
+        if !self.if_sender.is_empty() && !self.if_sender.iter().any(|r| r.matches(sender)) {
+            return Box::pin(async { Ok(Verdict::Pass) });
+        }
         let rewriter = Arc::clone(&self.rewriter);
         let body = input.body.to_path_buf();
         let output = input.output.to_path_buf();

@@ -10,6 +10,8 @@ fn config(header: &str, pattern: &str, replace: &str, on_empty: OnEmpty) -> Rewr
         pattern: pattern.into(),
         replace: replace.into(),
         on_empty,
+        if_sender: Vec::new(),
+        each_address: false,
     }
 }
 
@@ -113,6 +115,104 @@ async fn subject_gets_a_prefix() {
         r.changed_str(),
         format!("{RECEIVED}From: a@example.org\r\nSubject: [archived] Hello\r\n\r\nBody\r\n")
     );
+}
+
+/// DDMailer's From/To filters: the pattern on each address alone; an address that comes
+/// out empty is left out of the list, a list that comes out empty is `on_empty`.
+#[tokio::test]
+async fn each_address_is_rewritten_alone_as_ddmailer_did() {
+    let each = |pattern: &str, replace: &str| {
+        filter_with(RewriteConfig {
+            each_address: true,
+            ..config("To", pattern, replace, OnEmpty::DiscardMessage)
+        })
+    };
+    let msg = "To: root@localhost, Bob <bob@x.org>, cron@localhost\r\nSubject: s\r\n\r\nb\r\n";
+    let r = run(
+        &each("^([a-z]+)@localhost$", "$1@example.org"),
+        msg.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        r.changed_str(),
+        "To: root@example.org, Bob <bob@x.org>, cron@example.org\r\nSubject: s\r\n\r\nb\r\n"
+    );
+    // Without each_address the anchors see the whole list and match nothing.
+    let whole = filter_with(config(
+        "To",
+        "^([a-z]+)@localhost$",
+        "$1@example.org",
+        OnEmpty::Keep,
+    ));
+    assert!(matches!(
+        run(&whole, msg.as_bytes()).await.verdict,
+        Verdict::Pass
+    ));
+    // One address dropped; then all of them: the message is discarded (DDMailer's rule).
+    let r = run(&each("^cron@localhost$", ""), msg.as_bytes()).await;
+    assert!(
+        r.changed_str()
+            .starts_with("To: root@localhost, Bob <bob@x.org>\r\n"),
+        "{}",
+        r.changed_str()
+    );
+    let r = run(&each(".*", ""), msg.as_bytes()).await;
+    assert!(
+        matches!(r.verdict, Verdict::Discard { .. }),
+        "{:?}",
+        r.verdict
+    );
+    // Only address fields have addresses.
+    let bad = RewriteFilter::new(
+        &RewriteConfig {
+            each_address: true,
+            ..config("Subject", "x", "y", OnEmpty::Keep)
+        },
+        &ctx(),
+    );
+    assert!(bad.is_err_and(|e| e.to_string().contains("not an address field")));
+}
+
+#[tokio::test]
+async fn if_sender_limits_the_rule_to_some_envelope_senders() {
+    let msg = "Subject: Hello\r\n\r\nb\r\n";
+    let tagged = |if_sender: &[&str]| {
+        filter_with(RewriteConfig {
+            if_sender: if_sender.iter().map(|s| s.to_string()).collect(),
+            ..config("Subject", "^", "[cron] ", OnEmpty::Keep)
+        })
+    };
+    // envelope() is from sender@example.org.
+    for matching in [
+        &["@example.org"][..],
+        &["/^send/"],
+        &["sender@EXAMPLE.org"],
+        &["*"],
+        &[],
+    ] {
+        let r = run(&tagged(matching), msg.as_bytes()).await;
+        assert_eq!(
+            r.changed_str(),
+            "Subject: [cron] Hello\r\n\r\nb\r\n",
+            "{matching:?}"
+        );
+    }
+    for other in [
+        &["@cron.example"][..],
+        &["Sender@example.org"],
+        &["root@example.org", "/^x/"],
+    ] {
+        let r = run(&tagged(other), msg.as_bytes()).await;
+        assert!(matches!(r.verdict, Verdict::Pass), "{other:?}");
+    }
+    let bad = RewriteFilter::new(
+        &RewriteConfig {
+            if_sender: vec!["not an address".into()],
+            ..config("Subject", "^", "x", OnEmpty::Keep)
+        },
+        &ctx(),
+    );
+    assert!(bad.is_err_and(|e| format!("{e:?}").contains("if_sender")));
 }
 
 #[tokio::test]
