@@ -61,7 +61,8 @@ fn run(program: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sendmail");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // A run that refuses before reading (usage) may close its end first.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
     child.wait_with_output().unwrap()
 }
 
