@@ -22,9 +22,15 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Subcommand)]
 pub enum DaemonCommand {
-    /// Validate the config, then run `serve` in the background; exits once it listens.
-    /// Logs go to --log-file, else {data_dir}/mailchute.log.
-    Start,
+    /// Validate the config and run every sink's health check (`mailchute check`: IMAP
+    /// logins and folders, Maildir/MH paths, …), then run `serve` in the background; exits
+    /// once it listens. Logs go to --log-file, else {data_dir}/mailchute.log.
+    Start {
+        /// Start even when a sink fails its health check (an IMAP server down at boot:
+        /// mail is then spooled until it answers).
+        #[arg(long)]
+        no_check: bool,
+    },
     /// SIGTERM the daemon and wait until it has drained and exited.
     Stop {
         /// How long to wait for it to exit (deliveries under way finish first).
@@ -94,7 +100,7 @@ pub fn run(
     log: &LogOptions,
 ) -> Result<Report, CliError> {
     match command {
-        DaemonCommand::Start => start(config, log),
+        DaemonCommand::Start { no_check } => start(config, log, no_check),
         DaemonCommand::Stop { timeout } => stop(config, timeout),
         DaemonCommand::Status => Ok(status(config)),
         DaemonCommand::Reload => reload(config),
@@ -166,7 +172,7 @@ fn raw_data_dir(path: &Path) -> Option<PathBuf> {
 
 // --- start ----------------------------------------------------------------------------
 
-fn start(config: Option<&Path>, log: &LogOptions) -> Result<Report, CliError> {
+fn start(config: Option<&Path>, log: &LogOptions, no_check: bool) -> Result<Report, CliError> {
     let mut loaded = config::load(config, true)?;
     validate_for_start(&loaded)?;
     let data_dir = loaded.config.server.data_dir.clone();
@@ -181,6 +187,9 @@ fn start(config: Option<&Path>, log: &LogOptions) -> Result<Report, CliError> {
             return Ok(Report::err(lsb::FAILURE, format!("{why}; not starting")));
         }
         PidState::NotRunning | PidState::Stale { .. } => {}
+    }
+    if !no_check && let Some(failed) = health_check(&loaded)? {
+        return Ok(failed);
     }
     let mut warnings = String::new();
     if let Some(w) = readable_secrets_warning(&loaded) {
@@ -207,6 +216,41 @@ fn start(config: Option<&Path>, log: &LogOptions) -> Result<Report, CliError> {
     let mut report = daemonize(loaded, &log, &log_file);
     report.stderr.insert_str(0, &warnings);
     Ok(report)
+}
+
+/// DDMailer's habit: every account is tried before the daemon starts, and a wrong password
+/// is said here, on the terminal, naming the sink — not later in a log. `mailchute check`
+/// runs in a child process: the checks need a runtime and threads, and this process must
+/// have none when it forks. `None` when every sink passed.
+fn health_check(loaded: &Loaded) -> Result<Option<Report>, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::NoInput(format!("finding the mailchute binary: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    if let Source::File(p) = &loaded.source {
+        cmd.arg("-c").arg(p);
+    }
+    let out = cmd
+        .arg("check")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| CliError::NoInput(format!("running mailchute check: {e}")))?;
+    if out.status.success() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failed: String = text
+        .lines()
+        .filter(|l| !l.starts_with("ok "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Ok(Some(Report::err(
+        lsb::FAILURE,
+        format!(
+            "{failed}{}not starting: a sink failed its health check (fix it, or start with \
+             --no-check to spool until it answers)",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )))
 }
 
 /// Everything `serve` would refuse for the config's sake, while there is a terminal to say

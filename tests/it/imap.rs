@@ -595,3 +595,61 @@ fn check_command_reports_each_sink_and_exits_with_its_status() {
         "{o:?}"
     );
 }
+
+/// DDMailer checked its accounts before it started: so does `daemon start`, naming the
+/// sink whose login failed (1, nothing running); `--no-check` starts anyway (mail then
+/// waits in the spool), and `daemon stop` ends it.
+#[test]
+fn daemon_start_refuses_a_wrong_imap_password_unless_no_check() {
+    let dc = start_dovecot();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = imaps_sink(&dc, "alice", ALICE.0, "password = \"not-her-password\"");
+    let file = dir.path().join("daemon.toml");
+    fs::write(&file, config(port, "queued", &["alice"], &sink)).unwrap();
+    let file = file.display().to_string();
+    let log = dir.path().join("daemon.log").display().to_string();
+    let o = mailchute(
+        dir.path(),
+        &["-c", &file, "--log-file", &log, "daemon", "start"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("FAIL sink alice: 4.7.8 ") && err.contains("--no-check"),
+        "{err}"
+    );
+    assert!(!err.contains("not-her-password"), "{err}");
+    let status = mailchute(dir.path(), &["-c", &file, "daemon", "status"], &[]);
+    assert_eq!(status.status.code(), Some(3), "nothing was started");
+
+    let o = mailchute(
+        dir.path(),
+        &[
+            "-c",
+            &file,
+            "--log-file",
+            &log,
+            "daemon",
+            "start",
+            "--no-check",
+        ],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let status = mailchute(dir.path(), &["-c", &file, "daemon", "status"], &[]);
+    assert_eq!(status.status.code(), Some(0));
+    let stop = mailchute(dir.path(), &["-c", &file, "daemon", "stop"], &[]);
+    assert_eq!(
+        stop.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+}
