@@ -911,9 +911,25 @@ fn bs_keeps_the_listener_s_limits() {
     bs.expect("RCPT TO:<alice>", 250);
     bs.expect("DATA", 354);
     assert_eq!(bs_data(&mut bs, "Subject: small\n\nok\n").code, 250);
+    // Just under the limit as sent, over it with the Date, Message-ID and From that are
+    // added: the daemon's own 552 is the reply (Postfix's limit counts its additions too).
+    bs.expect("MAIL FROM:<root>", 250);
+    bs.expect("RCPT TO:<alice>", 250);
+    bs.expect("DATA", 354);
+    let near = format!(
+        "Subject: near\n\n{}",
+        "0123456789012345678901234567890123456789\n".repeat(23)
+    );
+    let r = bs_data(&mut bs, &near);
+    assert_eq!(
+        (r.code, r.text().starts_with("5.3.4")),
+        (552, true),
+        "{r:?}"
+    );
     bs.expect("QUIT", 221);
+    // Messages were refused: the first refusal's status (65: content), as without -bs.
     let (status, err, _) = bs.finish();
-    assert_eq!(status, 0, "{err}");
+    assert_eq!(status, 65, "{err}");
     let a = text(&wait_one(dir, "alice"));
     assert!(a.contains("Subject: small"), "{a}");
     std::thread::sleep(Duration::from_millis(500));

@@ -23,8 +23,9 @@
 //! Exit status: 0 when every message whose data the client sent is kept (QUIT, or the
 //! input ending between transactions); 75 when one is nowhere for now (a 451 after its
 //! data, or the input ending or going silent for [`COMMAND_TIMEOUT`] inside a
-//! transaction); else the first refused message's status as without `-bs` (67, 65, 77,
-//! 69). The replies themselves are what an SMTP client reads.
+//! transaction); else the status of the first message refused after its data (by the
+//! daemon for every recipient, or by the session: too big, a line too long) as without
+//! `-bs` (67, 65, 77, 69). The replies themselves are what an SMTP client reads.
 
 use super::pickup::{self, PickupEnvelope};
 use super::settings::Settings;
@@ -196,8 +197,16 @@ impl Driver<'_> {
                 }
                 Event::DataAborted => {
                     // Too big, a line too long, or cut off: the session answered; the
-                    // transaction is over and nothing of it is kept.
+                    // transaction is over and nothing of it is kept. A refusal of the
+                    // message counts as one from the daemon would.
                     self.txn = None;
+                    let exchanges = session.take_exchanges();
+                    if let Some(ex) = exchanges.last()
+                        && matches!(ex.verb, "DATA" | "BDAT")
+                    {
+                        self.note_refusal(ex.reply.code, &ex.reply.to_string());
+                    }
+                    note_quit(&exchanges, &mut quit);
                 }
                 Event::DataEnd => {
                     let reply = self.finish();
@@ -219,11 +228,7 @@ impl Driver<'_> {
 
     /// Writes the queued replies; `false` when standard output is gone.
     fn flush(&mut self, session: &mut Session, quit: &mut bool) -> bool {
-        for ex in session.take_exchanges() {
-            if ex.verb == "QUIT" {
-                *quit = true;
-            }
-        }
+        note_quit(&session.take_exchanges(), quit);
         if !session.has_output() {
             return true;
         }
@@ -238,6 +243,27 @@ impl Driver<'_> {
                 false
             }
         }
+    }
+
+    /// A message refused with `code` and `line` ("552 5.3.4 …"): its exit status, unless
+    /// an earlier one was refused.
+    fn note_refusal(&mut self, code: u16, line: &str) {
+        if code < 400 {
+            return;
+        }
+        if code < 500 {
+            self.status.temporary = true;
+            return;
+        }
+        let status = line
+            .split(' ')
+            .nth(1)
+            .filter(|t| t.starts_with("5."))
+            .unwrap_or("5.0.0");
+        let e = SinkError::permanent(status, line);
+        self.status
+            .refused
+            .get_or_insert(Exit::from_result(&Err(e)).code);
     }
 
     /// The exit status once the session is over.
@@ -469,11 +495,7 @@ impl Driver<'_> {
         }
         match first_refusal {
             Some(reply) if taken == 0 => {
-                let status = reply.enhanced().unwrap_or("5.0.0").to_string();
-                let e = SinkError::permanent(&status, reply.one_line());
-                self.status
-                    .refused
-                    .get_or_insert(Exit::from_result(&Err(e)).code);
+                self.note_refusal(reply.code, &reply.one_line());
                 reply_of(&reply)
             }
             _ => match (kept_as, daemon_ok) {
@@ -482,6 +504,13 @@ impl Driver<'_> {
                 (None, None) => Reply::new(250, "2.0.0", "Ok"),
             },
         }
+    }
+}
+
+/// Whether the client said QUIT among these replies.
+fn note_quit(exchanges: &[crate::proto::Exchange], quit: &mut bool) {
+    if exchanges.iter().any(|ex| ex.verb == "QUIT") {
+        *quit = true;
     }
 }
 
