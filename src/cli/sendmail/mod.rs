@@ -24,6 +24,7 @@
 pub mod pickup;
 pub mod settings;
 pub mod smtp;
+mod stdin;
 pub mod submit;
 
 use crate::delivery::{Exit, SinkError, sysexits};

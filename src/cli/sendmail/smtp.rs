@@ -29,6 +29,7 @@
 
 use super::pickup::{self, PickupEnvelope};
 use super::settings::Settings;
+use super::stdin::{Read, read_stdin};
 use super::submit::{self, Outcome};
 use super::{User, invoking_user, qualify};
 use crate::config::Protocol;
@@ -139,12 +140,6 @@ impl Txn {
         }
         self.why_pickup.get_or_insert(why);
     }
-}
-
-enum Read {
-    Bytes(usize),
-    Eof,
-    Silent,
 }
 
 impl Driver<'_> {
@@ -572,49 +567,6 @@ fn reply_of(r: &RemoteReply) -> Reply {
         .collect();
     Reply::multiline(r.code, enhanced.as_deref().and_then(Enhanced::parse), lines)
         .with_default_enhanced()
-}
-
-/// Reads what standard input has, waiting at most `timeout` for something to arrive. fd 0
-/// is read directly (not through std's buffered `Stdin`), so that `poll` sees every byte
-/// that is not yet handed to the session.
-fn read_stdin(buf: &mut [u8], timeout: Duration) -> std::io::Result<Read> {
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    loop {
-        let mut fd = libc::pollfd {
-            fd: libc::STDIN_FILENO,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, count 1.
-        let rc = unsafe { libc::poll(&mut fd, 1, ms) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if rc == 0 {
-            return Ok(Read::Silent);
-        }
-        break;
-    }
-    loop {
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        return Ok(if n == 0 {
-            Read::Eof
-        } else {
-            Read::Bytes(n as usize)
-        });
-    }
 }
 
 #[cfg(test)]
