@@ -108,7 +108,12 @@ file is missing or unreadable. Config: as for every command (-c FILE, $MAILCHUTE
 
 const SENDMAIL_HELP: &str = "Flags: -t -i -oi -f SENDER -F NAME -C FILE -B 8BITMIME|7BIT -N DSN -R full|hdrs -V ENVID -v;\n\
 other -o… accepted and ignored. Exit status: 0 delivered, queued by the daemon or kept in pickup/;\n\
-75 could not be kept anywhere; 67 unknown user, 65 content, 77 policy, 69 other refusal; 64 usage.";
+75 could not be kept anywhere; 67 unknown user, 65 content, 77 policy, 69 other refusal; 64 usage.\n\
+\n\
+-bs: SMTP on standard input/output (no recipient arguments). MAIL FROM as given; each RCPT is\n\
+asked of the daemon (refused there with its 5xx); after the data 250 = delivered, queued or in\n\
+pickup/, 451 = kept nowhere. Exit 0 unless a message is nowhere: 75 for a 451 or input ending\n\
+inside a transaction (mid-DATA: not sent), 67/65/77/69 for a message refused for every recipient.";
 
 /// `daemon`'s statuses, for its `--help`.
 const DAEMON_HELP: &str = "Exit status (LSB): start 0 started or already running, 1 failed, 78 config invalid;\n\

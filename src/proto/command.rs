@@ -105,6 +105,11 @@ pub enum ParseError {
     BadSender,
     #[error("bad recipient address syntax")]
     BadRecipient,
+    /// A recipient without a domain (`RCPT TO:<root>`), otherwise well formed: refused as
+    /// [`ParseError::BadRecipient`] on a listener; a local submission (`sendmail -bs`)
+    /// takes it and adds the default domain, as Postfix does.
+    #[error("recipient address without a domain")]
+    UnqualifiedRecipient(String),
     #[error("unsupported parameter {0}")]
     UnknownParam(String),
     #[error("bad XFORWARD attribute name {0}")]
@@ -117,7 +122,9 @@ impl ParseError {
             ParseError::UnknownCommand => Reply::new(500, "5.5.2", "Error: command not recognized"),
             ParseError::Syntax(s) => Reply::new(501, "5.5.4", format!("Syntax: {s}")),
             ParseError::BadSender => Reply::new(501, "5.1.7", "Bad sender address syntax"),
-            ParseError::BadRecipient => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
+            ParseError::BadRecipient | ParseError::UnqualifiedRecipient(_) => {
+                Reply::new(501, "5.1.3", "Bad recipient address syntax")
+            }
             ParseError::UnknownParam(p) => {
                 Reply::new(555, "5.5.4", format!("Unsupported option: {p}"))
             }
@@ -303,12 +310,16 @@ fn parse_auth(args: &str) -> Result<Command, ParseError> {
 fn parse_rcpt(args: &str) -> Result<Command, ParseError> {
     let rest = strip_keyword(args, "TO:").ok_or(ParseError::Syntax("RCPT TO:<address>"))?;
     let (to, params) = split_path(rest).ok_or(ParseError::BadRecipient)?;
-    if !(to.eq_ignore_ascii_case("postmaster") || valid_mailbox(&to, false)) {
+    let unqualified = !(to.eq_ignore_ascii_case("postmaster") || valid_mailbox(&to, false));
+    if unqualified && !valid_mailbox(&to, true) {
         return Err(ParseError::BadRecipient);
     }
     // We advertise no RCPT extension (DSN's NOTIFY/ORCPT are not offered).
     if let Some(p) = params.split(' ').find(|p| !p.is_empty()) {
         return Err(ParseError::UnknownParam(p.to_string()));
+    }
+    if unqualified {
+        return Err(ParseError::UnqualifiedRecipient(to));
     }
     Ok(Command::Rcpt { to })
 }
@@ -688,7 +699,10 @@ mod tests {
         assert_eq!(rcpt("RCPT TO:<u@d.example>").unwrap(), "u@d.example");
         assert_eq!(rcpt("rcpt to: <Postmaster>").unwrap(), "Postmaster");
         assert_eq!(rcpt("RCPT TO:<@hop:u@d>").unwrap(), "u@d");
-        assert_eq!(rcpt("RCPT TO:<u>"), Err(ParseError::BadRecipient));
+        assert_eq!(
+            rcpt("RCPT TO:<u>"),
+            Err(ParseError::UnqualifiedRecipient("u".into()))
+        );
         assert_eq!(rcpt("RCPT TO:<>"), Err(ParseError::BadRecipient));
         assert!(matches!(
             rcpt("RCPT TO:<u@d> NOTIFY=NEVER"),

@@ -14,13 +14,17 @@
 //!   policy, other. The refused recipients and the replies are on stderr; recipients the
 //!   daemon accepted beside them were delivered (Postfix's sendmail would exit 0 and mail
 //!   a bounce; there is no bounce here, so the status tells);
-//! - 64: the command line; `-bs` is not supported yet.
+//! - 64: the command line.
+//!
+//! `-bs` speaks SMTP on standard input and output instead ([`smtp`]).
 //!
 //! Settings come from the config's unix LMTP listener and `data_dir` only
 //! ([`settings`]); no secret is read.
 
 pub mod pickup;
 pub mod settings;
+pub mod smtp;
+mod stdin;
 pub mod submit;
 
 use crate::delivery::{Exit, SinkError, sysexits};
@@ -57,15 +61,24 @@ pub fn run(args: &[String], config: Option<&Path>) -> u8 {
             return sysexits::OK;
         }
         Action::Smtp => {
-            eprintln!(
-                "sendmail: -bs (SMTP on standard input) is not supported yet; nothing was read \
-                 (submit with `sendmail RCPT…` or over the daemon's socket)"
-            );
-            return sysexits::EX_USAGE;
+            if !parsed.recipients.is_empty() {
+                eprintln!(
+                    "sendmail: -bs: recipients are given with RCPT TO in the SMTP session, not \
+                     as arguments ({})",
+                    parsed.recipients.join(" ")
+                );
+                return sysexits::EX_USAGE;
+            }
+            if verbose && (parsed.extract_recipients || parsed.sender.is_some()) {
+                eprintln!("sendmail: -bs: -t and -f mean nothing here (RCPT TO and MAIL FROM do)");
+            }
         }
         Action::Deliver => {}
     }
-    if parsed.recipients.is_empty() && !parsed.extract_recipients {
+    if parsed.action == Action::Deliver
+        && parsed.recipients.is_empty()
+        && !parsed.extract_recipients
+    {
         eprintln!(
             "sendmail: no recipients: give them as arguments, or -t to take them from the headers"
         );
@@ -78,7 +91,10 @@ pub fn run(args: &[String], config: Option<&Path>) -> u8 {
     } else if verbose {
         eprintln!("sendmail: settings from {}", settings.source);
     }
-    deliver(&parsed, &settings)
+    match parsed.action {
+        Action::Smtp => smtp::run(&parsed, &settings),
+        _ => deliver(&parsed, &settings),
+    }
 }
 
 const FALLBACKS: &str = "the socket /run/mailchute/mailchute.sock and /var/spool/mailchute/pickup";

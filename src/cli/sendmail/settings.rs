@@ -13,6 +13,9 @@ use toml::{Table, Value};
 
 pub const FALLBACK_SOCKET: &str = "/run/mailchute/mailchute.sock";
 pub const FALLBACK_PICKUP: &str = "/var/spool/mailchute/pickup";
+/// A listener's defaults (config/types.rs), for a config that does not say.
+const DEFAULT_MAX_LINE_LENGTH: u64 = 1024 * 1024;
+const DEFAULT_MAX_RECIPIENTS: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -26,6 +29,10 @@ pub struct Settings {
     pub domain: String,
     /// The listener's `max_message_size` (`None` = unlimited).
     pub max_size: Option<u64>,
+    /// The listener's `max_line_length` (`None` = unlimited) and `max_recipients`
+    /// (0 = unlimited): what `-bs` enforces on its client, as the listener would.
+    pub max_line_length: Option<u64>,
+    pub max_recipients: usize,
     /// Where these came from, for `-v`.
     pub source: String,
     /// Why the config was not used, for stderr.
@@ -67,6 +74,8 @@ fn fallback() -> Settings {
         domain: hostname.clone(),
         hostname,
         max_size: None,
+        max_line_length: Some(DEFAULT_MAX_LINE_LENGTH),
+        max_recipients: DEFAULT_MAX_RECIPIENTS,
         source: "built-in locations".into(),
         problem: None,
     }
@@ -116,6 +125,8 @@ pub fn from_text(
     let pickup = config::paths::join(base, Path::new(&data_dir)).join("pickup");
     let mut socket = None;
     let mut max_size = None;
+    let mut max_line_length = Some(DEFAULT_MAX_LINE_LENGTH);
+    let mut max_recipients = DEFAULT_MAX_RECIPIENTS;
     let listeners = table.get("listener").and_then(Value::as_array);
     for l in listeners.into_iter().flatten().filter_map(Value::as_table) {
         let address = l.get("address").and_then(Value::as_str).unwrap_or("");
@@ -133,6 +144,20 @@ pub fn from_text(
                 .map_err(|m| bad(format!("listener {address}: max_message_size: {m}")))?
                 .limit(),
         };
+        if let Some(v) = l.get("max_line_length") {
+            max_line_length = size_of(v)
+                .map_err(|m| bad(format!("listener {address}: max_line_length: {m}")))?
+                .limit();
+        }
+        max_recipients = match l.get("max_recipients") {
+            None => DEFAULT_MAX_RECIPIENTS,
+            Some(Value::Integer(n)) if *n >= 0 => *n as usize,
+            Some(_) => {
+                return Err(bad(format!(
+                    "listener {address}: max_recipients: expected a number"
+                )));
+            }
+        };
         break;
     }
     Ok(Settings {
@@ -141,6 +166,8 @@ pub fn from_text(
         hostname,
         domain,
         max_size,
+        max_line_length,
+        max_recipients,
         source: origin.to_string(),
         problem: None,
     })
@@ -181,6 +208,10 @@ type = "whatever"
         assert_eq!(s.socket, Some(PathBuf::from("/etc/mc/sock/lmtp.sock")));
         assert_eq!(s.pickup, PathBuf::from("/etc/mc/data/pickup"));
         assert_eq!(s.max_size, Some(1024 * 1024));
+        assert_eq!(
+            (s.max_line_length, s.max_recipients),
+            (Some(1024 * 1024), 1000)
+        );
         assert_eq!(
             (s.hostname.as_str(), s.domain.as_str()),
             ("h.test", "example.org")

@@ -38,12 +38,9 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Unreachable(pub String);
 
-/// Runs the transaction; one outcome per recipient, in order.
-pub async fn submit(
-    socket: &Path,
-    s: &Submission<'_>,
-    message: &[u8],
-) -> Result<Vec<Outcome>, Unreachable> {
+/// Connects to the daemon's socket and says LHLO: a session ready for MAIL, or why the
+/// daemon cannot be asked.
+pub async fn open(socket: &Path, hostname: &str) -> Result<Client, Unreachable> {
     let target = Target::Unix(socket.to_path_buf());
     let fail = |e: crate::smtp_client::Error| Unreachable(e.to_string());
     let mut c = Client::connect(&target, STEP_TIMEOUT).await.map_err(fail)?;
@@ -54,7 +51,7 @@ pub async fn submit(
             greeting.one_line()
         )));
     }
-    let hello = c.lhlo(s.hostname).await.map_err(fail)?;
+    let hello = c.lhlo(hostname).await.map_err(fail)?;
     if hello.code != 250 {
         c.quit().await;
         return Err(Unreachable(format!(
@@ -62,6 +59,17 @@ pub async fn submit(
             hello.one_line()
         )));
     }
+    Ok(c)
+}
+
+/// Runs the transaction; one outcome per recipient, in order.
+pub async fn submit(
+    socket: &Path,
+    s: &Submission<'_>,
+    message: &[u8],
+) -> Result<Vec<Outcome>, Unreachable> {
+    let fail = |e: crate::smtp_client::Error| Unreachable(e.to_string());
+    let mut c = open(socket, s.hostname).await?;
     let caps = c.capabilities().clone();
     let dsn = caps.has("DSN");
     let options = MailOptions {
@@ -148,7 +156,8 @@ pub async fn submit(
     Ok(outcomes)
 }
 
-fn judge(reply: &RemoteReply) -> Outcome {
+/// A reply's outcome: 5xx refused, anything else not positive deferred.
+pub fn judge(reply: &RemoteReply) -> Outcome {
     if reply.code >= 500 {
         Outcome::Rejected(reply.clone())
     } else {

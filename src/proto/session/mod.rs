@@ -262,6 +262,9 @@ pub struct Session {
     auth_attempts: u64,
     /// Replies queued and not yet taken by the I/O layer, with what they answered.
     exchanges: Vec<Exchange>,
+    /// RCPT may name an address without a domain (a local submission qualifies it);
+    /// set with [`Session::accept_unqualified_recipients`].
+    unqualified_rcpt: bool,
 }
 
 impl Session {
@@ -299,9 +302,26 @@ impl Session {
             auth_user: None,
             auth_failures: 0,
             auth_attempts: 0,
+            unqualified_rcpt: false,
         };
         greeting.render_into(&mut s.out);
         s
+    }
+
+    /// Lets RCPT name an address without a domain (`RCPT TO:<root>`): `Event::Rcpt`
+    /// carries it as given, and the I/O layer qualifies it (`sendmail -bs`, a local
+    /// submission, as Postfix's; a listener refuses it with 501 5.1.3).
+    pub fn accept_unqualified_recipients(&mut self) {
+        self.unqualified_rcpt = true;
+    }
+
+    /// The parameters of the MAIL FROM waiting in [`Event::Mail`] (BODY=, SMTPUTF8, SIZE=),
+    /// for an I/O layer that passes them on before it answers; `None` when no MAIL waits.
+    pub fn pending_mail_params(&self) -> Option<&MailParams> {
+        match &self.state {
+            State::Ask(Question::Mail { params, .. }) => Some(params),
+            _ => None,
+        }
     }
 
     /// Appends received bytes. Ignored once closed, and while waiting for the TLS
@@ -832,6 +852,9 @@ impl Session {
         }
         let cmd = match cmd {
             Ok(c) => c,
+            Err(ParseError::UnqualifiedRecipient(to)) if self.unqualified_rcpt => {
+                Command::Rcpt { to }
+            }
             Err(e) => {
                 self.error(e.reply());
                 return None;

@@ -1599,3 +1599,39 @@ fn transcript_keeps_command_lines_with_auth_masked() {
     quiet.send(b"NOOP\r\n");
     assert!(quiet.s.take_exchanges().iter().all(|e| e.line.is_none()));
 }
+
+/// A local submission (`sendmail -bs`) takes `RCPT TO:<root>` and hands it on as given;
+/// a listener's session refuses it, and both refuse a malformed one.
+#[test]
+fn unqualified_recipients_only_when_allowed() {
+    let mut c = greeted(cfg());
+    let out = c.send(b"MAIL FROM:<root>\r\nRCPT TO:<root>\r\n");
+    assert!(
+        out.ends_with("501 5.1.3 Bad recipient address syntax\r\n"),
+        "{out}"
+    );
+    let mut c = greeted(cfg());
+    c.s.accept_unqualified_recipients();
+    let out = c.send(b"MAIL FROM:<root> BODY=8BITMIME\r\nRCPT TO:<root>\r\nRCPT TO:<a b>\r\n");
+    assert_eq!(
+        out,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n501 5.1.3 Bad recipient address syntax\r\n"
+    );
+    let events = c.take_events();
+    assert!(events.contains(&Ev::Rcpt("root".into())), "{events:?}");
+}
+
+#[test]
+fn pending_mail_params_are_those_of_the_waiting_mail() {
+    let mut s = Session::new(cfg());
+    assert!(s.pending_mail_params().is_none());
+    s.feed(b"EHLO c\r\nMAIL FROM:<a@b> BODY=8BITMIME SIZE=10\r\n");
+    assert!(matches!(s.next_event(), Event::Mail { .. }));
+    let p = s.pending_mail_params().cloned().unwrap();
+    assert_eq!(
+        (p.body, p.size, p.smtputf8),
+        (Body::EightBitMime, Some(10), false)
+    );
+    s.accept_mail();
+    assert!(s.pending_mail_params().is_none());
+}
