@@ -169,16 +169,24 @@ fn find_existing(dir: &Path, base: &str) -> Result<Option<PathBuf>, SinkError> {
     Ok(None)
 }
 
+/// One file a delivery writes: in which Maildir, under which name, beginning with which
+/// envelope (sender, recipient), standing for which recipients.
+struct MaildirCopy {
+    dir: PathBuf,
+    base: String,
+    envelope: Option<(String, String)>,
+    members: Vec<usize>,
+}
+
 fn prepare(
-    dir: &Path,
+    copy: &MaildirCopy,
     is_folder: bool,
     create: bool,
-    base: &str,
     message: &Path,
     endings: LineEndings,
     first_attempt: bool,
-    envelope: Option<&(String, String)>,
 ) -> Result<Prepared, SinkError> {
+    let (dir, base) = (copy.dir.as_path(), copy.base.as_str());
     if let Some(root) = dir.parent().filter(|_| is_folder) {
         make_maildir(root, create, false)?;
     }
@@ -197,7 +205,7 @@ fn prepare(
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| SinkError::from_io(format!("create {}", tmp.display()), &e))?;
-        let copied = match envelope {
+        let copied = match &copy.envelope {
             Some((from, rcpt)) => {
                 local::copy_converted(&mut WithEnvelope::new(src, from, rcpt), &mut dst, endings)
             }
@@ -235,11 +243,16 @@ impl MaildirSink {
 
         // The files to write: one per Maildir, or (envelope headers) one per recipient,
         // each with the recipients it stands for and the envelope it begins with.
-        let mut copies: Vec<(PathBuf, String, Option<(String, String)>, Vec<usize>)> = Vec::new();
+        let mut copies: Vec<MaildirCopy> = Vec::new();
         for (root, members) in std::mem::take(&mut groups.groups) {
             let dir = self.target(&root);
             if !self.envelope_headers {
-                copies.push((dir, format!("{id}.{}", self.host), None, members));
+                copies.push(MaildirCopy {
+                    base: format!("{id}.{}", self.host),
+                    dir,
+                    envelope: None,
+                    members,
+                });
                 continue;
             }
             for (k, &i) in members.iter().enumerate() {
@@ -248,29 +261,26 @@ impl MaildirSink {
                     k => format!("{id}.R{k}.{}", self.host),
                 };
                 let env = (d.envelope.mail_from.clone(), d.rcpts[i].clone());
-                copies.push((dir.clone(), base, Some(env), vec![i]));
+                copies.push(MaildirCopy {
+                    dir: dir.clone(),
+                    base,
+                    envelope: Some(env),
+                    members: vec![i],
+                });
             }
         }
 
         // Step 1: for every copy, create its Maildir if needed, look for an earlier copy,
         // else write tmp/NAME. One blocking task per copy, run one after the other.
         let mut written: Vec<(PathBuf, PathBuf, Vec<usize>)> = Vec::new();
-        for (dir, base, env, members) in copies {
+        for mut copy in copies {
+            let members = std::mem::take(&mut copy.members);
             let (is_folder, create, endings) =
                 (self.folder.is_some(), self.create, self.line_endings);
             let (msg, first) = (d.message.to_path_buf(), d.first_attempt);
-            let what = format!("deliver to {}", dir.display());
+            let what = format!("deliver to {}", copy.dir.display());
             let r = local::blocking(&what, move || {
-                prepare(
-                    &dir,
-                    is_folder,
-                    create,
-                    &base,
-                    &msg,
-                    endings,
-                    first,
-                    env.as_ref(),
-                )
+                prepare(&copy, is_folder, create, &msg, endings, first)
             })
             .await;
             match r {
