@@ -509,7 +509,10 @@ pub fn split_envelope(stored: &[u8]) -> (Option<(String, String)>, &[u8]) {
         let rest = b.strip_prefix(name.as_bytes())?;
         let nl = rest.iter().position(|&c| c == b'\n')?;
         let value = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
-        Some((String::from_utf8_lossy(value).into_owned(), name.len() + nl + 1))
+        Some((
+            String::from_utf8_lossy(value).into_owned(),
+            name.len() + nl + 1,
+        ))
     };
     let Some((sender, n1)) = line(stored, "Return-Path: ") else {
         return (None, stored);
@@ -517,7 +520,10 @@ pub fn split_envelope(stored: &[u8]) -> (Option<(String, String)>, &[u8]) {
     let Some((rcpt, n2)) = line(&stored[n1..], "Delivered-To: ") else {
         return (None, stored);
     };
-    let sender = sender.trim_start_matches('<').trim_end_matches('>').to_string();
+    let sender = sender
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string();
     (Some((sender, rcpt)), &stored[n1 + n2..])
 }
 
