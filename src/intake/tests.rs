@@ -135,7 +135,15 @@ impl Setup {
         let new = self.dir.path().join(name).join("new");
         let mut out = Vec::new();
         for e in std::fs::read_dir(&new).into_iter().flatten().flatten() {
-            out.push(String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned());
+            let stored = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+            // What the filters made of the message, after the sink's envelope headers.
+            let mut rest = stored.as_str();
+            for prefix in ["Return-Path: ", "Delivered-To: "] {
+                if rest.starts_with(prefix) {
+                    rest = rest.split_once('\n').map_or("", |(_, r)| r);
+                }
+            }
+            out.push(rest.to_string());
         }
         out
     }

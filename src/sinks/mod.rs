@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod discard;
+pub mod envelope_headers;
 pub mod exec;
 pub mod imap;
 pub mod local;

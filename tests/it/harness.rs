@@ -502,9 +502,36 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Splits off the envelope a local sink prepends by default (`Return-Path: <sender>` and
+/// `Delivered-To: rcpt`, in either line end): (sender, recipient) when there, and the rest.
+pub fn split_envelope(stored: &[u8]) -> (Option<(String, String)>, &[u8]) {
+    let line = |b: &[u8], name: &str| -> Option<(String, usize)> {
+        let rest = b.strip_prefix(name.as_bytes())?;
+        let nl = rest.iter().position(|&c| c == b'\n')?;
+        let value = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+        Some((
+            String::from_utf8_lossy(value).into_owned(),
+            name.len() + nl + 1,
+        ))
+    };
+    let Some((sender, n1)) = line(stored, "Return-Path: ") else {
+        return (None, stored);
+    };
+    let Some((rcpt, n2)) = line(&stored[n1..], "Delivered-To: ") else {
+        return (None, stored);
+    };
+    let sender = sender
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string();
+    (Some((sender, rcpt)), &stored[n1 + n2..])
+}
+
 /// Splits a stored message into its first header, if it is a `Received: from` line (with
-/// its folded continuation lines), and the rest. Panics if the message does not start so.
+/// its folded continuation lines), and the rest; an envelope block in front (see
+/// [`split_envelope`]) is skipped. Panics if the message does not start so.
 pub fn split_received(stored: &[u8]) -> (&[u8], &[u8]) {
+    let stored = split_envelope(stored).1;
     assert!(
         stored.starts_with(b"Received: from "),
         "stored message does not start with our Received header:\n{}",

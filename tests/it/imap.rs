@@ -653,3 +653,50 @@ fn daemon_start_refuses_a_wrong_imap_password_unless_no_check() {
         String::from_utf8_lossy(&stop.stderr)
     );
 }
+
+/// The imap sink keeps the envelope as Dovecot's LDA would: one APPEND per recipient,
+/// each beginning with `Return-Path: <sender>` and its own `Delivered-To:`, a forged
+/// `Return-Path` dropped; `envelope_headers = false` APPENDs the message once, as it came.
+#[test]
+fn envelope_headers_one_append_per_recipient_and_off_as_before() {
+    let dc = start_dovecot();
+    let port = free_port();
+    let alice = imaps_sink(&dc, "alice", ALICE.0, "password_env = \"ALICE_PW\"");
+    let bob = imaps_sink(
+        &dc,
+        "bob",
+        BOB.0,
+        "password_env = \"BOB_PW\"\nenvelope_headers = false",
+    );
+    let text = config(port, "sync", &["alice", "bob"], &format!("{alice}{bob}"));
+    let m = Mailchute::start_with_env(&text, &[("ALICE_PW", ALICE.1), ("BOB_PW", BOB.1)]);
+    let msg = b"Return-Path: <forged@x.test>\r\nFrom: from@client.test\r\nTo: one@test\r\n\
+                Subject: imap envelope\r\n\r\nbody\r\n"
+        .to_vec();
+    // To: one@test; two@test only in the envelope (a Bcc).
+    let r = send(port, &["one@test", "two@test"], &msg);
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+
+    let a = wait_messages(&dc, &m, ALICE, "INBOX", 2);
+    let mut whom = Vec::new();
+    for got in &a {
+        let (envelope, _) = split_envelope(&got.body);
+        let (sender, rcpt) = envelope.expect("the envelope first");
+        assert_eq!(sender, "from@client.test");
+        assert!(
+            got.body
+                .starts_with(b"Return-Path: <from@client.test>\r\nDelivered-To: ")
+        );
+        whom.push(rcpt);
+        assert_stored(
+            &got.body,
+            b"From: from@client.test\r\nTo: one@test\r\nSubject: imap envelope\r\n\r\nbody\r\n",
+        );
+    }
+    whom.sort();
+    assert_eq!(whom, ["one@test", "two@test"]);
+
+    let b = wait_messages(&dc, &m, BOB, "INBOX", 1);
+    assert!(split_envelope(&b[0].body).0.is_none());
+    assert_stored(&b[0].body, &msg);
+}

@@ -817,7 +817,17 @@ fn max_recipients_refuses_the_third_and_delivers_to_two() {
     let r = c.must_reply("the end of DATA");
     assert_eq!(r.code, 250, "end of DATA: {r:?}");
     c.quit();
-    single_stored(&m, &msg);
+    // One copy per recipient (envelope headers), each our Received line and the message.
+    let msgs = read_maildir(&m.path("Maildir"));
+    let mut for_whom: Vec<String> = msgs
+        .iter()
+        .map(|stored| {
+            assert_stored(stored, &crlf_to_lf(&msg));
+            split_envelope(stored).0.expect("an envelope block").1
+        })
+        .collect();
+    for_whom.sort();
+    assert_eq!(for_whom, ["one@test", "two@test"], "{}", m.log());
     let tx = transactions(&m);
     assert_eq!(tx.len(), 1, "{tx:?}");
     assert_eq!(tx[0]["rcpts"], "one@test,two@test", "{}", tx[0]);

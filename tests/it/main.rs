@@ -5,6 +5,7 @@ mod daemon;
 mod deliver;
 mod delivery;
 mod dovecot;
+mod envelope_headers;
 mod filters;
 mod harness;
 mod imap;

@@ -112,6 +112,10 @@ pub struct ImapConfig {
     /// Connections kept open and reused between deliveries (the pool's size).
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Prepend `Return-Path:` and `Delivered-To:` (one APPEND per recipient); false = the
+    /// message as it came, one APPEND for all recipients routed here.
+    #[serde(default = "yes")]
+    pub envelope_headers: bool,
 }
 
 fn inbox() -> String {
@@ -170,6 +174,7 @@ pub struct ImapSettings {
     pub command_timeout: std::time::Duration,
     pub max_message_size: Option<u64>,
     pub max_connections: usize,
+    pub envelope_headers: bool,
 }
 
 impl ImapSettings {
@@ -204,6 +209,9 @@ impl ImapSettings {
         }
         if self.auth != AuthMode::Auto {
             s.push_str(&format!(", auth {}", self.auth.as_str()));
+        }
+        if !self.envelope_headers {
+            s.push_str(", no envelope headers");
         }
         if self.password_source == PasswordSource::Inline {
             s.push_str(", password inline in the config (prefer password_env or password_file)");
@@ -367,6 +375,7 @@ impl ImapConfig {
             command_timeout: self.command_timeout.0,
             max_message_size: self.max_message_size.limit(),
             max_connections: self.max_connections as usize,
+            envelope_headers: self.envelope_headers,
         })
     }
 

@@ -15,6 +15,11 @@
 //! failure is reported (temporary) and never retried here, since the server may have
 //! stored it.
 //!
+//! With `envelope_headers` (the default) each recipient routed here gets an APPEND of its
+//! own, the message beginning with `Return-Path:` and that recipient's `Delivered-To:`
+//! ([`super::envelope_headers`]), as Dovecot's LDA stores one copy per recipient; without
+//! them one APPEND stands for all.
+//!
 //! Duplicates: IMAP has no way to recognise a message it already has. If the connection
 //! breaks after the server stored the message but before its OK reached us (or mailchute
 //! dies in that instant), the retry stores a second copy. The window is one APPEND's reply.
@@ -34,7 +39,7 @@ mod tests;
 use self::classify::{Stage, classify};
 use self::config::ImapSettings;
 use self::session::{ImapError, Progress, Session};
-use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkError};
+use super::{BoxFuture, Delivered, Delivery, RcptResults, Sink, SinkError, envelope_headers};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -135,8 +140,7 @@ impl ImapSink {
         Ok(message)
     }
 
-    async fn deliver_one(&self, d: &Delivery<'_>) -> Result<Delivered, SinkError> {
-        let message = self.read_message(d).await?;
+    async fn deliver_one(&self, d: &Delivery<'_>, message: &[u8]) -> Result<Delivered, SinkError> {
         let date = wire::internal_date(d.envelope.received_at);
         let wait = self.settings.connect_timeout + self.settings.command_timeout;
         let _slot = match tokio::time::timeout(wait, self.slots.acquire()).await {
@@ -157,12 +161,12 @@ impl ImapSink {
             Some(s) => (s, true),
             None => (self.open().await?, false),
         };
-        let result = match self.append(&mut session, &message, date.as_deref()).await {
+        let result = match self.append(&mut session, message, date.as_deref()).await {
             Err(f) if reused && f.retry_fresh => {
                 tracing::debug!(server = %self.settings.peer(), error = %f.error, "imap: pooled connection was dead; trying a fresh one");
                 drop(session);
                 session = self.open().await?;
-                self.append(&mut session, &message, date.as_deref()).await
+                self.append(&mut session, message, date.as_deref()).await
             }
             other => other,
         };
@@ -348,9 +352,24 @@ fn to_crlf(raw: Vec<u8>) -> Vec<u8> {
 impl Sink for ImapSink {
     fn deliver<'a>(&'a self, d: &'a Delivery<'a>) -> BoxFuture<'a, RcptResults> {
         Box::pin(async move {
-            // One account: one APPEND stands for every recipient routed here.
-            let result = self.deliver_one(d).await;
-            super::same_for_all(d.rcpts.len(), result)
+            let message = match self.read_message(d).await {
+                Ok(m) => m,
+                Err(e) => return super::same_for_all(d.rcpts.len(), Err(e)),
+            };
+            if !self.settings.envelope_headers {
+                // One account: one APPEND stands for every recipient routed here.
+                let result = self.deliver_one(d, &message).await;
+                return super::same_for_all(d.rcpts.len(), result);
+            }
+            let mut results = Vec::with_capacity(d.rcpts.len());
+            for rcpt in d.rcpts {
+                let own = envelope_headers::prepend(&d.envelope.mail_from, rcpt, &message);
+                results.push(self.deliver_one(d, &own).await.map(|mut done| {
+                    done.detail.push_str(&format!(" (Delivered-To: {rcpt})"));
+                    done
+                }));
+            }
+            results
         })
     }
 

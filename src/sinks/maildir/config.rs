@@ -21,6 +21,10 @@ pub struct MaildirConfig {
     /// Create missing Maildirs (cur/new/tmp) on first delivery.
     #[serde(default = "yes")]
     pub create: bool,
+    /// Prepend `Return-Path:` and `Delivered-To:` (one copy per recipient); false = the
+    /// message as it came, one file for all recipients of a Maildir.
+    #[serde(default = "yes")]
+    pub envelope_headers: bool,
 }
 
 fn yes() -> bool {
@@ -38,8 +42,13 @@ pub fn build(t: &TaggedTable, ctx: &SinkContext) -> Result<BuiltSink, InvalidKey
         .as_deref()
         .map(|f| format!(", folder {f}"))
         .unwrap_or_default();
+    let bare = if c.envelope_headers {
+        ""
+    } else {
+        ", no envelope headers"
+    };
     Ok(BuiltSink {
-        summary: format!("maildir {}{folder}", c.path),
+        summary: format!("maildir {}{folder}{bare}", c.path),
         sink: Arc::new(MaildirSink::new(&c, ctx)?),
     })
 }

@@ -6,13 +6,19 @@
 //! delivery finds what an earlier attempt already put in `new/` (or what a reader has since
 //! moved to `cur/`) and reports it delivered instead of storing a second copy.
 //!
-//! Recipients whose path expands to the same Maildir share one file. Each Maildir's write
+//! With `envelope_headers` (the default) each recipient gets a copy of its own, beginning
+//! with `Return-Path:` and its own `Delivered-To:` ([`super::envelope_headers`]), as
+//! Postfix `local` and Dovecot's LDA store it: the first recipient of a Maildir gets the
+//! name above, a further one `ID.Rk.HOST` (k = 1, 2, ... in recipient order), so each copy
+//! is recognised on a retry by its own name. Without them, recipients whose path expands
+//! to the same Maildir share one file. Each Maildir's write
 //! happens in one blocking task and the sync rounds are shared by all Maildirs of the
 //! delivery (one round per filesystem, twice), so a message for 100 mailboxes costs two
 //! `syncfs`, not two hundred.
 
 pub mod config;
 
+use super::envelope_headers::WithEnvelope;
 use super::local::LineEndings;
 use super::local::{self, Groups};
 use super::template::PathTemplate;
@@ -32,6 +38,8 @@ pub struct MaildirSink {
     folder: Option<String>,
     line_endings: LineEndings,
     create: bool,
+    /// Prepend the envelope, one copy per recipient.
+    envelope_headers: bool,
     /// Host name as it may appear in a Maildir file name (`/`, `:`, `,` escaped).
     host: String,
     committer: Arc<Committer>,
@@ -50,6 +58,7 @@ impl MaildirSink {
             folder,
             line_endings: c.line_endings,
             create: c.create,
+            envelope_headers: c.envelope_headers,
             host: escape_name(&ctx.hostname),
             committer: ctx.committer.clone(),
         })
@@ -160,15 +169,24 @@ fn find_existing(dir: &Path, base: &str) -> Result<Option<PathBuf>, SinkError> {
     Ok(None)
 }
 
+/// One file a delivery writes: in which Maildir, under which name, beginning with which
+/// envelope (sender, recipient), standing for which recipients.
+struct MaildirCopy {
+    dir: PathBuf,
+    base: String,
+    envelope: Option<(String, String)>,
+    members: Vec<usize>,
+}
+
 fn prepare(
-    dir: &Path,
+    copy: &MaildirCopy,
     is_folder: bool,
     create: bool,
-    base: &str,
     message: &Path,
     endings: LineEndings,
     first_attempt: bool,
 ) -> Result<Prepared, SinkError> {
+    let (dir, base) = (copy.dir.as_path(), copy.base.as_str());
     if let Some(root) = dir.parent().filter(|_| is_folder) {
         make_maildir(root, create, false)?;
     }
@@ -178,7 +196,7 @@ fn prepare(
     }
     let tmp = dir.join("tmp").join(base);
     let write = || -> Result<u64, SinkError> {
-        let mut src = fs::File::open(message)
+        let src = fs::File::open(message)
             .map_err(|e| SinkError::from_io(format!("open {}", message.display()), &e))?;
         let mut dst = OpenOptions::new()
             .write(true)
@@ -187,8 +205,13 @@ fn prepare(
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| SinkError::from_io(format!("create {}", tmp.display()), &e))?;
-        local::copy_converted(&mut src, &mut dst, endings)
-            .map_err(|e| SinkError::from_io(format!("write {}", tmp.display()), &e))
+        let copied = match &copy.envelope {
+            Some((from, rcpt)) => {
+                local::copy_converted(&mut WithEnvelope::new(src, from, rcpt), &mut dst, endings)
+            }
+            None => local::copy_converted(&mut { src }, &mut dst, endings),
+        };
+        copied.map_err(|e| SinkError::from_io(format!("write {}", tmp.display()), &e))
     };
     match write() {
         Ok(size) => Ok(Prepared::Written {
@@ -216,19 +239,48 @@ async fn sync_all(committer: &Committer, paths: &[&Path]) -> Result<(), SinkErro
 impl MaildirSink {
     async fn deliver_all(&self, d: &Delivery<'_>) -> RcptResults {
         let mut groups: Groups = local::group_by_path(&self.path, d.rcpts);
-        let base = format!("{}.{}", escape_name(d.id), self.host);
+        let id = escape_name(d.id);
 
-        // Step 1: for every Maildir, create it if needed, look for an earlier copy, else
-        // write tmp/NAME. One blocking task per Maildir, run one after the other.
-        let mut written: Vec<(PathBuf, PathBuf, Vec<usize>)> = Vec::new();
+        // The files to write: one per Maildir, or (envelope headers) one per recipient,
+        // each with the recipients it stands for and the envelope it begins with.
+        let mut copies: Vec<MaildirCopy> = Vec::new();
         for (root, members) in std::mem::take(&mut groups.groups) {
             let dir = self.target(&root);
+            if !self.envelope_headers {
+                copies.push(MaildirCopy {
+                    base: format!("{id}.{}", self.host),
+                    dir,
+                    envelope: None,
+                    members,
+                });
+                continue;
+            }
+            for (k, &i) in members.iter().enumerate() {
+                let base = match k {
+                    0 => format!("{id}.{}", self.host),
+                    k => format!("{id}.R{k}.{}", self.host),
+                };
+                let env = (d.envelope.mail_from.clone(), d.rcpts[i].clone());
+                copies.push(MaildirCopy {
+                    dir: dir.clone(),
+                    base,
+                    envelope: Some(env),
+                    members: vec![i],
+                });
+            }
+        }
+
+        // Step 1: for every copy, create its Maildir if needed, look for an earlier copy,
+        // else write tmp/NAME. One blocking task per copy, run one after the other.
+        let mut written: Vec<(PathBuf, PathBuf, Vec<usize>)> = Vec::new();
+        for mut copy in copies {
+            let members = std::mem::take(&mut copy.members);
             let (is_folder, create, endings) =
                 (self.folder.is_some(), self.create, self.line_endings);
-            let (b, msg, first) = (base.clone(), d.message.to_path_buf(), d.first_attempt);
-            let what = format!("deliver to {}", dir.display());
+            let (msg, first) = (d.message.to_path_buf(), d.first_attempt);
+            let what = format!("deliver to {}", copy.dir.display());
             let r = local::blocking(&what, move || {
-                prepare(&dir, is_folder, create, &b, &msg, endings, first)
+                prepare(&copy, is_folder, create, &msg, endings, first)
             })
             .await;
             match r {
@@ -338,7 +390,7 @@ impl Sink for MaildirSink {
 
 #[cfg(test)]
 mod tests {
-    use super::super::local::test_support::*;
+    use super::super::local::test_support::{self, *};
     use super::*;
 
     fn config(path: &str, folder: Option<&str>, endings: LineEndings) -> MaildirConfig {
@@ -347,6 +399,7 @@ mod tests {
             folder: folder.map(String::from),
             line_endings: endings,
             create: true,
+            envelope_headers: true,
         }
     }
 
@@ -365,13 +418,15 @@ mod tests {
         assert len(keys) == 1, keys\n\
         sys.stdout.buffer.write(md.get_bytes(keys[0]))\n";
 
-    async fn deliver_sample(endings: LineEndings) -> (tempfile::TempDir, Vec<u8>) {
+    async fn deliver_sample(endings: LineEndings, envelope: bool) -> (tempfile::TempDir, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let msg = dir.path().join("msg");
         fs::write(&msg, sample_message()).unwrap();
         let ctx = ctx(dir.path());
-        let sink = MaildirSink::new(&config("Maildir/{local}", None, endings), &ctx).unwrap();
-        let env = envelope("a@b", &["alice@example.org"]);
+        let mut c = config("Maildir/{local}", None, endings);
+        c.envelope_headers = envelope;
+        let sink = MaildirSink::new(&c, &ctx).unwrap();
+        let env = test_support::envelope("a@b", &["alice@example.org"]);
         let rcpts = env.rcpts.clone();
         let d = Delivery {
             id: "ID1",
@@ -398,18 +453,31 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn stores_lf_converted() {
-        let (_d, stored) = deliver_sample(LineEndings::Lf).await;
-        assert_eq!(stored, crlf_to_lf(&sample_message()));
+        let (_d, stored) = deliver_sample(LineEndings::Lf, true).await;
+        let rest = stored
+            .strip_prefix(&b"Return-Path: <a@b>\nDelivered-To: alice@example.org\n"[..])
+            .expect("the envelope first, in LF");
+        assert_eq!(rest, crlf_to_lf(&sample_message()));
         assert!(stored.windows(6).any(|w| w == b"lone\rc"));
         assert!(
-            stored.starts_with(b"Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\nSubject")
+            rest.starts_with(b"Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\nSubject")
+        );
+        let (_d, bare) = deliver_sample(LineEndings::Lf, false).await;
+        assert_eq!(
+            bare,
+            crlf_to_lf(&sample_message()),
+            "as before without them"
         );
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn stores_crlf_unchanged() {
-        let (_d, stored) = deliver_sample(LineEndings::Crlf).await;
-        assert_eq!(stored, sample_message());
+        let (_d, stored) = deliver_sample(LineEndings::Crlf, true).await;
+        let mut want = b"Return-Path: <a@b>\r\nDelivered-To: alice@example.org\r\n".to_vec();
+        want.extend_from_slice(&sample_message());
+        assert_eq!(stored, want);
+        let (_d, bare) = deliver_sample(LineEndings::Crlf, false).await;
+        assert_eq!(bare, sample_message());
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -418,15 +486,13 @@ mod tests {
         let msg = dir.path().join("msg");
         fs::write(&msg, b"Subject: x\r\n\r\nbody\r\n").unwrap();
         let ctx = ctx(dir.path());
-        let sink = MaildirSink::new(
-            &config(
-                dir.path().join("M").to_str().unwrap(),
-                Some("Lists.rust"),
-                LineEndings::Lf,
-            ),
-            &ctx,
-        )
-        .unwrap();
+        let mut c = config(
+            dir.path().join("M").to_str().unwrap(),
+            Some("Lists.rust"),
+            LineEndings::Lf,
+        );
+        c.envelope_headers = false;
+        let sink = MaildirSink::new(&c, &ctx).unwrap();
         let env = envelope("", &["a@x", "b@x"]);
         let rcpts = env.rcpts.clone();
         let d = Delivery {
@@ -459,6 +525,75 @@ mod tests {
         assert!(files(&folder.join("new")).is_empty());
         assert_eq!(files(&folder.join("cur")).len(), 1);
         assert!(files(&folder.join("tmp")).is_empty());
+    }
+
+    /// With the envelope kept, each recipient of a shared Maildir gets its own copy saying
+    /// whom it is for; a retry recognises every copy by its name, wherever it was moved.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_copy_per_recipient_with_its_own_delivered_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = dir.path().join("msg");
+        fs::write(
+            &msg,
+            b"Return-Path: <forged@x>\r\nSubject: x\r\n\r\nbody\r\n",
+        )
+        .unwrap();
+        let ctx = ctx(dir.path());
+        let sink = MaildirSink::new(
+            &config(
+                dir.path().join("M").to_str().unwrap(),
+                None,
+                LineEndings::Lf,
+            ),
+            &ctx,
+        )
+        .unwrap();
+        let env = test_support::envelope("s@x", &["a@x", "b@x", "c@x"]);
+        let rcpts = env.rcpts.clone();
+        let d = Delivery {
+            id: "Q1.0",
+            envelope: &env,
+            rcpts: &rcpts,
+            message: &msg,
+            first_attempt: true,
+        };
+        let r = sink.deliver(&d).await;
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+        let new = files(&dir.path().join("M/new"));
+        let names: Vec<&str> = new
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "Q1.0.R1.mx.example.org,S=54",
+                "Q1.0.R2.mx.example.org,S=54",
+                "Q1.0.mx.example.org,S=54"
+            ]
+        );
+        for (name, rcpt) in [(2, "a@x"), (0, "b@x"), (1, "c@x")] {
+            assert_eq!(
+                fs::read(&new[name]).unwrap(),
+                format!("Return-Path: <s@x>\nDelivered-To: {rcpt}\nSubject: x\n\nbody\n")
+                    .as_bytes()
+            );
+        }
+        // One was read and moved to cur/: a retry finds all three, writes nothing.
+        let cur = dir.path().join("M/cur").join(format!("{}:2,S", names[0]));
+        fs::rename(&new[0], &cur).unwrap();
+        let again = Delivery {
+            first_attempt: false,
+            ..d
+        };
+        let r = sink.deliver(&again).await;
+        assert!(
+            r.iter()
+                .all(|r| r.as_ref().unwrap().detail.contains("already delivered")),
+            "{r:?}"
+        );
+        assert_eq!(files(&dir.path().join("M/new")).len(), 2);
+        assert_eq!(files(&dir.path().join("M/cur")).len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread")]

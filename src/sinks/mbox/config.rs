@@ -14,6 +14,10 @@ pub struct MboxConfig {
     pub path: String,
     #[serde(default = "yes")]
     pub create: bool,
+    /// Prepend `Return-Path:` and `Delivered-To:` after the `From ` line (one message per
+    /// recipient); false = the message as it came, one for all recipients of an mbox.
+    #[serde(default = "yes")]
+    pub envelope_headers: bool,
 }
 
 fn yes() -> bool {
@@ -26,8 +30,13 @@ pub fn build(t: &TaggedTable, ctx: &SinkContext) -> Result<BuiltSink, InvalidKey
         return Err(InvalidKey::at("path", "is empty: expected a path"));
     }
     c.path = join_str(&ctx.base_dir, &c.path);
+    let bare = if c.envelope_headers {
+        ""
+    } else {
+        ", no envelope headers"
+    };
     Ok(BuiltSink {
-        summary: format!("mbox {}", c.path),
+        summary: format!("mbox {}{bare}", c.path),
         sink: Arc::new(MboxSink::new(&c, ctx)?),
     })
 }

@@ -12,10 +12,17 @@
 //! needs write access to the mbox's directory): the next append cuts a torn one away, and
 //! a retry of an append that completed (the crash came before the spool heard of it) is
 //! recognised instead of written twice.
+//!
+//! With `envelope_headers` (the default) the `From ` line is followed by `Return-Path:` and
+//! `Delivered-To:` ([`super::envelope_headers`]), and each recipient whose path is this
+//! mbox gets a message of its own, all appended under one lock, each journaled and made
+//! durable before the next: a retry sees from the journal's last record how far the
+//! earlier attempt got. Without them, those recipients share one message.
 
 pub mod config;
 mod journal;
 
+use super::envelope_headers::WithEnvelope;
 use super::local::{self, CrlfToLf, MboxQuoter};
 use super::template::PathTemplate;
 use super::{
@@ -32,6 +39,8 @@ use std::time::Duration;
 pub struct MboxSink {
     path: PathTemplate,
     create: bool,
+    /// Prepend the envelope, one message per recipient.
+    envelope_headers: bool,
     /// How long to wait for another program's lock on the mbox.
     lock_wait: Duration,
 }
@@ -42,6 +51,7 @@ impl MboxSink {
             path: PathTemplate::new(&c.path, &ctx.base_dir)
                 .map_err(|m| InvalidKey::at("path", m))?,
             create: c.create,
+            envelope_headers: c.envelope_headers,
             lock_wait: local::LOCK_WAIT,
         })
     }
@@ -131,8 +141,28 @@ impl Write for ByteCounter {
     }
 }
 
-fn write_message(file: &mut impl Write, from: &str, message: &Path, sep: &[u8]) -> io::Result<u64> {
-    let mut src = File::open(message)?;
+/// One message to append: the journal's id for it (the delivery id for the first copy,
+/// so it is recognised as before) and the envelope it begins with, if any.
+struct MboxCopy {
+    id: String,
+    envelope: Option<(String, String)>,
+}
+
+/// The bytes of `copy` before line-end conversion and quoting.
+fn open_copy(message: &Path, copy: &MboxCopy) -> io::Result<Box<dyn Read>> {
+    let src = File::open(message)?;
+    Ok(match &copy.envelope {
+        Some((from, rcpt)) => Box::new(WithEnvelope::new(src, from, rcpt)),
+        None => Box::new(src),
+    })
+}
+
+fn write_message(
+    file: &mut impl Write,
+    from: &str,
+    src: &mut dyn Read,
+    sep: &[u8],
+) -> io::Result<u64> {
     let mut crlf = CrlfToLf::default();
     let mut quote = MboxQuoter::default();
     let mut buf = vec![0u8; local::CHUNK];
@@ -166,14 +196,33 @@ fn write_message(file: &mut impl Write, from: &str, message: &Path, sep: &[u8]) 
     Ok(written)
 }
 
+/// Appends `copies` in order, under one lock; returns a result per copy. A copy that fails
+/// is cut away again and the ones after it are not tried; the ones before stay (each is
+/// durable before the next begins).
 fn append(
     path: &Path,
     create: bool,
     lock_wait: Duration,
-    id: &str,
+    copies: &[MboxCopy],
     from: &str,
     message: &Path,
-) -> Result<Appended, SinkError> {
+) -> Vec<Result<Appended, SinkError>> {
+    let mut results = Vec::with_capacity(copies.len());
+    if let Err(e) = append_copies(path, create, lock_wait, copies, from, message, &mut results) {
+        results.resize(copies.len(), Err(e));
+    }
+    results
+}
+
+fn append_copies(
+    path: &Path,
+    create: bool,
+    lock_wait: Duration,
+    copies: &[MboxCopy],
+    from: &str,
+    message: &Path,
+    results: &mut Vec<Result<Appended, SinkError>>,
+) -> Result<(), SinkError> {
     let (mut file, created) = open_mbox(path, create)?;
     local::lock_exclusive(&file, path, lock_wait)?;
     let io_err =
@@ -182,76 +231,111 @@ fn append(
     let ino = meta.ino();
     let journal = Journal::for_mbox(path);
     let mut len = meta.len();
-    if let Some(done) = settle_last_append(path, &file, &journal, ino, &mut len, id)
-        .map_err(|e| io_err("recover the last append to", &e))?
-    {
-        return Ok(done);
-    }
-    let sep = separator_needed(&file, len).map_err(|e| io_err("read", &e))?;
-    let total = write_message(&mut ByteCounter::default(), from, message, sep)
-        .map_err(|e| io_err("read the message for", &e))?;
-    let record = Record {
-        ino,
-        start: len,
-        end: len + total,
-        id: id.to_owned(),
-        head: [sep, from.as_bytes()].concat(),
-    };
-    journal.write(&record).map_err(|e| {
-        SinkError::from_io(
-            format!(
-                "write the append journal {} (mailchute needs write access to the mbox's directory)",
-                journal.path().display()
-            ),
-            &e,
-        )
-    })?;
-    let result =
-        write_message(&mut file, from, message, sep).and_then(|n| file.sync_data().map(|()| n));
-    match result {
-        Ok(n) => {
-            if created {
-                local::fsync_parent(path).map_err(|e| io_err("fsync the directory of", &e))?;
-            }
-            Ok(Appended::Now(n))
+    let ids: Vec<&str> = copies.iter().map(|c| c.id.as_str()).collect();
+    let settled = settle_last_append(path, &file, &journal, ino, &mut len, &ids)
+        .map_err(|e| io_err("recover the last append to", &e))?;
+    // A new mbox's directory entry is made durable with the first message in it.
+    let mut entry_durable = !created;
+    for (k, copy) in copies.iter().enumerate() {
+        if let Some(done) = settled.earlier(k) {
+            results.push(Ok(done));
+            continue;
         }
-        Err(e) => {
-            // Still holding the lock: nobody appended after us, so cutting back to `len`
-            // removes exactly our partial message.
-            let undo = file.set_len(len).and_then(|()| file.sync_data());
-            let mut err = io_err("append to", &e);
-            if let Err(u) = undo {
-                err.message
-                    .push_str(&format!("; truncating back to {len} bytes failed too: {u}"));
+        let sep = separator_needed(&file, len).map_err(|e| io_err("read", &e))?;
+        let total = open_copy(message, copy)
+            .and_then(|mut src| write_message(&mut ByteCounter::default(), from, &mut *src, sep))
+            .map_err(|e| io_err("read the message for", &e))?;
+        let record = Record {
+            ino,
+            start: len,
+            end: len + total,
+            id: copy.id.clone(),
+            head: [sep, from.as_bytes()].concat(),
+        };
+        journal.write(&record).map_err(|e| {
+            SinkError::from_io(
+                format!(
+                    "write the append journal {} (mailchute needs write access to the mbox's directory)",
+                    journal.path().display()
+                ),
+                &e,
+            )
+        })?;
+        let result = open_copy(message, copy)
+            .and_then(|mut src| write_message(&mut file, from, &mut *src, sep))
+            .and_then(|n| file.sync_data().map(|()| n));
+        match result {
+            Ok(n) => {
+                if !entry_durable {
+                    local::fsync_parent(path).map_err(|e| io_err("fsync the directory of", &e))?;
+                    entry_durable = true;
+                }
+                len += n;
+                results.push(Ok(Appended::Now(n)));
             }
-            Err(err)
+            Err(e) => {
+                // Still holding the lock: nobody appended after us, so cutting back to
+                // `len` removes exactly our partial message.
+                let undo = file.set_len(len).and_then(|()| file.sync_data());
+                let mut err = io_err("append to", &e);
+                if let Err(u) = undo {
+                    err.message
+                        .push_str(&format!("; truncating back to {len} bytes failed too: {u}"));
+                }
+                return Err(err);
+            }
         }
     }
+    Ok(())
     // The lock goes with `file`.
 }
 
 /// What an append did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Appended {
     /// Wrote this many bytes.
     Now(u64),
-    /// An earlier attempt of this delivery had appended these bytes (made durable now).
-    Earlier(u64),
+    /// An earlier attempt of this delivery had appended it (this many bytes, when the
+    /// journal still says; made durable now).
+    Earlier(Option<u64>),
+}
+
+/// What the journal says an earlier attempt of this delivery already appended.
+#[derive(Debug, Default)]
+struct Settled {
+    /// Copies `0..first` are in the mbox.
+    first: usize,
+    /// The size of copy `first - 1`, which the journal's record describes.
+    last_size: Option<u64>,
+}
+
+impl Settled {
+    fn earlier(&self, k: usize) -> Option<Appended> {
+        (k < self.first).then(|| {
+            Appended::Earlier(if k + 1 == self.first {
+                self.last_size
+            } else {
+                None
+            })
+        })
+    }
 }
 
 /// Acts on the journal's last record before a new append, under the lock: cuts away an
-/// append a crash left torn (updating `len`), or finds that `id` is already there.
+/// append a crash left torn (updating `len`), or finds how many of this delivery's copies
+/// (`ids`, appended in this order, each durable before the next) are already there.
 fn settle_last_append(
     path: &Path,
     file: &File,
     journal: &Journal,
     ino: u64,
     len: &mut u64,
-    id: &str,
-) -> io::Result<Option<Appended>> {
+    ids: &[&str],
+) -> io::Result<Settled> {
     let Some(last) = journal.read()? else {
-        return Ok(None);
+        return Ok(Settled::default());
     };
+    let ours = ids.iter().position(|id| *id == last.id);
     match last.leftover(file, ino, *len)? {
         Leftover::Partial => {
             tracing::warn!(
@@ -264,13 +348,23 @@ fn settle_last_append(
             file.set_len(last.start)?;
             file.sync_data()?;
             *len = last.start;
-            Ok(None)
+            // The torn one was copy k: the attempt had appended the copies before it.
+            Ok(Settled {
+                first: ours.unwrap_or(0),
+                last_size: None,
+            })
         }
-        Leftover::Complete if last.id == id => {
-            file.sync_data()?;
-            Ok(Some(Appended::Earlier(last.end - last.start)))
-        }
-        Leftover::Complete | Leftover::Unrelated => Ok(None),
+        Leftover::Complete => match ours {
+            Some(k) => {
+                file.sync_data()?;
+                Ok(Settled {
+                    first: k + 1,
+                    last_size: Some(last.end - last.start),
+                })
+            }
+            None => Ok(Settled::default()),
+        },
+        Leftover::Unrelated => Ok(Settled::default()),
     }
 }
 
@@ -279,22 +373,58 @@ impl MboxSink {
         let mut groups = local::group_by_path(&self.path, d.rcpts);
         let from = from_line(&d.envelope.mail_from);
         for (path, members) in std::mem::take(&mut groups.groups) {
+            // One message for the group, or one per recipient with its own envelope; the
+            // first keeps the delivery id as its journal id.
+            let copies: Vec<(MboxCopy, Vec<usize>)> = if self.envelope_headers {
+                members
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &i)| {
+                        let id = match k {
+                            0 => d.id.to_owned(),
+                            k => format!("{}.R{k}", d.id),
+                        };
+                        let env = (d.envelope.mail_from.clone(), d.rcpts[i].clone());
+                        let copy = MboxCopy {
+                            id,
+                            envelope: Some(env),
+                        };
+                        (copy, vec![i])
+                    })
+                    .collect()
+            } else {
+                let copy = MboxCopy {
+                    id: d.id.to_owned(),
+                    envelope: None,
+                };
+                vec![(copy, members)]
+            };
             let (create, wait, from) = (self.create, self.lock_wait, from.clone());
             let (p, msg): (PathBuf, PathBuf) = (path.clone(), d.message.to_path_buf());
-            let id = d.id.to_owned();
+            let (copies, members): (Vec<MboxCopy>, Vec<Vec<usize>>) = copies.into_iter().unzip();
             let what = format!("append to {}", path.display());
-            let r = local::blocking(&what, move || append(&p, create, wait, &id, &from, &msg))
-                .await
-                .map(|a| Delivered {
+            let n = copies.len();
+            let results = local::blocking(&what, move || {
+                Ok(append(&p, create, wait, &copies, &from, &msg))
+            })
+            .await
+            .unwrap_or_else(|e| vec![Err(e); n]);
+            for (r, members) in results.into_iter().zip(members) {
+                let r = r.map(|a| Delivered {
                     detail: match a {
                         Appended::Now(n) => format!("appended {n} bytes to {}", path.display()),
-                        Appended::Earlier(n) => format!(
+                        Appended::Earlier(Some(n)) => format!(
                             "already in {} ({n} bytes appended by an earlier attempt)",
+                            path.display()
+                        ),
+                        Appended::Earlier(None) => format!(
+                            "already in {} (appended by an earlier attempt)",
                             path.display()
                         ),
                     },
                 });
-            groups.set(&members, &r);
+                groups.set(&members, &r);
+            }
         }
         groups.finish()
     }
@@ -347,6 +477,22 @@ mod tests {
     use super::super::local::test_support::*;
     use super::*;
 
+    /// One message as it came (no envelope), as the journal tests want it.
+    fn append1(
+        path: &Path,
+        create: bool,
+        wait: Duration,
+        id: &str,
+        from: &str,
+        message: &Path,
+    ) -> Result<Appended, SinkError> {
+        let copy = MboxCopy {
+            id: id.into(),
+            envelope: None,
+        };
+        append(path, create, wait, &[copy], from, message).remove(0)
+    }
+
     const READ_BACK: &str = "import mailbox, sys\n\
         mb = mailbox.mbox(sys.argv[1], factory=None, create=False)\n\
         keys = sorted(mb.keys())\n\
@@ -377,6 +523,7 @@ mod tests {
             &MboxConfig {
                 path: "mail/{local}".into(),
                 create: true,
+                envelope_headers: true,
             },
             &ctx,
         )
@@ -396,7 +543,9 @@ mod tests {
         }
         let path = dir.path().join("mail/carol");
         let stored = std::fs::read(&path).unwrap();
-        let q1 = quote_ref(&crlf_to_lf(&sample_message()));
+        // The envelope right after the `From ` line, then the message as before.
+        let head = b"Return-Path: <sender name@example.org>\nDelivered-To: carol@example.org\n";
+        let q1 = [&head[..], &quote_ref(&crlf_to_lf(&sample_message()))].concat();
         assert!(q1.windows(12).any(|w| w == b"\n>From the s"));
         assert!(q1.windows(15).any(|w| w == b"\n>>>From twice\n"));
         let first_line_end = stored.iter().position(|&b| b == b'\n').unwrap();
@@ -417,13 +566,16 @@ mod tests {
         let rest = &rest[1..];
         assert!(rest.starts_with(b"From sender_name@example.org "));
         let second = &rest[rest.iter().position(|&b| b == b'\n').unwrap() + 1..];
-        assert_eq!(second, b"From: x\n\n>From here\nend\n\n");
+        assert_eq!(
+            second,
+            [&head[..], b"From: x\n\n>From here\nend\n\n"].concat()
+        );
 
         let p = path.to_str().unwrap();
         assert_eq!(python(READ_BACK, &[p, "0", "2"]), q1);
         assert_eq!(
             python(READ_BACK, &[p, "1", "2"]),
-            b"From: x\n\n>From here\nend\n"
+            [&head[..], b"From: x\n\n>From here\nend\n"].concat()
         );
     }
 
@@ -443,6 +595,7 @@ mod tests {
             &MboxConfig {
                 path: "box".into(),
                 create: false,
+                envelope_headers: true,
             },
             &ctx,
         )
@@ -465,7 +618,7 @@ mod tests {
             "{:?}",
             String::from_utf8_lossy(&stored)
         );
-        assert!(tail.ends_with(b"\nSubject: s\n\nhi\n\n"));
+        assert!(tail.ends_with(b"\nReturn-Path: <>\nDelivered-To: x@y\nSubject: s\n\nhi\n\n"));
 
         // Someone else holds the lock: bounded wait, then a temporary error, file intact.
         let holder = OpenOptions::new()
@@ -485,6 +638,7 @@ mod tests {
             &MboxConfig {
                 path: "nope".into(),
                 create: false,
+                envelope_headers: true,
             },
             &ctx,
         )
@@ -512,7 +666,7 @@ mod tests {
         let from = "From a@b Thu Jan  1 00:00:01 1970\n";
         let wait = Duration::from_secs(1);
 
-        let done = append(&mbox, false, wait, "A", from, &msg).unwrap();
+        let done = append1(&mbox, false, wait, "A", from, &msg).unwrap();
         let whole = std::fs::read(&mbox).unwrap();
         let Appended::Now(n) = done else {
             panic!("{done:?}")
@@ -520,18 +674,18 @@ mod tests {
         assert_eq!(n as usize, whole.len() - old.len());
         // The same delivery again (the spool never heard of the first): nothing appended.
         assert_eq!(
-            append(&mbox, false, wait, "A", from, &msg).unwrap(),
-            Appended::Earlier(n)
+            append1(&mbox, false, wait, "A", from, &msg).unwrap(),
+            Appended::Earlier(Some(n))
         );
         assert_eq!(std::fs::read(&mbox).unwrap(), whole);
 
         // Delivery B is torn after its first 10 bytes; C then comes along.
         let before_b = whole.len();
-        append(&mbox, false, wait, "B", from, &msg).unwrap();
+        append1(&mbox, false, wait, "B", from, &msg).unwrap();
         let f = OpenOptions::new().write(true).open(&mbox).unwrap();
         f.set_len(before_b as u64 + 10).unwrap();
         drop(f);
-        append(&mbox, false, wait, "C", from, &msg).unwrap();
+        append1(&mbox, false, wait, "C", from, &msg).unwrap();
         let after = std::fs::read(&mbox).unwrap();
         assert_eq!(&after[..before_b], &whole[..], "earlier messages untouched");
         assert_eq!(&after[before_b..], &whole[old.len()..], "only C after A");
@@ -543,7 +697,7 @@ mod tests {
 
         // Torn, then another program appended its own message: that one is never cut.
         let before_f = std::fs::read(&mbox).unwrap().len();
-        append(&mbox, false, wait, "F", from, &msg).unwrap();
+        append1(&mbox, false, wait, "F", from, &msg).unwrap();
         let f = OpenOptions::new().write(true).open(&mbox).unwrap();
         f.set_len(before_f as u64 + 40).unwrap();
         drop(f);
@@ -551,7 +705,7 @@ mod tests {
         file.write_all(b"\n\nFrom procmail@x Fri Jan  2 00:00:00 1970\nSubject: foreign\n\n")
             .unwrap();
         drop(file);
-        append(&mbox, false, wait, "G", from, &msg).unwrap();
+        append1(&mbox, false, wait, "G", from, &msg).unwrap();
         let now = std::fs::read(&mbox).unwrap();
         assert!(
             now.windows(16).any(|w| w == b"Subject: foreign"),
@@ -560,16 +714,94 @@ mod tests {
 
         // A mailbox rewritten by someone else meanwhile is left alone.
         fs_write(&mbox, b"From y Fri Jan  2 00:00:00 1970\nnew\n\n");
-        append(&mbox, false, wait, "D", from, &msg).unwrap();
+        append1(&mbox, false, wait, "D", from, &msg).unwrap();
         let f = OpenOptions::new().write(true).open(&mbox).unwrap();
         f.set_len(20).unwrap();
         drop(f);
         fs_write(&mbox, b"From y Fri Jan  2 00:00:00 1970\nnewer\n");
-        append(&mbox, false, wait, "E", from, &msg).unwrap();
+        append1(&mbox, false, wait, "E", from, &msg).unwrap();
         assert!(
             std::fs::read(&mbox)
                 .unwrap()
                 .starts_with(b"From y Fri Jan  2 00:00:00 1970\nnewer\n\nFrom a@b ")
+        );
+    }
+
+    /// Two recipients of one mbox: a message each, their own Delivered-To, the `From `
+    /// line first; a retry after a crash during the second finishes it, keeps the first.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_message_per_recipient_and_a_retry_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = dir.path().join("m");
+        fs_write(&msg, b"Return-Path: <forged@x>\r\nSubject: s\r\n\r\nhi\r\n");
+        let mbox = dir.path().join("box");
+        let mut c = MboxConfig {
+            path: "box".into(),
+            create: true,
+            envelope_headers: true,
+        };
+        let sink = MboxSink::new(&c, &ctx(dir.path())).unwrap();
+        let env = envelope("s@x", &["a@x", "b@x"]);
+        let d = Delivery {
+            id: "U.0",
+            envelope: &env,
+            rcpts: &env.rcpts,
+            message: &msg,
+            first_attempt: true,
+        };
+        let r = sink.deliver(&d).await;
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+        let whole = std::fs::read(&mbox).unwrap();
+        let p = mbox.to_str().unwrap();
+        for (k, rcpt) in [(0, "a@x"), (1, "b@x")] {
+            assert_eq!(
+                python(READ_BACK, &[p, &k.to_string(), "2"]),
+                format!("Return-Path: <s@x>\nDelivered-To: {rcpt}\nSubject: s\n\nhi\n").as_bytes()
+            );
+        }
+        assert!(whole.starts_with(b"From s@x "));
+
+        // Torn inside b@x's message: the retry cuts it away and appends only that one.
+        let second = whole.windows(6).rposition(|w| w == b"\nFrom ").unwrap() + 1;
+        let f = OpenOptions::new().write(true).open(&mbox).unwrap();
+        f.set_len(second as u64 + 30).unwrap();
+        drop(f);
+        let r = sink
+            .deliver(&Delivery {
+                first_attempt: false,
+                ..d
+            })
+            .await;
+        assert!(
+            r[0].as_ref().unwrap().detail.contains("earlier attempt"),
+            "{r:?}"
+        );
+        assert!(r[1].as_ref().unwrap().detail.contains("appended"), "{r:?}");
+        let again = std::fs::read(&mbox).unwrap();
+        assert_eq!(again.len(), whole.len());
+        assert_eq!(&again[..second], &whole[..second]);
+        // And once more: both recognised, nothing written.
+        let r = sink
+            .deliver(&Delivery {
+                first_attempt: false,
+                ..d
+            })
+            .await;
+        assert!(
+            r.iter()
+                .all(|r| r.as_ref().unwrap().detail.contains("already in")),
+            "{r:?}"
+        );
+        assert_eq!(std::fs::read(&mbox).unwrap(), again);
+
+        // Off: one message for both, as it came after the `From ` line.
+        c.envelope_headers = false;
+        let sink = MboxSink::new(&c, &ctx(dir.path())).unwrap();
+        let r = sink.deliver(&Delivery { id: "U.1", ..d }).await;
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+        assert_eq!(
+            python(READ_BACK, &[p, "2", "3"]),
+            b"Return-Path: <forged@x>\nSubject: s\n\nhi\n"
         );
     }
 
@@ -580,7 +812,7 @@ mod tests {
         fs_write(&mbox, b"From x Thu Jan  1 00:00:00 1970\nold\n\n");
         // The message cannot be read (a directory): the From line is already written
         // when reading fails, and must be cut away again.
-        let r = append(
+        let r = append1(
             &mbox,
             false,
             Duration::from_secs(1),

@@ -17,6 +17,10 @@ pub struct MhConfig {
     pub line_endings: LineEndings,
     #[serde(default = "yes")]
     pub create: bool,
+    /// Prepend `Return-Path:` and `Delivered-To:` (one message per recipient); false = the
+    /// message as it came, one message for all recipients of a folder.
+    #[serde(default = "yes")]
+    pub envelope_headers: bool,
 }
 
 fn yes() -> bool {
@@ -29,8 +33,13 @@ pub fn build(t: &TaggedTable, ctx: &SinkContext) -> Result<BuiltSink, InvalidKey
         return Err(InvalidKey::at("path", "is empty: expected a path"));
     }
     c.path = join_str(&ctx.base_dir, &c.path);
+    let bare = if c.envelope_headers {
+        ""
+    } else {
+        ", no envelope headers"
+    };
     Ok(BuiltSink {
-        summary: format!("mh {}", c.path),
+        summary: format!("mh {}{bare}", c.path),
         sink: Arc::new(MhSink::new(&c, ctx)?),
     })
 }

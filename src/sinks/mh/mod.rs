@@ -21,9 +21,16 @@
 //! never numbered and is replaced — never rewritten in place, since its inode might be a
 //! numbered message. A retry after the temporary name was removed (only the success reply
 //! was lost) cannot be recognised and stores a second copy.
+//!
+//! With `envelope_headers` (the default) each recipient gets a message of its own that
+//! begins with `Return-Path:` and its own `Delivered-To:` ([`super::envelope_headers`]);
+//! the first recipient of a folder keeps the temporary name above, a further one uses
+//! `.mailchute-ID.Rk.tmp` (k = 1, 2, ...), so each is recognised on its own. Without them,
+//! recipients whose path expands to the same folder share one message.
 
 pub mod config;
 
+use super::envelope_headers::WithEnvelope;
 use super::local;
 use super::local::LineEndings;
 use super::template::PathTemplate;
@@ -46,6 +53,8 @@ pub struct MhSink {
     path: PathTemplate,
     line_endings: LineEndings,
     create: bool,
+    /// Prepend the envelope, one message per recipient.
+    envelope_headers: bool,
     committer: Arc<Committer>,
 }
 
@@ -56,6 +65,7 @@ impl MhSink {
                 .map_err(|m| InvalidKey::at("path", m))?,
             line_endings: c.line_endings,
             create: c.create,
+            envelope_headers: c.envelope_headers,
             committer: ctx.committer.clone(),
         })
     }
@@ -65,13 +75,25 @@ fn io_err(what: &str, path: &Path, e: &io::Error) -> SinkError {
     SinkError::from_io(format!("{what} {}", path.display()), e)
 }
 
-/// The hidden temporary name of delivery `id` in `folder`.
-fn tmp_name(folder: &Path, id: &str) -> PathBuf {
+/// The hidden temporary name of delivery `id` in `folder`; `copy` k > 0 is the k-th
+/// further recipient's own message (`.` never occurs in the id part, so no clash).
+fn tmp_name(folder: &Path, id: &str, copy: usize) -> PathBuf {
     let safe_id: String = id
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    folder.join(format!(".mailchute-{safe_id}.tmp"))
+    match copy {
+        0 => folder.join(format!(".mailchute-{safe_id}.tmp")),
+        k => folder.join(format!(".mailchute-{safe_id}.R{k}.tmp")),
+    }
+}
+
+/// One message to store in a folder: which of the delivery's copies it is (0 when the
+/// recipients share it), and the envelope (sender, recipient) it begins with, if any.
+#[derive(Clone)]
+struct Copy {
+    index: usize,
+    envelope: Option<(String, String)>,
 }
 
 /// What the temporary file of a delivery is when the numbering step begins.
@@ -90,6 +112,7 @@ fn prepare(
     id: &str,
     message: &Path,
     endings: LineEndings,
+    copy: &Copy,
 ) -> Result<Prepared, SinkError> {
     if !folder.is_dir() {
         if !create {
@@ -103,7 +126,7 @@ fn prepare(
         }
         local::create_dir_all_durable(folder).map_err(|e| io_err("create", folder, &e))?;
     }
-    let tmp = tmp_name(folder, id);
+    let tmp = tmp_name(folder, id, copy.index);
     match fs::symlink_metadata(&tmp) {
         Ok(m) if m.is_file() && m.nlink() > 1 => return Ok(Prepared::Numbered(tmp, m.ino())),
         // Torn or never numbered: start afresh (never truncate: see the module comment).
@@ -112,16 +135,20 @@ fn prepare(
         Err(e) => return Err(io_err("stat", &tmp, &e)),
     }
     let write = || -> Result<(), SinkError> {
-        let mut src = File::open(message).map_err(|e| io_err("open", message, &e))?;
+        let src = File::open(message).map_err(|e| io_err("open", message, &e))?;
         let mut dst = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io_err("create", &tmp, &e))?;
-        local::copy_converted(&mut src, &mut dst, endings)
-            .map(|_| ())
-            .map_err(|e| io_err("write", &tmp, &e))
+        let copied = match &copy.envelope {
+            Some((from, rcpt)) => {
+                local::copy_converted(&mut WithEnvelope::new(src, from, rcpt), &mut dst, endings)
+            }
+            None => local::copy_converted(&mut { src }, &mut dst, endings),
+        };
+        copied.map(|_| ()).map_err(|e| io_err("write", &tmp, &e))
     };
     write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
@@ -333,20 +360,25 @@ fn mark_unseen(seq_file: &mut File, seq_path: &Path, n: u64) -> Option<String> {
 }
 
 impl MhSink {
-    async fn deliver_one(&self, folder: PathBuf, d: &Delivery<'_>) -> Result<Delivered, SinkError> {
+    async fn deliver_one(
+        &self,
+        folder: PathBuf,
+        d: &Delivery<'_>,
+        copy: Copy,
+    ) -> Result<Delivered, SinkError> {
         let (create, endings) = (self.create, self.line_endings);
         let (f, id, msg) = (folder.clone(), d.id.to_string(), d.message.to_path_buf());
         let what = format!("deliver to {}", folder.display());
-        let tmp =
-            match local::blocking(&what, move || prepare(&f, create, &id, &msg, endings)).await? {
-                Prepared::Written(tmp) => tmp,
-                Prepared::Numbered(tmp, ino) => {
-                    let (f, t) = (folder.clone(), tmp.clone());
-                    let finish = move || finish_numbered(&f, &t, ino, local::LOCK_WAIT);
-                    let (target, seq_problem) = local::blocking(&what, finish).await?;
-                    return self.numbered(&folder, target, seq_problem, true).await;
-                }
-            };
+        let prepared = move || prepare(&f, create, &id, &msg, endings, &copy);
+        let tmp = match local::blocking(&what, prepared).await? {
+            Prepared::Written(tmp) => tmp,
+            Prepared::Numbered(tmp, ino) => {
+                let (f, t) = (folder.clone(), tmp.clone());
+                let finish = move || finish_numbered(&f, &t, ino, local::LOCK_WAIT);
+                let (target, seq_problem) = local::blocking(&what, finish).await?;
+                return self.numbered(&folder, target, seq_problem, true).await;
+            }
+        };
         let cleanup = |e: SinkError| {
             let _ = fs::remove_file(&tmp);
             e
@@ -402,8 +434,23 @@ impl Sink for MhSink {
         Box::pin(async move {
             let mut groups = local::group_by_path(&self.path, d.rcpts);
             for (folder, members) in std::mem::take(&mut groups.groups) {
-                let r = self.deliver_one(folder, d).await;
-                groups.set(&members, &r);
+                if !self.envelope_headers {
+                    let shared = Copy {
+                        index: 0,
+                        envelope: None,
+                    };
+                    let r = self.deliver_one(folder, d, shared).await;
+                    groups.set(&members, &r);
+                    continue;
+                }
+                for (k, &i) in members.iter().enumerate() {
+                    let own = Copy {
+                        index: k,
+                        envelope: Some((d.envelope.mail_from.clone(), d.rcpts[i].clone())),
+                    };
+                    let r = self.deliver_one(folder.clone(), d, own).await;
+                    groups.set(&[i], &r);
+                }
             }
             groups.finish()
         })
@@ -443,6 +490,7 @@ mod tests {
                 path: "Mail/{local}/inbox".into(),
                 line_endings: endings,
                 create: true,
+                envelope_headers: true,
             },
             &ctx(dir),
         )
@@ -475,8 +523,16 @@ mod tests {
             let n = 8 + i;
             let stored = std::fs::read(folder.join(n.to_string())).unwrap();
             let want = match endings {
-                LineEndings::Lf => crlf_to_lf(&sample_message()),
-                LineEndings::Crlf => sample_message(),
+                LineEndings::Lf => [
+                    &b"Return-Path: <a@b>\nDelivered-To: dave@example.org\n"[..],
+                    &crlf_to_lf(&sample_message()),
+                ]
+                .concat(),
+                LineEndings::Crlf => [
+                    &b"Return-Path: <a@b>\r\nDelivered-To: dave@example.org\r\n"[..],
+                    &sample_message(),
+                ]
+                .concat(),
             };
             assert_eq!(stored, want);
             let f = folder.to_str().unwrap();
@@ -529,7 +585,7 @@ mod tests {
         for n in 1..=8 {
             assert_eq!(
                 std::fs::read(folder.join(n.to_string())).unwrap(),
-                b"Subject: x\n\nhi\n"
+                b"Return-Path: <>\nDelivered-To: erin@x\nSubject: x\n\nhi\n"
             );
         }
         assert_eq!(
@@ -567,11 +623,11 @@ mod tests {
         // Attempt A died after linking its file as 1, before unlinking the temporary name
         // and marking it unseen.
         std::fs::write(folder.join("1"), b"Subject: x\n\nhi\n").unwrap();
-        std::fs::hard_link(folder.join("1"), tmp_name(&folder, "A")).unwrap();
+        std::fs::hard_link(folder.join("1"), tmp_name(&folder, "A", 0)).unwrap();
         let ino = std::fs::metadata(folder.join("1")).unwrap().ino();
         let r = deliver("A").await.unwrap();
         assert!(r.detail.contains("earlier attempt"), "{r:?}");
-        assert!(!tmp_name(&folder, "A").exists());
+        assert!(!tmp_name(&folder, "A", 0).exists());
         assert!(!folder.join("2").exists(), "a second copy");
         assert_eq!(std::fs::metadata(folder.join("1")).unwrap().ino(), ino);
         assert_eq!(
@@ -580,12 +636,12 @@ mod tests {
         );
 
         // Attempt B died while writing its temporary file: replaced, then numbered.
-        std::fs::write(tmp_name(&folder, "B"), b"Subj").unwrap();
+        std::fs::write(tmp_name(&folder, "B", 0), b"Subj").unwrap();
         let r = deliver("B").await.unwrap();
         assert!(!r.detail.contains("earlier attempt"), "{r:?}");
         assert_eq!(
             std::fs::read(folder.join("2")).unwrap(),
-            b"Subject: x\n\nhi\n"
+            b"Return-Path: <>\nDelivered-To: fred@x\nSubject: x\n\nhi\n"
         );
         assert_eq!(
             std::fs::read(folder.join("1")).unwrap(),
@@ -594,11 +650,63 @@ mod tests {
 
         // Attempt C numbered its file, which was then refiled away: still delivered.
         std::fs::write(folder.join("3"), b"Subject: x\n\nhi\n").unwrap();
-        std::fs::hard_link(folder.join("3"), tmp_name(&folder, "C")).unwrap();
+        std::fs::hard_link(folder.join("3"), tmp_name(&folder, "C", 0)).unwrap();
         std::fs::rename(folder.join("3"), dir.path().join("refiled")).unwrap();
         let r = deliver("C").await.unwrap();
         assert!(r.detail.contains("refiled or deleted"), "{r:?}");
-        assert!(!folder.join("3").exists() && !tmp_name(&folder, "C").exists());
+        assert!(!folder.join("3").exists() && !tmp_name(&folder, "C", 0).exists());
+    }
+
+    /// Two recipients in one folder: a message each, saying whom it is for; the second
+    /// one's earlier, numbered attempt is finished, not stored again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_message_per_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = dir.path().join("msg");
+        std::fs::write(&msg, b"Return-Path: <forged@x>\r\nSubject: x\r\n\r\nhi\r\n").unwrap();
+        let mut c = MhConfig {
+            path: "Mail/inbox".into(),
+            line_endings: LineEndings::Lf,
+            create: true,
+            envelope_headers: true,
+        };
+        let folder = dir.path().join("Mail/inbox");
+        std::fs::create_dir_all(&folder).unwrap();
+        // An earlier attempt numbered b@x's message as 1 and died.
+        let b_copy = b"Return-Path: <s@x>\nDelivered-To: b@x\nSubject: x\n\nhi\n";
+        std::fs::write(folder.join("1"), b_copy).unwrap();
+        std::fs::hard_link(folder.join("1"), tmp_name(&folder, "U.1", 1)).unwrap();
+        let env = envelope("s@x", &["a@x", "b@x"]);
+        let d = Delivery {
+            id: "U.1",
+            envelope: &env,
+            rcpts: &env.rcpts,
+            message: &msg,
+            first_attempt: false,
+        };
+        let r = MhSink::new(&c, &ctx(dir.path())).unwrap().deliver(&d).await;
+        assert!(
+            r[1].as_ref().unwrap().detail.contains("earlier attempt"),
+            "{r:?}"
+        );
+        let f = folder.to_str().unwrap();
+        assert_eq!(
+            python(READ_BACK, &[f, "2", "bytes"]),
+            b"Return-Path: <s@x>\nDelivered-To: a@x\nSubject: x\n\nhi\n"
+        );
+        assert_eq!(python(READ_BACK, &[f, "1", "bytes"]), b_copy);
+        assert!(!folder.join("3").exists());
+
+        // Without envelope headers: one message for both, as it came.
+        c.envelope_headers = false;
+        let d = Delivery { id: "U.2", ..d };
+        let r = MhSink::new(&c, &ctx(dir.path())).unwrap().deliver(&d).await;
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+        assert_eq!(
+            python(READ_BACK, &[f, "3", "bytes"]),
+            b"Return-Path: <forged@x>\nSubject: x\n\nhi\n"
+        );
+        assert!(!folder.join("4").exists());
     }
 
     #[test]
