@@ -11,7 +11,7 @@
 use libfuzzer_sys::fuzz_target;
 use mailchute::filters::rewrite::OnEmpty;
 use mailchute::filters::rewrite::edit::{Edit, Rewriter};
-use mailchute::filters::rewrite::header;
+use mailchute::proto::header;
 use regex::Regex;
 use std::sync::LazyLock;
 

@@ -3,9 +3,11 @@
 //!
 //! Besides the server session below: the client side's parsers and encoders
 //! ([`remote_reply`]: a server's replies and EHLO capabilities; [`encode`]: DATA
-//! dot-stuffing and xtext), used by `smtp_client`, and the PROXY protocol header
-//! ([`proxy_header`]) that may precede a session, and the `sendmail` command line
-//! ([`sendmail_argv`]) and message ([`sendmail_message`]: end of input, headers, `-t`).
+//! dot-stuffing and xtext), used by `smtp_client`; the PROXY protocol header
+//! ([`proxy_header`]) that may precede a session; a message's header fields ([`header`],
+//! read by the rewrite filter and the local sinks' envelope headers); and the `sendmail`
+//! command line ([`sendmail_argv`]) and message ([`sendmail_message`]: end of input,
+//! headers, `-t`).
 //!
 //! # The SMTP/LMTP server session
 //!
@@ -98,6 +100,7 @@
 pub mod command;
 pub mod data;
 pub mod encode;
+pub mod header;
 pub mod proxy_header;
 pub mod remote_reply;
 pub mod reply;

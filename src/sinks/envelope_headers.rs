@@ -16,7 +16,7 @@
 //! filter's header scanner, which works on bytes: 8-bit or broken lines are kept untouched.
 
 use crate::filters::rewrite::HEADER_LIMIT;
-use crate::filters::rewrite::header::{block_line_end, is_blank_line, parts};
+use crate::proto::header::{block_line_end, is_blank_line, parts};
 use std::io::{self, BufRead, BufReader, Read};
 
 /// The two fields for `rcpt`'s copy, with `eol` line ends. A control character in an

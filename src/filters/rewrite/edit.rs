@@ -1,7 +1,8 @@
 //! The rewrite itself, on a header block in memory: which fields match, what their value
 //! becomes, how the new field is written. No I/O.
 
-use super::{OnEmpty, address, encoded_word, fold, header};
+use super::{OnEmpty, address, encoded_word, fold};
+use crate::proto::header;
 use regex::Regex;
 
 /// A checked `rewrite` config, ready to apply.

@@ -196,7 +196,7 @@ pub fn fold(name: &str, tokens: &[Token], line_end: &str) -> String {
 mod tests {
     use super::*;
     use crate::filters::rewrite::encoded_word::decode;
-    use crate::filters::rewrite::header::unfold;
+    use crate::proto::header::unfold;
 
     fn lines(s: &str) -> Vec<&str> {
         s.split_terminator("\r\n").collect()

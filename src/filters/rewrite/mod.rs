@@ -39,13 +39,13 @@ pub mod address;
 pub mod edit;
 pub mod encoded_word;
 pub mod fold;
-pub mod header;
 #[cfg(test)]
 mod tests;
 
 use super::{Filter, FilterContext, FilterError, FilterInput, Verdict};
 use crate::config::{InvalidKey, MatchRule, Seg};
 use crate::delivery::BoxFuture;
+use crate::proto::header;
 use edit::{Edit, Rewriter};
 use regex::Regex;
 use std::fs::File;
