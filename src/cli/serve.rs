@@ -93,19 +93,28 @@ pub async fn run_notify(loaded: Loaded, ready: Box<dyn FnOnce() + Send>) -> Resu
     }
     let listeners = listener_settings(config, &pipeline)?;
 
-    let mut bound = Vec::new();
-    for l in &config.listeners {
-        let name = listener_name(l);
-        bound.push((name.clone(), listener::bind(l, &name).map_err(fail)?));
-        tracing::info!(listener = %name, address = %l.address, protocol = l.protocol.as_str(), mode = l.mode.as_str(), "listening");
-    }
-    match &config.server.user {
+    // The run user and group, looked up while still root: unix sockets are theirs unless
+    // the listener names socket_owner/socket_group.
+    let run_as = match &config.server.user {
         Some(user) => {
             let (uid, primary) = crate::privileges::user_id(user).map_err(config_fail)?;
             let gid = match &config.server.group {
                 Some(g) => crate::privileges::group_id(g).map_err(config_fail)?,
                 None => primary,
             };
+            Some((user, uid, gid))
+        }
+        None => None,
+    };
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let name = listener_name(l);
+        let owner = run_as.map(|(_, uid, gid)| (uid, gid));
+        bound.push((name.clone(), listener::bind(l, &name, owner).map_err(fail)?));
+        tracing::info!(listener = %name, address = %l.address, protocol = l.protocol.as_str(), mode = l.mode.as_str(), "listening");
+    }
+    match run_as {
+        Some((user, uid, gid)) => {
             // The spool, dead letters and pid file were made as root a moment ago.
             // (pickup/'s files keep their owners: who submitted them.)
             super::sendmail::pickup::chown_data_dir(&data_dir, uid, gid)

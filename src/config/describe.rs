@@ -204,7 +204,7 @@ fn write_listener(out: &mut String, l: &ListenerConfig) -> std::fmt::Result {
         writeln!(
             out,
             "    socket mode {} owner {} group {}",
-            l.socket_mode.as_deref().unwrap_or("(umask)"),
+            l.socket_mode.as_deref().unwrap_or("0666"),
             l.socket_owner.as_deref().unwrap_or("(run user)"),
             l.socket_group.as_deref().unwrap_or("(run group)")
         )?;

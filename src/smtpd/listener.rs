@@ -26,8 +26,14 @@ pub struct BindError {
     pub message: String,
 }
 
-/// Binds the listener's socket. Must run inside the runtime (tokio sockets).
-pub fn bind(cfg: &ListenerConfig, name: &str) -> Result<Bound, BindError> {
+/// Binds the listener's socket. Must run inside the runtime (tokio sockets). A unix socket
+/// goes to `run_as` (uid, gid: the `[server] user` it will run as), unless the listener
+/// names its own `socket_owner` / `socket_group`.
+pub fn bind(
+    cfg: &ListenerConfig,
+    name: &str,
+    run_as: Option<(u32, u32)>,
+) -> Result<Bound, BindError> {
     let err = |message: String| BindError {
         name: name.to_string(),
         message,
@@ -52,7 +58,7 @@ pub fn bind(cfg: &ListenerConfig, name: &str) -> Result<Bound, BindError> {
         }
         let l = UnixListener::bind(&path)
             .map_err(|e| err(format!("cannot bind {}: {e}", path.display())))?;
-        set_socket_permissions(cfg, &path).map_err(err)?;
+        set_socket_permissions(cfg, &path, run_as).map_err(err)?;
         return Ok(Bound::Unix(l, path));
     }
     let addr: SocketAddr = cfg.address.parse().map_err(|_| {
@@ -70,7 +76,11 @@ pub fn bind(cfg: &ListenerConfig, name: &str) -> Result<Bound, BindError> {
     Ok(Bound::Tcp(l))
 }
 
-fn set_socket_permissions(cfg: &ListenerConfig, path: &std::path::Path) -> Result<(), String> {
+fn set_socket_permissions(
+    cfg: &ListenerConfig,
+    path: &std::path::Path,
+    run_as: Option<(u32, u32)>,
+) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     // Any local user may submit by default, as with sendmail on every Unix host.
     let mode = match &cfg.socket_mode {
@@ -82,11 +92,11 @@ fn set_socket_permissions(cfg: &ListenerConfig, path: &std::path::Path) -> Resul
         .map_err(|e| format!("chmod {}: {e}", path.display()))?;
     let uid = match &cfg.socket_owner {
         Some(u) => Some(crate::privileges::user_id(u)?.0),
-        None => None,
+        None => run_as.map(|(uid, _)| uid),
     };
     let gid = match &cfg.socket_group {
         Some(g) => Some(crate::privileges::group_id(g)?),
-        None => None,
+        None => run_as.map(|(_, gid)| gid),
     };
     if uid.is_some() || gid.is_some() {
         std::os::unix::fs::chown(path, uid, gid)

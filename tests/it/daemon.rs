@@ -434,9 +434,16 @@ fn unused_gid() -> u32 {
 }
 
 /// swaks over the daemon's Unix socket as nobody, with `groups` as supplementary groups.
-fn lmtp_as_nobody(socket: &Path, groups: Option<u32>) -> Output {
+/// A local user who is neither the daemon's run user (`nobody`, who owns the socket) nor,
+/// without `groups`, in the socket's group: an unassigned uid.
+const LOCAL_USER: u32 = 65533;
+
+fn lmtp_as_local_user(socket: &Path, groups: Option<u32>) -> Output {
     let mut cmd = Command::new("setpriv");
-    cmd.args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}")]);
+    cmd.args([
+        &format!("--reuid={LOCAL_USER}"),
+        &format!("--regid={LOCAL_USER}"),
+    ]);
     match groups {
         Some(g) => cmd.arg(format!("--groups={g}")),
         None => cmd.arg("--clear-groups"),
@@ -510,8 +517,10 @@ path = "./data/mail/{{local}}"
     let meta = fs::metadata(&socket).expect("socket");
     assert_eq!(meta.mode() & 0o7777, 0o770);
     assert_eq!(meta.gid(), gid);
+    // No socket_owner: the socket is the run user's, as `config check` says.
+    assert_eq!(meta.uid(), NOBODY);
 
-    let outside = lmtp_as_nobody(&socket, None);
+    let outside = lmtp_as_local_user(&socket, None);
     let text = format!("{}{}", stdout(&outside), stderr(&outside));
     assert!(
         !outside.status.success(),
@@ -519,7 +528,7 @@ path = "./data/mail/{{local}}"
     );
     assert!(text.contains("Permission denied"), "{text}");
 
-    let inside = lmtp_as_nobody(&socket, Some(gid));
+    let inside = lmtp_as_local_user(&socket, Some(gid));
     let text = format!("{}{}", stdout(&inside), stderr(&inside));
     assert!(inside.status.success(), "inside the group refused:\n{text}");
 
