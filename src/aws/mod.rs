@@ -1,4 +1,4 @@
-//! What the AWS sinks share (`s3` now, `ses` later): where the service is (region,
+//! What the AWS sinks share (`s3`, `ses`): where the service is (region,
 //! endpoint), who we are (the credential chain, an optional role to assume), and which
 //! failures are worth a retry.
 //!

@@ -2,7 +2,8 @@
 //! 1 s, 2 s, 4 s ... capped at [`MAX_DELAY`], forgotten after [`FORGET_AFTER`] without a
 //! failure. Shared by all connections (keyed by listener and address), so opening a new
 //! connection per guess gains nothing; bounded to [`MAX_ENTRIES`] addresses so that a
-//! flood of sources cannot grow it without end.
+//! flood of sources cannot grow it without end. An IPv6 client counts by its /64: one host
+//! commonly holds a whole /64 and could otherwise take a fresh address for each guess.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -35,7 +36,7 @@ impl FailureDelays {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        let key = (listener.to_string(), ip);
+        let key = (listener.to_string(), client_key(ip));
         if !map.contains_key(&key) && map.len() >= MAX_ENTRIES {
             map.retain(|_, e| now.duration_since(e.last) < FORGET_AFTER);
             if map.len() >= MAX_ENTRIES
@@ -65,13 +66,25 @@ impl FailureDelays {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        map.remove(&(listener.to_string(), ip));
+        map.remove(&(listener.to_string(), client_key(ip)));
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.lock().map(|m| m.len()).unwrap_or(0)
     }
+}
+
+/// Whose failures `ip`'s count with: an IPv4 address (also when written IPv4-mapped), or
+/// an IPv6 address's /64.
+fn client_key(ip: Option<IpAddr>) -> Option<IpAddr> {
+    Some(match ip?.to_canonical() {
+        IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(net.into())
+        }
+        v4 => v4,
+    })
 }
 
 /// 2^(n-1) seconds for the n-th failure, capped.
@@ -101,6 +114,24 @@ mod tests {
         d.failed_at("mx", ip, t0 + FORGET_AFTER * 2);
         d.succeeded("mx", ip);
         assert_eq!(d.failed_at("mx", ip, t0 + FORGET_AFTER * 2).as_secs(), 1);
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64() {
+        let d = FailureDelays::default();
+        let t0 = Instant::now();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(d.failed_at("mx", ip("2001:db8:1:2::1"), t0).as_secs(), 1);
+        assert_eq!(
+            d.failed_at("mx", ip("2001:db8:1:2:ffff::9"), t0).as_secs(),
+            2
+        );
+        assert_eq!(d.failed_at("mx", ip("2001:db8:1:3::1"), t0).as_secs(), 1);
+        // IPv4-mapped is the IPv4 address.
+        assert_eq!(d.failed_at("mx", ip("192.0.2.7"), t0).as_secs(), 1);
+        assert_eq!(d.failed_at("mx", ip("::ffff:192.0.2.7"), t0).as_secs(), 2);
+        d.succeeded("mx", ip("2001:db8:1:2::5"));
+        assert_eq!(d.failed_at("mx", ip("2001:db8:1:2::1"), t0).as_secs(), 1);
     }
 
     #[test]

@@ -19,6 +19,12 @@ type HmacMd5 = hmac::Hmac<md5::Md5>;
 #[derive(Default)]
 pub struct Users {
     by_name: HashMap<String, User>,
+    /// The highest bcrypt cost among the users' hashes (0 when none has one): a check that
+    /// has no hash of its own (an unknown user, a user with only a password) runs bcrypt
+    /// at this cost too, so the time to answer does not tell which it was.
+    dummy_cost: u32,
+    /// The hash such checks run against, made on the first one (on the blocking pool).
+    dummy_hash: OnceLock<Result<String, String>>,
 }
 
 /// Names only: never a secret.
@@ -105,13 +111,14 @@ impl Users {
             base,
         )
         .map_err(|(k, m)| err(k, m))?;
-        if let Some((k, hash)) = &bcrypt
-            && hash.parse::<bcrypt::HashParts>().is_err()
-        {
-            return Err(err(
-                k,
-                "is not a bcrypt hash (expected one like \"$2y$10$...\", 60 characters)".into(),
-            ));
+        if let Some((k, hash)) = &bcrypt {
+            let Ok(parts) = hash.parse::<bcrypt::HashParts>() else {
+                return Err(err(
+                    k,
+                    "is not a bcrypt hash (expected one like \"$2y$10$...\", 60 characters)".into(),
+                ));
+            };
+            self.dummy_cost = self.dummy_cost.max(parts.get_cost());
         }
         let password = secret(
             ("password", &u.password),
@@ -160,7 +167,9 @@ impl Users {
     }
 
     /// Checks what a client presented. bcrypt runs on the blocking pool (tens of ms of
-    /// CPU); an unknown user costs the same as a known one, so timing tells nothing.
+    /// CPU). Every PLAIN/LOGIN check runs one: against the user's hash, or, for an unknown
+    /// user or one with only a password, against a dummy at the highest cost among the
+    /// hashes; so the time to answer does not tell which users exist.
     pub async fn verify(self: &Arc<Self>, c: &Credentials) -> Verdict {
         match c {
             Credentials::Password {
@@ -168,24 +177,18 @@ impl Users {
                 user,
                 password,
             } => {
-                // Acting as another user is not offered.
                 let known = self.by_name.get(user.as_str());
-                let ok = match known {
-                    Some(User {
-                        bcrypt: Some(hash), ..
-                    }) => match bcrypt_verify(password.clone(), Some(hash.clone())).await {
-                        Ok(ok) => ok,
-                        Err(e) => return Verdict::Unavailable(e),
-                    },
-                    Some(User {
-                        password: Some(p), ..
-                    }) => ct_eq(&Sha256::digest(p), &Sha256::digest(password)),
-                    _ => match bcrypt_verify(password.clone(), None).await {
-                        Ok(_) => false,
-                        Err(e) => return Verdict::Unavailable(e),
-                    },
+                let hash = known.and_then(|u| u.bcrypt.clone());
+                let ok = match self.bcrypt_verify(password.clone(), hash.clone()).await {
+                    Err(e) => return Verdict::Unavailable(e),
+                    Ok(ok) if hash.is_some() => ok,
+                    // The bcrypt above only took the time; the password is what counts.
+                    Ok(_) => known
+                        .and_then(|u| u.password.as_deref())
+                        .is_some_and(|p| ct_eq(&Sha256::digest(p), &Sha256::digest(password))),
                 };
-                match ok && authzid.is_none() && known.is_some() {
+                // Acting as another user is not offered.
+                match ok && authzid.is_none() {
                     true => Verdict::Valid(user.clone()),
                     false => Verdict::Invalid,
                 }
@@ -303,25 +306,39 @@ fn warn_if_readable(path: &Path, users: &[UserConfig]) {
     }
 }
 
-/// bcrypt on the blocking pool. `None` checks against a fixed hash of nothing anyone
-/// knows, so an unknown user takes as long as a known one.
-async fn bcrypt_verify(password: String, hash: Option<String>) -> Result<bool, String> {
-    tokio::task::spawn_blocking(move || {
-        let hash = match hash {
-            Some(h) => h,
-            None => dummy_hash()?.to_string(),
-        };
-        bcrypt::verify(password, &hash).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| format!("password check failed: {e}"))?
-}
+impl Users {
+    /// bcrypt on the blocking pool. `None` checks against a hash of nothing anyone knows,
+    /// at [`Users::dummy_cost`], so an unknown user takes as long as a known one.
+    async fn bcrypt_verify(
+        self: &Arc<Self>,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, String> {
+        let users = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let hash = match hash {
+                Some(h) => h,
+                None => users.dummy_hash()?.to_string(),
+            };
+            bcrypt::verify(password, &hash).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("password check failed: {e}"))?
+    }
 
-fn dummy_hash() -> Result<&'static str, String> {
-    static HASH: OnceLock<Result<String, String>> = OnceLock::new();
-    HASH.get_or_init(|| bcrypt::hash("mailchute-no-such-user", 10).map_err(|e| e.to_string()))
-        .as_deref()
-        .map_err(Clone::clone)
+    /// Made once per set of users; only ever called on the blocking pool.
+    fn dummy_hash(&self) -> Result<&str, String> {
+        // No user has a hash (password-only users, as CRAM-MD5 needs): the cost of
+        // `htpasswd -B`, which aws-smtp-relay's docs use.
+        let cost = match self.dummy_cost {
+            0 => 10,
+            c => c,
+        };
+        self.dummy_hash
+            .get_or_init(|| bcrypt::hash("mailchute-no-such-user", cost).map_err(|e| e.to_string()))
+            .as_deref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// Equal-length byte strings compared without an early exit.
@@ -396,6 +413,28 @@ mod tests {
         assert!(users.sender_allowed("inline", "x-1@b"));
         assert!(!users.sender_allowed("inline", "y@b"));
         assert!(!users.sender_allowed("nobody", "x-1@b"));
+    }
+
+    #[test]
+    fn checks_without_a_hash_cost_as_much_as_the_dearest_hash() {
+        let (h4, h5) = (bcrypt::hash("a", 4).unwrap(), bcrypt::hash("b", 5).unwrap());
+        let l = listener(&format!(
+            "[[user]]\nname = \"a\"\nbcrypt = \"{h4}\"\n\
+             [[user]]\nname = \"b\"\nbcrypt = \"{h5}\"\n\
+             [[user]]\nname = \"pw\"\npassword = \"p\"\n"
+        ));
+        let users = Arc::new(Users::load(&l, false).unwrap());
+        assert_eq!(users.dummy_cost, 5);
+        assert!(users.dummy_hash().unwrap().starts_with("$2b$05$"));
+        let rt = rt();
+        let v = |c: Credentials| rt.block_on(users.verify(&c));
+        // The password user is checked by its password, after the dummy bcrypt.
+        assert_eq!(v(plain("pw", "p")), Verdict::Valid("pw".into()));
+        assert_eq!(v(plain("pw", "x")), Verdict::Invalid);
+        assert_eq!(v(plain("b", "b")), Verdict::Valid("b".into()));
+        assert_eq!(v(plain("nobody", "p")), Verdict::Invalid);
+        // A hash's password never opens a password-only user, nor the reverse.
+        assert_eq!(v(plain("a", "p")), Verdict::Invalid);
     }
 
     #[test]

@@ -144,22 +144,32 @@ impl SesSink {
         let mut results = Vec::with_capacity(n);
         // Each batch's result is its recipients': one that failed after another was sent
         // is retried alone, the sent ones are never sent again.
+        let too_late = || {
+            Err(SinkError::temporary(
+                "4.4.2",
+                format!(
+                    "SendEmail ({}): not sent within total_timeout {}s",
+                    conn.place,
+                    self.settings.total_timeout.as_secs()
+                ),
+            ))
+        };
         for batch in d.rcpts.chunks(MAX_RECIPIENTS_PER_SEND) {
             let sent_at = Instant::now();
             let attempt = async {
                 self.bucket.acquire(batch.len() as f64).await;
                 self.send(conn, &request, batch, raw.clone()).await
             };
-            let result = match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(SinkError::temporary(
-                    "4.4.2",
-                    format!(
-                        "SendEmail ({}): not sent within total_timeout {}s",
-                        conn.place,
-                        self.settings.total_timeout.as_secs()
-                    ),
-                )),
+            // Past the deadline a batch is not begun at all: `timeout_at` would still poll
+            // it once, and a request that gets out then is sent by SES yet answered as
+            // deferred here, so the retry would send it again.
+            let result = if Instant::now() >= deadline {
+                too_late()
+            } else {
+                match tokio::time::timeout_at(deadline, attempt).await {
+                    Ok(r) => r,
+                    Err(_) => too_late(),
+                }
             };
             log_send(d, batch, raw.len(), sent_at, &result);
             if self.settings.relay_log {
@@ -315,5 +325,87 @@ impl Sink for SesSink {
 
     fn max_message_size(&self) -> Option<u64> {
         Some(self.settings.max_message_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config::SesConfig;
+    use super::*;
+    use crate::sinks::local::test_support::envelope;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A stand-in for SES that takes every request and never answers, counting them.
+    async fn silent_endpoint() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut seen = Vec::new();
+                    while let Ok(n) = conn.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        let posts = seen.windows(5).filter(|w| w == b"POST ").count();
+                        if posts > 0 {
+                            counted.fetch_add(posts, Ordering::SeqCst);
+                            seen.clear();
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}"), requests)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn no_batch_is_begun_after_total_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("credentials");
+        std::fs::write(
+            &creds,
+            "[default]\naws_access_key_id = AKIDTEST\naws_secret_access_key = secret\n",
+        )
+        .unwrap();
+        let (endpoint, requests) = silent_endpoint().await;
+        let c: SesConfig = toml::from_str(&format!(
+            "region = \"eu-west-1\"\nendpoint = \"{endpoint}\"\ncredentials_file = \"{}\"\n\
+             max_send_rate = 1000\ntotal_timeout = \"1s\"\n",
+            creds.display()
+        ))
+        .unwrap();
+        let sink = SesSink::new(c.check(dir.path()).unwrap());
+        let msg = dir.path().join("msg");
+        std::fs::write(&msg, b"Subject: x\r\n\r\nhi\r\n").unwrap();
+        let rcpts: Vec<String> = (0..120).map(|i| format!("r{i}@example.org")).collect();
+        let rcpt_refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let env = envelope("a@example.org", &rcpt_refs);
+        let d = Delivery {
+            id: "ID1",
+            envelope: &env,
+            rcpts: &env.rcpts,
+            message: &msg,
+            first_attempt: true,
+        };
+        let results = sink.deliver(&d).await;
+        assert_eq!(results.len(), 120);
+        for r in &results {
+            let e = r.as_ref().unwrap_err();
+            assert!(e.is_temporary() && e.status == "4.4.2", "{e}");
+        }
+        // Time for a late request to arrive, if one had been begun.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            1,
+            "only the first of three batches was sent"
+        );
     }
 }
