@@ -349,6 +349,14 @@ pub fn check(loaded: &Loaded) -> Result<String, ServeError> {
     Ok(config::describe(loaded, pipeline.summaries()))
 }
 
+/// A sink's limit as a listener may promise it: the sink sees the client's bytes plus our
+/// `Received:` line and what filters add, so a message right at SIZE would be accepted and
+/// then refused by the sink (a bounce, in queued mode). 64 KiB, or a sixteenth of small
+/// limits, is kept for that.
+fn with_headroom(sink_limit: u64) -> u64 {
+    sink_limit - (64 * 1024).min(sink_limit / 16)
+}
+
 /// Each listener's settings, its message size capped by the sinks' own limits (SES's 40 MB):
 /// SIZE never promises what a sink on the way cannot take.
 fn listener_settings(
@@ -358,7 +366,7 @@ fn listener_settings(
     let mut map = HashMap::new();
     for l in &config.listeners {
         let mut s = ListenerSettings::build(l).map_err(config_fail)?;
-        if let Some(cap) = pipeline.max_message_size()
+        if let Some(cap) = pipeline.max_message_size().map(with_headroom)
             && (s.max_message_size == 0 || s.max_message_size > cap)
         {
             s.max_message_size = cap;

@@ -109,6 +109,11 @@ fn take(field: &[u8], name: &[u8], found: &mut SesHeaders) -> Result<(), HeaderE
         return Ok(()); // an empty field asks for nothing (and is still removed)
     }
     let name = name.to_ascii_lowercase();
+    if name == b"x-ses-configuration-set" {
+        // A name SES can never have is this message's fault: refused now, not retried as
+        // a missing set (NotFound is temporary) until the message expires.
+        super::config::check_configuration_set(value).map_err(err)?;
+    }
     let slot = match name.as_slice() {
         b"x-ses-configuration-set" => &mut found.configuration_set,
         b"x-ses-source-arn" => &mut found.source_arn,
@@ -241,6 +246,14 @@ mod tests {
         assert_eq!(h.configuration_set.as_deref(), Some("one"));
         assert_eq!(h.tags.len(), 3);
         assert_eq!(h.source_arn, None, "empty asks for nothing");
+    }
+
+    #[test]
+    fn a_configuration_set_name_ses_cannot_have_is_refused() {
+        let e = strip(b"X-SES-Configuration-Set: no spaces allowed\r\n\r\n").unwrap_err();
+        assert_eq!(e.field, "X-SES-Configuration-Set");
+        assert!(e.to_string().contains("at most 64 ASCII letters"), "{e}");
+        assert!(strip(b"X-SES-Configuration-Set: ok_set-1\r\n\r\n").is_ok());
     }
 
     #[test]
