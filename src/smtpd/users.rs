@@ -11,7 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 type HmacMd5 = hmac::Hmac<md5::Md5>;
 
@@ -19,6 +19,9 @@ type HmacMd5 = hmac::Hmac<md5::Md5>;
 #[derive(Default)]
 pub struct Users {
     by_name: HashMap<String, User>,
+    /// The highest bcrypt cost among the users' hashes: an unknown user is checked against
+    /// a hash of that cost, so that it takes as long as the slowest known one.
+    max_cost: Option<u32>,
 }
 
 /// Names only: never a secret.
@@ -105,13 +108,14 @@ impl Users {
             base,
         )
         .map_err(|(k, m)| err(k, m))?;
-        if let Some((k, hash)) = &bcrypt
-            && hash.parse::<bcrypt::HashParts>().is_err()
-        {
-            return Err(err(
-                k,
-                "is not a bcrypt hash (expected one like \"$2y$10$...\", 60 characters)".into(),
-            ));
+        if let Some((k, hash)) = &bcrypt {
+            let Ok(parts) = hash.parse::<bcrypt::HashParts>() else {
+                return Err(err(
+                    k,
+                    "is not a bcrypt hash (expected one like \"$2y$10$...\", 60 characters)".into(),
+                ));
+            };
+            self.max_cost = self.max_cost.max(Some(parts.get_cost()));
         }
         let password = secret(
             ("password", &u.password),
@@ -160,7 +164,9 @@ impl Users {
     }
 
     /// Checks what a client presented. bcrypt runs on the blocking pool (tens of ms of
-    /// CPU); an unknown user costs the same as a known one, so timing tells nothing.
+    /// CPU); an unknown user costs a bcrypt of the users' highest cost, as much as the
+    /// slowest known one. A password user's check is quicker: the failure delay, counted
+    /// from when the credentials arrived, hides that difference.
     pub async fn verify(self: &Arc<Self>, c: &Credentials) -> Verdict {
         match c {
             Credentials::Password {
@@ -173,14 +179,14 @@ impl Users {
                 let ok = match known {
                     Some(User {
                         bcrypt: Some(hash), ..
-                    }) => match bcrypt_verify(password.clone(), Some(hash.clone())).await {
+                    }) => match bcrypt_verify(password.clone(), Ok(hash.clone())).await {
                         Ok(ok) => ok,
                         Err(e) => return Verdict::Unavailable(e),
                     },
                     Some(User {
                         password: Some(p), ..
                     }) => ct_eq(&Sha256::digest(p), &Sha256::digest(password)),
-                    _ => match bcrypt_verify(password.clone(), None).await {
+                    _ => match bcrypt_verify(password.clone(), Err(self.dummy_cost())).await {
                         Ok(_) => false,
                         Err(e) => return Verdict::Unavailable(e),
                     },
@@ -212,6 +218,13 @@ impl Users {
                 }
             }
         }
+    }
+
+    /// The cost of the hash an unknown user is checked against: the users' highest, so a
+    /// name that exists never answers slower than one that does not (the 535's delay
+    /// hides the rest; see `Conn::authenticate`).
+    fn dummy_cost(&self) -> u32 {
+        self.max_cost.unwrap_or(DEFAULT_DUMMY_COST)
     }
 
     /// Whether `user` may send as `from` (its `senders`; empty = any). The null sender
@@ -303,13 +316,16 @@ fn warn_if_readable(path: &Path, users: &[UserConfig]) {
     }
 }
 
-/// bcrypt on the blocking pool. `None` checks against a fixed hash of nothing anyone
-/// knows, so an unknown user takes as long as a known one.
-async fn bcrypt_verify(password: String, hash: Option<String>) -> Result<bool, String> {
+/// Without bcrypt hashes (password users only), an unknown user still costs a bcrypt.
+const DEFAULT_DUMMY_COST: u32 = 10;
+
+/// bcrypt on the blocking pool. `Err(cost)` checks against a fixed hash of that cost of
+/// nothing anyone knows, so an unknown user takes as long as a known one.
+async fn bcrypt_verify(password: String, hash: Result<String, u32>) -> Result<bool, String> {
     tokio::task::spawn_blocking(move || {
         let hash = match hash {
-            Some(h) => h,
-            None => dummy_hash()?.to_string(),
+            Ok(h) => h,
+            Err(cost) => dummy_hash(cost)?,
         };
         bcrypt::verify(password, &hash).map_err(|e| e.to_string())
     })
@@ -317,11 +333,19 @@ async fn bcrypt_verify(password: String, hash: Option<String>) -> Result<bool, S
     .map_err(|e| format!("password check failed: {e}"))?
 }
 
-fn dummy_hash() -> Result<&'static str, String> {
-    static HASH: OnceLock<Result<String, String>> = OnceLock::new();
-    HASH.get_or_init(|| bcrypt::hash("mailchute-no-such-user", 10).map_err(|e| e.to_string()))
-        .as_deref()
-        .map_err(Clone::clone)
+/// One dummy hash per cost, made once (a listener's users have one or two costs).
+fn dummy_hash(cost: u32) -> Result<String, String> {
+    static HASHES: OnceLock<Mutex<HashMap<u32, String>>> = OnceLock::new();
+    let mut map = match HASHES.get_or_init(Default::default).lock() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(h) = map.get(&cost) {
+        return Ok(h.clone());
+    }
+    let h = bcrypt::hash("mailchute-no-such-user", cost).map_err(|e| e.to_string())?;
+    map.insert(cost, h.clone());
+    Ok(h)
 }
 
 /// Equal-length byte strings compared without an early exit.
@@ -386,6 +410,10 @@ mod tests {
             password: "s3cret".into(),
         };
         assert_eq!(v(as_other), Verdict::Invalid);
+
+        // An unknown user is checked against a hash as slow as the slowest user's.
+        assert_eq!(users.dummy_cost(), 4);
+        assert_eq!(Users::default().dummy_cost(), DEFAULT_DUMMY_COST);
 
         assert!(users.sender_allowed("app", "a@example.org"));
         assert!(users.sender_allowed("app", "a@EXAMPLE.org"));
