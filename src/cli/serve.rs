@@ -338,7 +338,7 @@ fn listener_settings(
     let mut map = HashMap::new();
     for l in &config.listeners {
         let mut s = ListenerSettings::build(l).map_err(config_fail)?;
-        if let Some(cap) = pipeline.max_message_size()
+        if let Some(cap) = pipeline.max_message_size().map(room_for_received)
             && (s.max_message_size == 0 || s.max_message_size > cap)
         {
             s.max_message_size = cap;
@@ -346,6 +346,15 @@ fn listener_settings(
         map.insert(s.name.clone(), Arc::new(s));
     }
     Ok(map)
+}
+
+/// What a client may send when a sink takes at most `cap` bytes: less the `Received:`
+/// line the listener puts on top (a few hundred bytes; a 4 KB HELO name and recipient at
+/// most), so that a message inside SIZE never turns out too big for the sink after it
+/// was accepted (in queued mode: a 250, then a dead letter).
+fn room_for_received(cap: u64) -> u64 {
+    const RECEIVED_MAX: u64 = 16 * 1024;
+    cap - RECEIVED_MAX.min(cap / 2)
 }
 
 pub fn hostname_of(config: &Config) -> String {
