@@ -120,16 +120,41 @@ fn parse(args: &[String]) -> Result<Relay, String> {
     Ok(r)
 }
 
-/// aws-smtp-relay's `:1025` (every interface) as a socket address.
-fn listen_address(addr: &str) -> String {
-    match addr.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}"),
-        None => addr.to_string(),
+/// aws-smtp-relay's `:1025` (every interface) as a socket address; `localhost:PORT` (Go
+/// resolved names, a listener here binds an IP) as `127.0.0.1:PORT`. What Go could not
+/// listen on either (no port, `::1:25` without brackets) is refused here, naming the flag,
+/// not left for `config check` to find in the printed file.
+fn listen_address(addr: &str) -> Result<String, String> {
+    let a = match (addr.strip_prefix(':'), addr.strip_prefix("localhost:")) {
+        (Some(port), _) => format!("0.0.0.0:{port}"),
+        (None, Some(port)) => format!("127.0.0.1:{port}"),
+        (None, None) => addr.to_string(),
+    };
+    match crate::config::ListenAddr::parse(&a) {
+        Ok(crate::config::ListenAddr::Tcp(_)) => Ok(a),
+        _ => Err(format!(
+            "-a {addr:?}: expected \":PORT\" or \"IP:PORT\" (e.g. \":1025\",              \"127.0.0.1:1025\", \"[::]:25\")"
+        )),
     }
 }
 
 fn is_loopback(addr: &str) -> bool {
-    addr.starts_with("127.") || addr.starts_with("[::1]") || addr.starts_with("localhost:")
+    addr.starts_with("127.") || addr.starts_with("[::1]")
+}
+
+/// `-c`/`-k` relative to where aws-smtp-relay ran (this command's working directory), not
+/// to the directory the printed config will be saved in.
+fn absolute(flag: &str, path: &str) -> Result<String, String> {
+    std::path::absolute(path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| format!("{flag} {path:?}: {e}"))
+}
+
+/// `-l` / `-d` compile here as the listener will compile them.
+fn check_regex(flag: &str, re: &str) -> Result<(), String> {
+    regex::Regex::new(re)
+        .map(|_| ())
+        .map_err(|e| format!("{flag} {re:?}: not a valid regex: {e}"))
 }
 
 /// The environment aws-smtp-relay reads, as the importer sees it.
@@ -153,6 +178,30 @@ pub fn convert(args: &[String], env: &Env) -> Result<String, String> {
     if (r.start_tls || r.only_tls) && r.cert.is_none() {
         return Err("-s / -t need a certificate and key (-c, -k)".into());
     }
+    let cert = r.cert.as_deref().map(|c| absolute("-c", c)).transpose()?;
+    let key = r.key.as_deref().map(|k| absolute("-k", k)).transpose()?;
+    let address = listen_address(r.addr.as_deref().unwrap_or(":1025"))?;
+    let ips: Option<Vec<String>> = r.ips.as_ref().map(|ips| {
+        ips.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    });
+    if let Some(ips) = &ips {
+        crate::config::IpList::parse(ips).map_err(|e| format!("-i: {e}"))?;
+    }
+    if let Some(l) = &r.allow_from {
+        check_regex("-l", l)?;
+    }
+    if let Some(d) = &r.deny_to {
+        check_regex("-d", d)?;
+    }
+    if let Some(u) = &r.user
+        && (u.is_empty() || u.chars().any(|c| c.is_control() || c == ' '))
+    {
+        return Err(format!("-u {u:?}: expected a user name without spaces"));
+    }
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -162,7 +211,6 @@ pub fn convert(args: &[String], env: &Env) -> Result<String, String> {
     if let Some(h) = &r.host {
         let _ = writeln!(out, "\n[server]\nhostname = {}", quote(h));
     }
-    let address = listen_address(r.addr.as_deref().unwrap_or(":1025"));
     let _ = writeln!(
         out,
         "\n[[listener]]\nname = \"relay\"\naddress = {}\nprotocol = \"smtp\"",
@@ -173,7 +221,7 @@ pub fn convert(args: &[String], env: &Env) -> Result<String, String> {
         "# aws-smtp-relay answered after SES took the message; \"queued\" would spool it\n\
          # and retry while SES is unreachable.\nmode = \"sync\""
     );
-    if let (Some(cert), Some(key)) = (&r.cert, &r.key) {
+    if let (Some(cert), Some(key)) = (&cert, &key) {
         let tls = if r.only_tls { "implicit" } else { "starttls" };
         let _ = writeln!(
             out,
@@ -214,13 +262,8 @@ pub fn convert(args: &[String], env: &Env) -> Result<String, String> {
             let _ = writeln!(out, "require_auth = true");
         }
     }
-    if let Some(ips) = &r.ips {
-        let list: Vec<String> = ips
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(quote)
-            .collect();
+    if let Some(ips) = &ips {
+        let list: Vec<String> = ips.iter().map(|s| quote(s)).collect();
         let _ = writeln!(out, "allow_ips = [{}]", list.join(", "));
     }
     if let Some(l) = &r.allow_from {
@@ -429,6 +472,51 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}\n{toml}"));
             crate::cli::serve::check(&loaded).unwrap_or_else(|e| panic!("{e}\n{toml}"));
         }
+    }
+
+    #[test]
+    fn values_the_config_would_refuse_are_refused_naming_the_flag() {
+        let var = env_with(&[]);
+        let env = Env {
+            var: &var,
+            read: &no_file,
+        };
+        for (flags, expect) in [
+            (&["-a", "1025"][..], "-a \"1025\": expected"),
+            (&["-a", ":"], "-a \":\""),
+            (&["-a", "::1:25"], "-a \"::1:25\""),
+            (&["-a", "mx.example.org:25"], "-a \"mx.example.org:25\""),
+            (
+                &["-i", "10.0.0.0/8,junk"],
+                "-i: \"junk\": expected an IP address",
+            ),
+            (&["-i", "10.0.0.0/33"], "-i: \"10.0.0.0/33\""),
+            (&["-l", "(unclosed"], "-l \"(unclosed\": not a valid regex"),
+            (&["-d", "[z-a]"], "-d \"[z-a]\": not a valid regex"),
+            (&["-u", "a b"], "-u \"a b\": expected a user name"),
+        ] {
+            let e = convert(&args(flags), &env).unwrap_err();
+            assert!(e.contains(expect), "{flags:?}: {e}");
+        }
+        // Go listened on localhost:PORT; here it is the loopback address.
+        let t: toml::Table =
+            toml::from_str(&convert(&args(&["-a", "localhost:2525"]), &env).unwrap()).unwrap();
+        assert_eq!(t["listener"][0]["address"].as_str(), Some("127.0.0.1:2525"));
+        assert!(t["listener"][0].get("open").is_none());
+        // Relative -c / -k: to this directory, as aws-smtp-relay read them, whatever
+        // directory the output is saved in.
+        let t: toml::Table =
+            toml::from_str(&convert(&args(&["-c", "c.pem", "-k", "k.pem"]), &env).unwrap())
+                .unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            t["listener"][0]["cert"].as_str(),
+            Some(cwd.join("c.pem").to_str().unwrap())
+        );
+        assert_eq!(
+            t["listener"][0]["key"].as_str(),
+            Some(cwd.join("k.pem").to_str().unwrap())
+        );
     }
 
     #[test]

@@ -330,22 +330,11 @@ fn build_pipeline(loaded: &Loaded, committer: &Arc<Committer>) -> Result<Pipelin
 pub fn check(loaded: &Loaded) -> Result<String, ServeError> {
     let committer = Arc::new(Committer::with_method(loaded.config.server.sync_method));
     let pipeline = build_pipeline(loaded, &committer)?;
-    // AUTH users are read where the listener is built; check them here too, so that a
-    // missing env var or a user without the password CRAM-MD5 needs shows before serve.
-    for l in loaded
-        .config
-        .listeners
-        .iter()
-        .filter(|l| !l.auth.is_empty())
-    {
-        let cram = l.auth.iter().any(|m| m == "cram-md5");
-        crate::smtpd::users::Users::load(l, cram).map_err(|message| {
-            config_fail(crate::smtpd::settings::SettingsError {
-                name: listener_name(l),
-                message,
-            })
-        })?;
-    }
+    // Every listener built as `serve` builds it: its AUTH users (a missing env var, a user
+    // without the password CRAM-MD5 needs) and its TLS certificate and key (unreadable, a
+    // wrong or missing passphrase, a key that is not the certificate's) fail the check,
+    // not the start.
+    listener_settings(&loaded.config, &pipeline)?;
     Ok(config::describe(loaded, pipeline.summaries()))
 }
 

@@ -56,6 +56,7 @@ impl IpList {
                 t.parse::<IpNet>()
                     .map(|n| n.trunc())
                     .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+                    .map(canonical_net)
                     .map_err(|_| BadNet {
                         index,
                         entry: entry.clone(),
@@ -78,6 +79,21 @@ impl IpList {
 
     pub fn nets(&self) -> &[IpNet] {
         &self.0
+    }
+}
+
+/// An IPv4-mapped network (`::ffff:10.0.0.0/104`, or `::ffff:10.1.2.3` copied from a
+/// dual-stack log) as the IPv4 network it means: [`IpList::contains`] compares IPv4
+/// clients as IPv4, so the mapped form would otherwise never match anyone.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
     }
 }
 
@@ -127,6 +143,20 @@ mod tests {
         assert_eq!(e.index, 1);
         assert!(e.to_string().contains("\"nope\""));
         assert!(list(&["10.0.0.0/33"]).is_err());
+    }
+
+    #[test]
+    fn mapped_entries_mean_their_ipv4_address() {
+        let l = list(&["::ffff:10.1.2.3", "::ffff:192.0.2.0/120"]).unwrap();
+        assert!(l.contains("10.1.2.3".parse().unwrap()));
+        assert!(l.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!l.contains("10.1.2.4".parse().unwrap()));
+        assert!(l.contains("192.0.2.200".parse().unwrap()));
+        assert!(!l.contains("192.0.3.1".parse().unwrap()));
+        assert_eq!(l.nets()[1].to_string(), "192.0.2.0/24");
+        // Wider than the mapped range: left as IPv6.
+        let l = list(&["::/0"]).unwrap();
+        assert!(l.contains("2001:db8::1".parse().unwrap()));
     }
 
     #[test]

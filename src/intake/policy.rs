@@ -33,7 +33,7 @@ impl Policy<'_> {
     /// fail after DATA.
     pub fn check_rcpt(&self, pipeline: &Pipeline, to: &str) -> Result<(), Answer> {
         if let Some(re) = self.recipient_deny
-            && re.is_match(to)
+            && denied(re, to)
         {
             return Err(refusal(
                 550,
@@ -54,10 +54,43 @@ impl Policy<'_> {
     }
 }
 
+/// `to` matches the deny regex as the client wrote it or in its unquoted form:
+/// `"bad"@example.org` is the mailbox `bad@example.org` (RFC 5321 4.1.2), and quoting
+/// a local part that needs none must not get it past `^bad@`.
+fn denied(re: &Regex, to: &str) -> bool {
+    re.is_match(to) || unquoted(to).is_some_and(|plain| re.is_match(&plain))
+}
+
+/// `"local"@domain` as `local@domain` when the quotes hide nothing (no escapes, no
+/// quotes inside).
+fn unquoted(addr: &str) -> Option<String> {
+    let (local, domain) = addr.strip_prefix('"')?.rsplit_once("\"@")?;
+    if local.contains(['\\', '"']) {
+        return None;
+    }
+    Some(format!("{local}@{domain}"))
+}
+
 fn refusal(code: u16, status: &str, text: String) -> Answer {
     Answer {
         code,
         status: status.into(),
         text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_local_part_is_denied_as_the_plain_one() {
+        let re = Regex::new("^bad@").unwrap();
+        assert!(denied(&re, "bad@example.org"));
+        assert!(denied(&re, "\"bad\"@example.org"));
+        assert!(!denied(&re, "\"b\\ad\"@example.org"));
+        assert!(!denied(&re, "good@example.org"));
+        assert_eq!(unquoted("\"a b\"@x"), Some("a b@x".into()));
+        assert_eq!(unquoted("a@x"), None);
     }
 }

@@ -258,6 +258,7 @@ impl Conn {
     /// with each failure from this address, and is logged in a form fail2ban can match;
     /// no secret is ever logged.
     async fn authenticate(&mut self, mechanism: Mechanism, credentials: &Credentials) {
+        let arrived = tokio::time::Instant::now();
         let verdict = match &self.settings.auth {
             Some(a) => a.users.verify(credentials).await,
             None => Verdict::Invalid,
@@ -294,7 +295,10 @@ impl Conn {
                     delay_ms = delay.as_millis() as u64,
                     "auth failed: client={client} user={user} mechanism={mech} listener={listener}"
                 );
-                tokio::time::sleep(delay).await;
+                // Counted from the credentials' arrival, not from the check's end: the
+                // reply then comes as late for an unknown user as for a known one with a
+                // wrong password, however long each check took.
+                tokio::time::sleep_until(arrived + delay).await;
                 self.session.reject_auth(Reply::new(
                     535,
                     "5.7.8",

@@ -82,11 +82,16 @@ impl ListenerSettings {
             }
             _ => return Err(err("tls needs both cert and key".into())),
         };
-        let regex = |what: &str, s: &str| -> Result<Option<Regex>, SettingsError> {
+        // `nocase`: addresses' domains (and, everywhere in practice, local parts) are
+        // case-insensitive, so a deny list must not be passed by writing `BAD@` for `bad@`
+        // (`(?-i)` in the regex turns it off).
+        let regex = |what: &str, s: &str, nocase: bool| -> Result<Option<Regex>, SettingsError> {
             if s.is_empty() {
                 return Ok(None);
             }
-            Regex::new(s)
+            regex::RegexBuilder::new(s)
+                .case_insensitive(nocase)
+                .build()
                 .map(Some)
                 .map_err(|e| err(format!("{what}: {e}")))
         };
@@ -130,8 +135,8 @@ impl ListenerSettings {
             data_timeout: l.data_timeout.0,
             max_connections: l.max_connections,
             max_connections_per_ip: l.max_connections_per_ip,
-            sender_allow: regex("sender_allow", &l.sender_allow)?,
-            recipient_deny: regex("recipient_deny", &l.recipient_deny)?,
+            sender_allow: regex("sender_allow", &l.sender_allow, false)?,
+            recipient_deny: regex("recipient_deny", &l.recipient_deny, true)?,
             dsn: l.dsn.unwrap_or_else(|| !is_loopback_listener(l)),
             name,
         })
@@ -160,5 +165,26 @@ impl ListenerSettings {
             Some(a) => a.require_auth,
         };
         !limits || self.allow_ips.is_empty() || self.allow_ips.contains(ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipient_deny_ignores_case_sender_allow_does_not() {
+        let l: ListenerConfig = toml::from_str(
+            "address = \"127.0.0.1:1\"\nrecipient_deny = '@rival\\.example$'\n\
+             sender_allow = '^app@'\n",
+        )
+        .unwrap();
+        let s = ListenerSettings::build(&l).unwrap();
+        let deny = s.recipient_deny.unwrap();
+        assert!(deny.is_match("x@rival.example"));
+        assert!(deny.is_match("x@RIVAL.Example"));
+        let allow = s.sender_allow.unwrap();
+        assert!(allow.is_match("app@example.org"));
+        assert!(!allow.is_match("APP@example.org"));
     }
 }

@@ -404,6 +404,9 @@ mod tests {
         };
         assert_eq!(v(as_other), Verdict::Invalid);
 
+        // An unknown user is checked against a hash as slow as the slowest user's.
+        assert_eq!(users.dummy_cost, 4);
+
         assert!(users.sender_allowed("app", "a@example.org"));
         assert!(users.sender_allowed("app", "a@EXAMPLE.org"));
         assert!(!users.sender_allowed("app", "a@other.org"));

@@ -325,6 +325,52 @@ fn wrong_password_535_delay_fail2ban_line_and_421() {
     assert!(!log.contains("guess"), "password in the log:\n{log}");
 }
 
+/// Timing tells no user names: a 535 comes as long after the credentials as the failure
+/// delay says (1 s, 2 s, 4 s for the first three from one address), whether the user is
+/// unknown, has a plaintext password (no bcrypt at all) or a slow bcrypt hash.
+#[test]
+fn a_failed_auth_takes_as_long_for_any_user() {
+    let dir = tempfile::tempdir().unwrap();
+    // Cost 10: a check takes a good part of the first 1 s delay (more in a debug build),
+    // so an answer right after the check would show; a plaintext user takes none.
+    let hash = bcrypt::hash(PASSWORD, 10).unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"slow\"\nbcrypt = \"{hash}\"\n\n\
+             [[user]]\nname = \"ops\"\npassword = \"{PASSWORD}\"\n"
+        ),
+    )
+    .unwrap();
+    let (m, port) = start(&format!(
+        "auth = [\"plain\"]\nallow_plaintext_auth = true\nusers = \"{}\"\n",
+        users.display()
+    ));
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut took = Vec::new();
+    for (user, delay) in [("nobody", 1), ("ops", 2), ("slow", 4)] {
+        // A connection each: the delay is per address, the 421 per session.
+        let mut c = RawSmtp::connect(port);
+        c.ehlo("client.test");
+        let started = std::time::Instant::now();
+        c.expect(
+            &format!("AUTH PLAIN {}", b64(&format!("\0{user}\0guess"))),
+            535,
+        );
+        let t = started.elapsed();
+        c.quit();
+        took.push((user, t));
+        let d = std::time::Duration::from_secs(delay);
+        assert!(
+            t >= d && t < d + std::time::Duration::from_millis(100),
+            "{user}: {t:?}, expected {d:?} (all: {took:?})\n{}",
+            m.log()
+        );
+    }
+}
+
 #[test]
 fn allow_ips_send_without_auth_others_must_authenticate() {
     let dir = tempfile::tempdir().unwrap();

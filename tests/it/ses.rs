@@ -421,6 +421,55 @@ fn ses_a_message_over_max_message_size_is_refused_by_the_sink() {
     );
 }
 
+/// A message as big as SIZE allows still fits the sink with the `Received:` line the
+/// listener adds: in queued mode it is sent, not accepted and then dead-lettered.
+#[test]
+fn ses_a_message_of_the_advertised_size_is_sent_with_our_received_line() {
+    let moto = moto_with_domain();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let m = Mailchute::start_in(
+        dir.path(),
+        &config(
+            dir.path(),
+            port,
+            "queued",
+            &moto.endpoint(),
+            "max_message_size = \"64K\"\n",
+        ),
+    );
+    let mut c = RawSmtp::connect(port);
+    // A long HELO name: a longer Received: line.
+    let ext = c.ehlo(&format!(
+        "{}client.test",
+        format!("{}.", "h".repeat(60)).repeat(4)
+    ));
+    let size: usize = ext
+        .iter()
+        .find_map(|e| e.strip_prefix("SIZE "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no SIZE in {ext:?}"));
+    assert!(size < 65536, "{ext:?}");
+    let mut msg = format!("From: <app@{DOMAIN}>\r\nSubject: full\r\n\r\n").into_bytes();
+    while msg.len() + 80 <= size {
+        msg.extend_from_slice(&[b'x'; 78]);
+        msg.extend_from_slice(b"\r\n");
+    }
+    msg.resize(size - 2, b'y');
+    msg.extend_from_slice(b"\r\n");
+    assert_eq!(msg.len(), size);
+    let r = c.data_raw(
+        &format!("app@{DOMAIN}"),
+        &["alice@dest.test"],
+        &dot_stuff(&msg),
+    );
+    c.quit();
+    assert_eq!(r.code, 250, "{r:?}\n{}", m.log());
+    let s = wait_sent(&moto, 1, Duration::from_secs(30));
+    assert_eq!(s.len(), 1, "{}", m.log());
+    assert_eq!(split_received(&s[0].raw).1, msg.as_slice());
+}
+
 /// The null sender (a bounce being relayed) goes without FromEmailAddress: SES (and moto)
 /// take the `From:` header's address, which must be verified.
 #[test]

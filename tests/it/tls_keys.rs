@@ -270,3 +270,34 @@ fn encrypted_key_without_its_variable_fails_the_start_naming_it() {
         "{stderr}"
     );
 }
+
+/// `config check` loads the key as `serve` does: a wrong passphrase fails the check
+/// (exit 78, naming the file and the variable), not only the start; the right one passes.
+#[test]
+fn config_check_tries_the_key_and_its_passphrase() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = cert_and_key(certs.path(), "a", KeyForm::Pkcs8, PASS);
+    let dir = tempfile::tempdir().unwrap();
+    let config = sync_config(free_port(), &listener(&cert, &key), MAILDIR_SINK);
+    fs::write(dir.path().join("mailchute.toml"), &config).unwrap();
+    let check = |pass: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mailchute"))
+            .args(["config", "check", "-c", "mailchute.toml"])
+            .current_dir(dir.path())
+            .env("TLS_KEY_PASS", pass)
+            .output()
+            .unwrap()
+    };
+    let out = check("not the passphrase");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "key file {}: wrong passphrase (from env TLS_KEY_PASS)",
+            key.display()
+        )),
+        "{stderr}"
+    );
+    let out = check(PASS);
+    assert!(out.status.success(), "{out:?}");
+}
