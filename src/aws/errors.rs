@@ -146,9 +146,18 @@ where
             .map(str::to_string)
     });
     let code = err.code().map(str::to_string);
-    let message = match err.message() {
-        Some(m) if !m.is_empty() => m.to_string(),
-        // The transport's chain says what happened ("connection refused", "no credentials").
+    let message = match (err.message(), err) {
+        (Some(m), _) if !m.is_empty() => m.to_string(),
+        // The transport's own words are nested several layers deep, some of them in Debug
+        // form: the innermost cause is what an operator (and a client's 451) can read.
+        (_, SdkError::DispatchFailure(_)) => {
+            format!("cannot reach the service: {}", root_cause(err))
+        }
+        (_, SdkError::ResponseError(_)) => {
+            format!("an answer that is not the service's: {}", root_cause(err))
+        }
+        (_, SdkError::TimeoutError(_)) => "no answer in time".to_string(),
+        // The chain says what happened ("no credentials", a bad request built here).
         _ => DisplayErrorContext(err).to_string(),
     };
     let class = match err {
@@ -166,6 +175,20 @@ where
         http_status,
         message,
         request_id,
+    }
+}
+
+/// The innermost error of a chain ("Connection refused (os error 111)"), on one line and
+/// at most 200 characters.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = err;
+    while let Some(inner) = e.source() {
+        e = inner;
+    }
+    let text = e.to_string().replace(['\r', '\n'], " ");
+    match text.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
     }
 }
 

@@ -306,6 +306,15 @@ fn warn_if_readable(path: &Path, users: &[UserConfig]) {
     }
 }
 
+/// The permits for bcrypt checks, one per core, shared by every listener of the process.
+fn bcrypt_turns() -> &'static tokio::sync::Semaphore {
+    static TURNS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    TURNS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 impl Users {
     /// bcrypt on the blocking pool. `None` checks against a hash of nothing anyone knows,
     /// at [`Users::dummy_cost`], so an unknown user takes as long as a known one.
@@ -314,6 +323,12 @@ impl Users {
         password: String,
         hash: Option<String>,
     ) -> Result<bool, String> {
+        // As many checks at once as there are cores: a flood of logins (each 50-200 ms of
+        // CPU) then queues here instead of starving deliveries of every core.
+        let _turn = bcrypt_turns()
+            .acquire()
+            .await
+            .map_err(|e| format!("password check failed: {e}"))?;
         let users = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let hash = match hash {

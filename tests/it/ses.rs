@@ -312,6 +312,12 @@ fn ses_down_is_451_in_sync_mode() {
             .starts_with("451 4.4.1 SendEmail (region us-east-1"),
         "{r:?}"
     );
+    // The cause in words, not the SDK's nested Debug output.
+    assert!(
+        r.text().contains("cannot reach the service: ") && r.text().contains("refused"),
+        "{r:?}"
+    );
+    assert!(!r.text().contains("{ kind"), "{r:?}");
 }
 
 #[test]
