@@ -203,6 +203,9 @@ fn open_append(path: &Path) -> Result<std::fs::File, LogError> {
         .append(true)
         .create(true)
         .mode(0o640)
+        // Root opens it in data_dir, which the run user owns: never through a symlink
+        // that user put there.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|source| LogError::Open {
             path: path.to_path_buf(),
@@ -306,6 +309,19 @@ mod tests {
         dispatch(LogFormat::Text, Destination::File(path.clone())).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o007, 0, "{mode:o}");
+    }
+
+    #[test]
+    fn a_symlink_is_never_opened_as_the_log_file() {
+        // Root opens the log in data_dir, which the run user owns and could put this in.
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("shadow");
+        std::fs::write(&victim, "root:secret\n").unwrap();
+        let path = dir.path().join("mailchute.log");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let e = dispatch(LogFormat::Text, Destination::File(path.clone())).unwrap_err();
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n");
     }
 
     #[test]

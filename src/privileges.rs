@@ -65,6 +65,37 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Gives the regular file at `path` to `uid`:`gid`, through a descriptor opened without
+/// following a symlink, and only when no other name links to it. Root does this to files
+/// in `data_dir`, which the run user owns: a chown by name would hand that user whatever
+/// it had put a symlink or a hard link there to (`mailchute.log -> /etc/shadow`).
+pub fn chown_own_file(path: &std::path::Path, uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!("{} is a symlink: not followed", path.display()),
+            _ => format!("{}: {e}", path.display()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.nlink() != 1 {
+        return Err(format!(
+            "{} has {} names (hard links): not given away",
+            path.display(),
+            meta.nlink()
+        ));
+    }
+    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+        .map_err(|e| format!("chown {}: {e}", path.display()))
+}
+
 /// Gives `dir` and everything below it to `uid`:`gid`, so that the daemon can still write its
 /// spool after dropping root. Symlinks are not followed.
 pub fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> Result<(), String> {
@@ -80,4 +111,37 @@ pub fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod own_file_tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn chown_own_file_refuses_symlinks_and_hard_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+        let log = dir.path().join("mailchute.log");
+        std::fs::write(&log, "x\n").unwrap();
+        assert_eq!(chown_own_file(&log, uid, gid), Ok(()));
+
+        // What a run user could plant in the data_dir it owns.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "secret\n").unwrap();
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = chown_own_file(&link, uid, gid).unwrap_err();
+        assert!(e.contains("is a symlink: not followed"), "{e}");
+        let hard = dir.path().join("hard.log");
+        std::fs::hard_link(&victim, &hard).unwrap();
+        let e = chown_own_file(&hard, uid, gid).unwrap_err();
+        assert!(e.contains("2 names (hard links)"), "{e}");
+        let fifo = dir.path().join("fifo.log");
+        let c = CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = chown_own_file(&fifo, uid, gid).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert_eq!(std::fs::metadata(&victim).unwrap().uid(), uid);
+    }
 }

@@ -502,7 +502,7 @@ fn give_log_to_run_user(loaded: &Loaded, file: &Path) {
     });
     match ids {
         Ok((uid, gid)) => {
-            if let Err(e) = std::os::unix::fs::chown(file, Some(uid), Some(gid)) {
+            if let Err(e) = crate::privileges::chown_own_file(file, uid, gid) {
                 tracing::warn!(file = %file.display(), error = %e, "could not give the log file to the run user: a SIGHUP cannot reopen it");
             }
         }

@@ -9,7 +9,7 @@ use crate::spool::commit::Committer;
 use crate::spool::queue::{Deliverer, Queue, SHUTDOWN_GRACE};
 use crate::spool::store::Spool;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -79,7 +79,7 @@ pub async fn run_notify(loaded: Loaded, ready: Box<dyn FnOnce() + Send>) -> Resu
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| fail(format!("creating data_dir {}: {e}", data_dir.display())))?;
-    let pid_file = PidFile::create(&data_dir)?;
+    let pid_file = super::pidfile::Held::take(&data_dir).map_err(fail)?;
     // Where `sendmail` leaves messages while the daemon is down (cli::sendmail::pickup).
     let pickup_dir = super::sendmail::pickup::prepare_dir(&data_dir).map_err(fail)?;
 
@@ -378,34 +378,5 @@ fn source_name(loaded: &Loaded) -> String {
     match &loaded.source {
         Source::File(p) => p.display().to_string(),
         Source::Embedded => "the embedded default configuration".into(),
-    }
-}
-
-/// `{data_dir}/mailchute.pid`, removed when dropped.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn create(data_dir: &Path) -> Result<PidFile, ServeError> {
-        let path = data_dir.join("mailchute.pid");
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(pid) = text.trim().parse::<i32>()
-            && pid != std::process::id() as i32
-            // A live process that is not mailchute holds a pid reused since a crash.
-            && super::pidfile::Process::of(pid).is_mailchute()
-        {
-            return Err(ServeError::new(format!(
-                "mailchute is already running with pid {pid} on this data_dir ({})",
-                path.display()
-            )));
-        }
-        std::fs::write(&path, format!("{}\n", std::process::id()))
-            .map_err(|e| fail(format!("writing {}: {e}", path.display())))?;
-        Ok(PidFile(path))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -5,9 +5,16 @@
 //! any local user may create a file, none but its owner and the daemon may remove or rename
 //! it, and no one but the daemon may list it. `sendmail` writes `.tmp.ID` (0600), fsyncs
 //! it, makes it 0644 (the daemon's run user must read it; the unlistable directory keeps
-//! the random name from other users), renames it to `ID` and fsyncs the directory: the
-//! daemon never sees a half-written file, and exit 0 means the message is on disk. The
-//! file's owner is the submitter; the daemon puts that uid in the `Received:` line.
+//! the name from other users, so the name holds 128 random bits after the time-ordered
+//! id: an id alone is the time and the pid, which another user can guess), renames it to
+//! `ID.RANDOM` and fsyncs the directory: the daemon never sees a half-written file, and
+//! exit 0 means the message is on disk. The file's owner is the submitter; the daemon puts
+//! that uid in the `Received:` line.
+//!
+//! Any local user can put anything there, so the daemon opens each name once, without
+//! following a symlink and without blocking on a FIFO, takes the owner from that
+//! descriptor, reads no more than the size limit allows, and moves what is not a plain
+//! pickup file (a symlink, a FIFO, junk) to `pickup/bad/`.
 //!
 //! The file: a first line `mailchute-pickup 1`, then `from ADDR` (once; empty for `<>`),
 //! `rcpt ADDR` (one or more), optionally `body 8bitmime|7bit`, an empty line, and the
@@ -117,7 +124,7 @@ pub fn write(dir: &Path, env: &PickupEnvelope, message: &[u8]) -> std::io::Resul
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1733))?;
     }
-    let id = new_id();
+    let id = format!("{}.{}", new_id(), random_hex()?);
     let tmp = dir.join(format!("{TMP_PREFIX}{id}"));
     let done = dir.join(&id);
     let result = (|| {
@@ -149,6 +156,17 @@ pub fn write(dir: &Path, env: &PickupEnvelope, message: &[u8]) -> std::io::Resul
         return Err(e);
     }
     Ok(done)
+}
+
+/// 128 bits from the system's CSPRNG, as hex: what keeps a pickup file's name (and so
+/// the message, 0644 for the daemon's run user) from other local users.
+fn random_hex() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| std::io::Error::other("no random bytes from the system"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The daemon's side, at start: `{data_dir}/pickup` (1733) and `pickup/bad` (0700).
@@ -208,7 +226,8 @@ pub async fn drain_once(server: &Server, dir: &Path, listener: Option<&str>) -> 
     let mut names = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            // Not only plain files: a symlink or FIFO a user left goes to bad/ too.
+            .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect::<Vec<_>>(),
         Err(e) => {
@@ -250,14 +269,27 @@ fn remove_if_stale(path: &Path) {
 
 /// One file through intake. `true` when it is done with (taken, refused or moved aside).
 async fn take(server: &Server, path: &Path, listener: Option<&str>) -> bool {
-    let read = async {
-        let bytes = tokio::fs::read(path).await?;
-        std::io::Result::Ok((bytes, tokio::fs::metadata(path).await?.uid()))
-    };
-    let (bytes, uid) = match read.await {
-        Ok(r) => r,
-        Err(e) => {
+    let state = server.state();
+    let settings = listener.and_then(|l| state.listeners.get(l)).cloned();
+    let max = settings.as_ref().map_or(0, |s| s.max_message_size);
+    let owned = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || read_file(&owned, max)).await;
+    let (bytes, uid) = match read {
+        Ok(Read::Whole { bytes, uid }) => (bytes, uid),
+        Ok(Read::Later(e)) => {
             tracing::warn!(file = %path.display(), error = %e, "pickup: cannot read a file; trying again later");
+            return false;
+        }
+        Ok(Read::TooBig { size, uid }) => {
+            tracing::info!(event = "refused", listener = "pickup", uid, file = %path.display(), reply = %format!("552 5.3.4 message too big ({size} bytes; limit {max})"), "pickup: file refused (no bounce goes to a local submitter)");
+            return remove(path);
+        }
+        Ok(Read::Bad(problem)) => {
+            move_aside(path, &problem);
+            return true;
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "pickup: reading a file failed; trying again later");
             return false;
         }
     };
@@ -268,8 +300,6 @@ async fn take(server: &Server, path: &Path, listener: Option<&str>) -> bool {
             return true;
         }
     };
-    let state = server.state();
-    let settings = listener.and_then(|l| state.listeners.get(l)).cloned();
     let policy = Policy {
         sender_allow: settings.as_ref().and_then(|s| s.sender_allow.as_ref()),
         recipient_deny: settings.as_ref().and_then(|s| s.recipient_deny.as_ref()),
@@ -278,7 +308,6 @@ async fn take(server: &Server, path: &Path, listener: Option<&str>) -> bool {
     let log_refused = |rcpt: &str, reply: String| {
         tracing::info!(event = "refused", listener = "pickup", id = %id, uid, from = %env.from, rcpt = %rcpt, reply = %reply, "pickup: recipient refused (no bounce goes to a local submitter)");
     };
-    let max = settings.as_ref().map_or(0, |s| s.max_message_size);
     if max > 0 && message.len() as u64 > max {
         for r in &env.rcpts {
             log_refused(
@@ -394,11 +423,87 @@ async fn take(server: &Server, path: &Path, listener: Option<&str>) -> bool {
     false
 }
 
-/// Replaces the file's contents in place (its owner is the fact we keep), durably.
+/// Room for the envelope lines (`from`, `rcpt`…) above the message's size limit.
+const ENVELOPE_ROOM: u64 = 1 << 20;
+
+/// What one pickup name held.
+enum Read {
+    Whole {
+        bytes: Vec<u8>,
+        uid: u32,
+    },
+    /// Larger than the size limit allows: never read into memory.
+    TooBig {
+        size: u64,
+        uid: u32,
+    },
+    /// Not a pickup file at all (a symlink, a FIFO, a socket): for bad/.
+    Bad(String),
+    Later(std::io::Error),
+}
+
+/// Opens `path` once: no symlink is followed (the daemon would read, and credit to the
+/// link's owner, a file it points at), a FIFO does not block (the drain would hang on it
+/// for good), and the owner is the open file's, so a name swapped after the listing
+/// cannot lend the message another uid. A file larger than `max` (plus the envelope) is
+/// not read: a sparse file of any size costs its owner nothing.
+fn read_file(path: &Path, max: u64) -> Read {
+    use std::io::Read as _;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            return match e.raw_os_error() {
+                Some(libc::ELOOP) => Read::Bad("a symlink (not followed)".into()),
+                // A unix socket someone bound there.
+                Some(libc::ENXIO) => Read::Bad("a socket".into()),
+                _ => Read::Later(e),
+            };
+        }
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return Read::Later(e),
+    };
+    if !meta.file_type().is_file() {
+        return Read::Bad("not a regular file (a FIFO or a device)".into());
+    }
+    let uid = meta.uid();
+    let cap = (max > 0).then(|| max.saturating_add(ENVELOPE_ROOM));
+    if let Some(cap) = cap
+        && meta.len() > cap
+    {
+        return Read::TooBig {
+            size: meta.len(),
+            uid,
+        };
+    }
+    let mut bytes = Vec::new();
+    // The owner may still append to it: never more than the cap.
+    let read = match cap {
+        Some(cap) => file.take(cap + 1).read_to_end(&mut bytes),
+        None => (&file).read_to_end(&mut bytes),
+    };
+    match read {
+        Ok(n) if cap.is_some_and(|c| n as u64 > c) => Read::TooBig {
+            size: n as u64,
+            uid,
+        },
+        Ok(_) => Read::Whole { bytes, uid },
+        Err(e) => Read::Later(e),
+    }
+}
+
+/// Replaces the file's contents in place (its owner is the fact we keep), durably; never
+/// through a symlink put in the file's place since it was read.
 fn rewrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
@@ -481,5 +586,61 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1);
         assert_eq!(decode(&std::fs::read(&path).unwrap()).unwrap().0, env);
+    }
+
+    #[test]
+    fn a_name_cannot_be_guessed_from_the_time_and_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let pickup = dir.path().join("pickup");
+        let env = PickupEnvelope {
+            from: "u@h".into(),
+            rcpts: vec!["r@h".into()],
+            body: None,
+        };
+        let a = write(&pickup, &env, b"x\r\n").unwrap();
+        let b = write(&pickup, &env, b"x\r\n").unwrap();
+        let random = |p: &Path| {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let (id, rest) = name.split_once('.').unwrap();
+            assert_eq!(id.len(), 24, "{name}");
+            assert!(
+                rest.len() == 32 && rest.chars().all(|c| c.is_ascii_hexdigit()),
+                "{name}"
+            );
+            rest.to_string()
+        };
+        assert_ne!(random(&a), random(&b));
+    }
+
+    #[test]
+    fn what_a_local_user_can_plant_is_read_safely() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let me = unsafe { libc::geteuid() };
+        let good = d.join("good");
+        std::fs::write(&good, b"mailchute-pickup 1\nfrom a\nrcpt b\n\nx\r\n").unwrap();
+        assert!(matches!(read_file(&good, 1000), Read::Whole { uid, .. } if uid == me));
+
+        // A symlink: never followed (the owner of its target is not the submitter).
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(matches!(read_file(&link, 0), Read::Bad(p) if p.contains("symlink")));
+
+        // A FIFO nobody writes to: answered at once, not waited on for good.
+        let fifo = d.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(matches!(read_file(&fifo, 0), Read::Bad(p) if p.contains("FIFO")));
+
+        // A sparse file of 64 GiB costs nothing to make and is never read into memory.
+        let huge = d.join("huge");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+        assert!(matches!(
+            read_file(&huge, 50 << 20),
+            Read::TooBig { size, .. } if size == 64 << 30
+        ));
     }
 }
