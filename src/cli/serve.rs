@@ -81,7 +81,9 @@ pub async fn run_notify(loaded: Loaded, ready: Box<dyn FnOnce() + Send>) -> Resu
         .map_err(|e| fail(format!("creating data_dir {}: {e}", data_dir.display())))?;
     let pid_file = super::pidfile::Held::take(&data_dir).map_err(fail)?;
     // Where `sendmail` leaves messages while the daemon is down (cli::sendmail::pickup).
-    let pickup_dir = super::sendmail::pickup::prepare_dir(&data_dir).map_err(fail)?;
+    let pickup_access = super::sendmail::pickup::PickupAccess::of(config).map_err(fail)?;
+    let pickup_dir =
+        super::sendmail::pickup::prepare_dir(&data_dir, pickup_access).map_err(fail)?;
 
     let spool = Arc::new(Spool::open(&data_dir, committer.clone()).map_err(fail)?);
     let recovered = spool.recover().map_err(fail)?;
@@ -117,7 +119,7 @@ pub async fn run_notify(loaded: Loaded, ready: Box<dyn FnOnce() + Send>) -> Resu
         Some((user, uid, gid)) => {
             // The spool, dead letters and pid file were made as root a moment ago.
             // (pickup/'s files keep their owners: who submitted them.)
-            super::sendmail::pickup::chown_data_dir(&data_dir, uid, gid)
+            super::sendmail::pickup::chown_data_dir(&data_dir, uid, gid, pickup_access)
                 .map_err(|e| fail(format!("handing data_dir to {user}: {e}")))?;
             crate::privileges::drop_to(user, config.server.group.as_deref())
                 .map_err(|e| fail(format!("dropping privileges: {e}")))?

@@ -16,6 +16,13 @@ pub struct Policy<'a> {
 
 impl Policy<'_> {
     pub fn check_sender(&self, from: &str) -> Result<(), Answer> {
+        if leads_with_dash(from) {
+            return Err(refusal(
+                501,
+                "5.1.7",
+                format!("<{from}>: Bad sender address syntax (begins with '-')"),
+            ));
+        }
         if let Some(re) = self.sender_allow
             && !re.is_match(from)
         {
@@ -32,6 +39,13 @@ impl Policy<'_> {
     /// can never take (no valid mailbox path), is refused here and never accepted only to
     /// fail after DATA.
     pub fn check_rcpt(&self, pipeline: &Pipeline, to: &str) -> Result<(), Answer> {
+        if leads_with_dash(to) {
+            return Err(refusal(
+                501,
+                "5.1.3",
+                format!("<{to}>: Bad recipient address syntax (begins with '-')"),
+            ));
+        }
         if let Some(re) = self.recipient_deny
             && denied(re, to)
         {
@@ -52,6 +66,12 @@ impl Policy<'_> {
             .sinks_accept(to)
             .map_err(|e| Answer::from_error(&e))
     }
+}
+
+/// An address a command line would read as an option (`-bob` for `procmail -d {rcpt}`, a
+/// mailbox path `mail/-bob`): refused as Postfix does (`allow_min_user = no`).
+fn leads_with_dash(addr: &str) -> bool {
+    addr.trim_start_matches('"').starts_with('-')
 }
 
 /// `to` matches the deny regex as the client wrote it or in its unquoted form:
@@ -92,5 +112,15 @@ mod tests {
         assert!(!denied(&re, "good@example.org"));
         assert_eq!(unquoted("\"a b\"@x"), Some("a b@x".into()));
         assert_eq!(unquoted("a@x"), None);
+    }
+
+    #[test]
+    fn a_sender_that_reads_as_an_option_is_refused() {
+        let p = Policy::default();
+        let r = p.check_sender("-root@x").unwrap_err();
+        assert_eq!((r.code, r.status.as_str()), (501, "5.1.7"));
+        assert!(p.check_sender("\"-x\"@y").is_err());
+        assert!(p.check_sender("a-b@x").is_ok() && p.check_sender("").is_ok());
+        assert!(leads_with_dash("-bob") && !leads_with_dash("bob-@x"));
     }
 }

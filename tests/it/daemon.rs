@@ -532,6 +532,53 @@ path = "./data/mail/{{local}}"
     let text = format!("{}{}", stdout(&inside), stderr(&inside));
     assert!(inside.status.success(), "inside the group refused:\n{text}");
 
+    // sendmail from outside the group is refused too (77), not put round the socket
+    // through pickup/, which admits only the socket's group (1730).
+    let pickup = site.path("data/pickup");
+    let meta = fs::metadata(&pickup).expect("pickup");
+    assert_eq!(meta.mode() & 0o7777, 0o1730);
+    assert_eq!(meta.gid(), gid);
+    // Any local user reads the config (it holds no secret), as sendmail must.
+    fs::set_permissions(
+        site.path("mailchute.toml"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let mut outsider = Command::new("setpriv")
+        .args([
+            &format!("--reuid={LOCAL_USER}"),
+            &format!("--regid={LOCAL_USER}"),
+        ])
+        .arg("--clear-groups")
+        .arg(env!("CARGO_BIN_EXE_mailchute"))
+        .arg("-c")
+        .arg(site.path("mailchute.toml"))
+        .args(["sendmail", "root@localhost"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sendmail as a local user");
+    use std::io::Write;
+    let _ = outsider
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"Subject: round\n\nx\n");
+    let out = outsider.wait_with_output().expect("sendmail");
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not allowed to submit"),
+        "{}",
+        stderr(&out)
+    );
+    let dropped: Vec<_> = fs::read_dir(&pickup)
+        .expect("list pickup")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() != "bad")
+        .collect();
+    assert!(dropped.is_empty(), "{dropped:?}");
+
     let maildir = site.path("data/mail/root");
     assert_eq!(wait_maildir_count(&maildir, 1, Duration::from_secs(10)), 1);
     let stored = read_maildir(&maildir);

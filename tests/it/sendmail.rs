@@ -300,6 +300,10 @@ fn an_unknown_recipient_is_67_and_the_others_are_delivered() {
     );
     assert_eq!(code(&o), 67, "{}", stderr(&o));
     assert!(text(&wait_one(dir, "alice")).contains("Subject: mixed"));
+    // A recipient a command line would read as an option is refused, as Postfix does.
+    let o = sendmail(dir, &["--", "-bob"], b"Subject: dash\n\nx\n");
+    assert_eq!(code(&o), 67, "{}", stderr(&o));
+    assert!(stderr(&o).contains("5.1.3"), "{}", stderr(&o));
     // Usage: no recipients at all; -bs with recipients as arguments.
     assert_eq!(code(&sendmail(dir, &[], b"x\n")), 64);
     let o = sendmail(dir, &["-bs", "alice"], b"");

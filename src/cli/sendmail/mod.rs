@@ -91,10 +91,34 @@ pub fn run(args: &[String], config: Option<&Path>) -> u8 {
     } else if verbose {
         eprintln!("sendmail: settings from {}", settings.source);
     }
+    if let Some(socket) = &settings.socket
+        && socket_refuses_us(socket)
+    {
+        // The socket's mode and group say who may submit (DDMailer's 0770): pickup/ must
+        // not be the way round it.
+        eprintln!(
+            "sendmail: not allowed to submit mail: {}: permission denied (the daemon takes \
+             local mail only from the socket's group); nothing was sent",
+            socket.display()
+        );
+        return sysexits::EX_NOPERM;
+    }
     match parsed.action {
         Action::Smtp => smtp::run(&parsed, &settings),
         _ => deliver(&parsed, &settings),
     }
+}
+
+/// The socket exists and this user may not connect to it (write permission is what
+/// connecting to a unix socket needs). A socket that is missing is a daemon that is down.
+fn socket_refuses_us(socket: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(socket.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) reads a NUL-terminated path and touches no memory of ours.
+    let refused = unsafe { libc::access(path.as_ptr(), libc::W_OK) } != 0;
+    refused && std::io::Error::last_os_error().kind() == std::io::ErrorKind::PermissionDenied
 }
 
 const FALLBACKS: &str = "the socket /run/mailchute/mailchute.sock and /var/spool/mailchute/pickup";

@@ -170,20 +170,63 @@ fn random_hex() -> std::io::Result<String> {
 }
 
 /// The daemon's side, at start: `{data_dir}/pickup` (1733) and `pickup/bad` (0700).
-pub fn prepare_dir(data_dir: &Path) -> Result<PathBuf, String> {
+pub fn prepare_dir(data_dir: &Path, access: PickupAccess) -> Result<PathBuf, String> {
     let dir = data_dir.join("pickup");
     let bad = dir.join("bad");
     std::fs::create_dir_all(&bad).map_err(|e| format!("creating {}: {e}", bad.display()))?;
-    for (d, mode) in [(&dir, 0o1733), (&bad, 0o700)] {
+    let mode = if access.group.is_some() {
+        0o1730
+    } else {
+        0o1733
+    };
+    for (d, mode) in [(&dir, mode), (&bad, 0o700)] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {}: {e}", d.display()))?;
+    }
+    if let Some(gid) = access.group {
+        std::os::unix::fs::lchown(&dir, None, Some(gid))
+            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
     }
     Ok(dir)
 }
 
+/// Who may drop files into `pickup/`: anyone (1733), or, when the daemon's unix LMTP
+/// socket admits only its group (no permission bits for others, a `socket_group`), only
+/// that group (1730 with that group, as Postfix's maildrop and postdrop) — else pickup/
+/// would be the way round the socket's mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PickupAccess {
+    pub group: Option<u32>,
+}
+
+impl PickupAccess {
+    pub fn of(config: &crate::config::Config) -> Result<PickupAccess, String> {
+        let Some(l) = config.listeners.iter().find(|l| {
+            l.address.starts_with("unix:") && l.protocol == crate::config::Protocol::Lmtp
+        }) else {
+            return Ok(PickupAccess::default());
+        };
+        let others = match &l.socket_mode {
+            Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8).map_or(7, |m| m & 0o007),
+            None => 7,
+        };
+        match (&l.socket_group, others) {
+            (Some(g), 0) => Ok(PickupAccess {
+                group: Some(crate::privileges::group_id(g)?),
+            }),
+            _ => Ok(PickupAccess::default()),
+        }
+    }
+}
+
 /// Hands `data_dir` to the run user as `privileges::chown_tree` does, except the files in
 /// `pickup/`: their owner is who submitted them, the fact the `Received:` line records.
-pub fn chown_data_dir(data_dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+pub fn chown_data_dir(
+    data_dir: &Path,
+    uid: u32,
+    gid: u32,
+    access: PickupAccess,
+) -> Result<(), String> {
     let pickup = data_dir.join("pickup");
     std::os::unix::fs::lchown(data_dir, Some(uid), Some(gid))
         .map_err(|e| format!("chown {}: {e}", data_dir.display()))?;
@@ -194,7 +237,8 @@ pub fn chown_data_dir(data_dir: &Path, uid: u32, gid: u32) -> Result<(), String>
             .map_err(|e| format!("reading {}: {e}", data_dir.display()))?
             .path();
         if path == pickup {
-            std::os::unix::fs::lchown(&pickup, Some(uid), Some(gid))
+            // Its group, when it has one of its own, is who may submit.
+            std::os::unix::fs::lchown(&pickup, Some(uid), Some(access.group.unwrap_or(gid)))
                 .map_err(|e| format!("chown {}: {e}", pickup.display()))?;
             let bad = pickup.join("bad");
             if bad.exists() {
