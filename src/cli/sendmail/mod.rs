@@ -279,6 +279,8 @@ fn conclude(
                 Some(BodyType::SevenBit) => Some(Body::SevenBit),
                 None => eight_bit.then_some(Body::EightBitMime),
             },
+            // The file's owner says who submitted it.
+            submitter: None,
         };
         match pickup::write(&s.pickup, &env, message) {
             Ok(path) => {

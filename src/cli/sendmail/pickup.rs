@@ -24,7 +24,9 @@
 //! [`INTERVAL`]: each file goes through the normal intake (the unix LMTP listener's
 //! policy and size limit, routes, filters, the spool); a file whose recipients were all
 //! taken or refused is removed; recipients deferred (a filter's or the spool's temporary
-//! failure) stay in the file for the next look. Refused recipients are logged (a local
+//! failure) stay for the next look, in a file the daemon writes anew as its own (the
+//! submitter's is not its to write) with the submitter's uid inside (`uid N`, trusted only
+//! in a file the daemon's user owns). Refused recipients are logged (a local
 //! submitter gets no bounce from here). A file that is not a pickup file goes to
 //! `pickup/bad/` with a log line.
 
@@ -51,6 +53,9 @@ pub struct PickupEnvelope {
     pub from: String,
     pub rcpts: Vec<String>,
     pub body: Option<Body>,
+    /// Who submitted it, in a file the daemon rewrote (it owns that file then): trusted
+    /// only in a file the daemon's own user owns, which no other user can make.
+    pub submitter: Option<u32>,
 }
 
 /// The file's bytes.
@@ -63,6 +68,9 @@ pub fn encode(env: &PickupEnvelope, message: &[u8]) -> Vec<u8> {
         Some(Body::EightBitMime) => out.extend_from_slice(b"body 8bitmime\n"),
         Some(Body::SevenBit) => out.extend_from_slice(b"body 7bit\n"),
         Some(Body::BinaryMime) | None => {}
+    }
+    if let Some(uid) = env.submitter {
+        out.extend_from_slice(format!("uid {uid}\n").as_bytes());
     }
     out.push(b'\n');
     out.extend_from_slice(message);
@@ -88,6 +96,7 @@ pub fn decode(bytes: &[u8]) -> Result<(PickupEnvelope, &[u8]), String> {
     let mut from = None;
     let mut rcpts = Vec::new();
     let mut body = None;
+    let mut submitter = None;
     loop {
         let line = next_line()?;
         if line.is_empty() {
@@ -107,6 +116,13 @@ pub fn decode(bytes: &[u8]) -> Result<(PickupEnvelope, &[u8]), String> {
                     _ => return Err(format!("body {value:?}: expected 8bitmime or 7bit")),
                 })
             }
+            "uid" if submitter.is_none() => {
+                submitter = Some(
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| format!("uid {value:?}: expected a number"))?,
+                )
+            }
             _ => return Err(format!("unexpected envelope line {line:?}")),
         }
     }
@@ -114,7 +130,15 @@ pub fn decode(bytes: &[u8]) -> Result<(PickupEnvelope, &[u8]), String> {
     if rcpts.is_empty() {
         return Err("no rcpt line".into());
     }
-    Ok((PickupEnvelope { from, rcpts, body }, rest))
+    Ok((
+        PickupEnvelope {
+            from,
+            rcpts,
+            body,
+            submitter,
+        },
+        rest,
+    ))
 }
 
 /// Writes the message into `dir` durably (see the module docs); creates `dir` (1733) if it
@@ -344,6 +368,12 @@ async fn take(server: &Server, path: &Path, listener: Option<&str>) -> bool {
             return true;
         }
     };
+    // SAFETY: geteuid cannot fail.
+    let own = unsafe { libc::geteuid() };
+    let uid = match env.submitter {
+        Some(submitter) if uid == own => submitter,
+        _ => uid,
+    };
     let policy = Policy {
         sender_allow: settings.as_ref().and_then(|s| s.sender_allow.as_ref()),
         recipient_deny: settings.as_ref().and_then(|s| s.recipient_deny.as_ref()),
@@ -458,6 +488,7 @@ async fn take(server: &Server, path: &Path, listener: Option<&str>) -> bool {
     if later.len() != env.rcpts.len() {
         let rest = PickupEnvelope {
             rcpts: later,
+            submitter: Some(uid),
             ..env.clone()
         };
         if let Err(e) = rewrite(path, &encode(&rest, message)) {
@@ -541,16 +572,31 @@ fn read_file(path: &Path, max: u64) -> Read {
     }
 }
 
-/// Replaces the file's contents in place (its owner is the fact we keep), durably; never
-/// through a symlink put in the file's place since it was read.
+/// Replaces the file, durably, by one of the daemon's own (the submitter's 0644 file is
+/// not the run user's to write; the directory is, so a rename over it is): written as a
+/// temporary name, fsynced, renamed over `path`, the directory fsynced. The submitter's uid
+/// goes inside (`uid N`), trusted because the daemon owns the file.
 fn rewrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("a pickup file without a directory"));
+    };
+    let tmp = dir.join(format!("{TMP_PREFIX}rewrite.{}", name.to_string_lossy()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn remove(path: &Path) -> bool {
@@ -589,6 +635,7 @@ mod tests {
             from: String::new(),
             rcpts: vec!["a@x".into(), "b@y".into()],
             body: Some(Body::EightBitMime),
+            submitter: None,
         };
         let bytes = encode(&env, b"Subject: s\r\n\r\nbody\r\n");
         let (back, msg) = decode(&bytes).unwrap();
@@ -603,9 +650,37 @@ mod tests {
             b"mailchute-pickup 1\nfrom a\nrcpt b\nx y\n\n",
             b"mailchute-pickup 1\nfrom a\nfrom c\nrcpt b\n\n",
             b"mailchute-pickup 1\nfrom a\xff\nrcpt b\n\n",
+            b"mailchute-pickup 1\nfrom a\nrcpt b\nuid x\n\n",
         ] {
             assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn a_rewrite_is_the_daemon_s_own_file_with_the_submitter_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let pickup = dir.path().join("pickup");
+        let env = PickupEnvelope {
+            from: "u@h".into(),
+            rcpts: vec!["a@h".into(), "b@h".into()],
+            body: None,
+            submitter: None,
+        };
+        let path = write(&pickup, &env, b"x\r\n").unwrap();
+        // A file the daemon may not write into (the submitter's 0644, here 0444): the
+        // rewrite replaces it instead.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let rest = PickupEnvelope {
+            rcpts: vec!["b@h".into()],
+            submitter: Some(1000),
+            ..env.clone()
+        };
+        rewrite(&path, &encode(&rest, b"x\r\n")).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (back, msg) = decode(&bytes).unwrap();
+        assert_eq!((back, msg), (rest, &b"x\r\n"[..]));
+        let names: Vec<_> = std::fs::read_dir(&pickup).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
     }
 
     #[test]
@@ -616,6 +691,7 @@ mod tests {
             from: "u@h".into(),
             rcpts: vec!["r@h".into()],
             body: None,
+            submitter: None,
         };
         let path = write(&pickup, &env, b"x\r\n").unwrap();
         let mode = std::fs::metadata(&pickup).unwrap().permissions().mode();
@@ -640,6 +716,7 @@ mod tests {
             from: "u@h".into(),
             rcpts: vec!["r@h".into()],
             body: None,
+            submitter: None,
         };
         let a = write(&pickup, &env, b"x\r\n").unwrap();
         let b = write(&pickup, &env, b"x\r\n").unwrap();

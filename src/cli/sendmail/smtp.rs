@@ -459,6 +459,8 @@ impl Driver<'_> {
                 rcpts: deferred,
                 body: (txn.body == Body::EightBitMime || !message.is_ascii())
                     .then_some(Body::EightBitMime),
+                // The file's owner says who submitted it.
+                submitter: None,
             };
             match pickup::write(&self.s.pickup, &env, &message) {
                 Ok(path) => {
