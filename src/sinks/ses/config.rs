@@ -1,7 +1,7 @@
 //! `[sink.NAME]` with `type = "ses"`: its keys, checks and summary.
 
 use super::SesSink;
-use super::headers::check_tag_part;
+use super::headers::{check_configuration_set, check_tag_part};
 use crate::aws::AwsSettings;
 use crate::config::paths::join;
 use crate::config::{Duration, Size, TaggedTable};
@@ -105,20 +105,6 @@ pub struct SesSettings {
 
 fn non_empty(s: &str) -> Option<String> {
     (!s.trim().is_empty()).then(|| s.trim().to_string())
-}
-
-/// SES's rule for a configuration set name: 1 to 64 ASCII letters, digits, `_` or `-`.
-pub fn check_configuration_set(name: &str) -> Result<(), String> {
-    if name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(format!(
-            "\"{name}\": expected at most 64 ASCII letters, digits, _ or -"
-        ));
-    }
-    Ok(())
 }
 
 /// An SES identity ARN, `arn:aws:ses:REGION:ACCOUNT:identity/NAME`.

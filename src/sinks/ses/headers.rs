@@ -112,7 +112,7 @@ fn take(field: &[u8], name: &[u8], found: &mut SesHeaders) -> Result<(), HeaderE
     if name == b"x-ses-configuration-set" {
         // A name SES can never have is this message's fault: refused now, not retried as
         // a missing set (NotFound is temporary) until the message expires.
-        super::config::check_configuration_set(value).map_err(err)?;
+        check_configuration_set(value).map_err(err)?;
     }
     let slot = match name.as_slice() {
         b"x-ses-configuration-set" => &mut found.configuration_set,
@@ -143,6 +143,20 @@ pub fn parse_tags(value: &str) -> Result<Vec<(String, String)>, String> {
         tags.push((name.to_string(), val.to_string()));
     }
     Ok(tags)
+}
+
+/// SES's rule for a configuration set name: 1 to 64 ASCII letters, digits, `_` or `-`.
+pub fn check_configuration_set(name: &str) -> Result<(), String> {
+    if name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "\"{name}\": expected at most 64 ASCII letters, digits, _ or -"
+        ));
+    }
+    Ok(())
 }
 
 /// SES's rule for tag names and values: 1 to 256 ASCII letters, digits, `_` or `-`.
